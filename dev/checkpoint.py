@@ -1,0 +1,224 @@
+"""Model checkpoint: llm.c's fp32 version-3 file, plus the model configuration.
+
+Format (README, "File formats"): a 256-int32 header [0] magic 20240326,
+[1] version 3, [2] maxT, [3] V, [4] L, [5] NH, [6] C, [7] Vp, [8] no_qkv_bias
+(0 = llm.c default, 1 = qkvb is all zero and never trained), the rest 0; then
+the 16 fp32 tensors of PARAM_NAMES in order, shapes from param_shapes(). The
+file is exactly 1024 + 4*P bytes. Vp is V rounded up to a multiple of 128 and
+rows V..Vp-1 of wte are zero (written so; not enforced on read).
+
+read_checkpoint validates everything (magic, version, positive dims,
+C % NH == 0, Vp, no_qkv_bias flag, exact size) and raises CheckpointError
+(a UserError) naming what was expected and found. write_checkpoint is atomic
+(temp file + rename) and checks every tensor's shape.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from dev.binheader import HEADER_BYTES, check_size, make_header, read_header, write_file_atomic
+from dev.errors import UserError
+
+CHECKPOINT_MAGIC = 20240326
+CHECKPOINT_VERSION = 3
+VOCAB_PAD_MULTIPLE = 128
+
+PARAM_NAMES = (
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb",
+)
+
+FIX = "Re-create it with create_model.py (or check the path)."
+
+
+class CheckpointError(UserError):
+    """A model checkpoint file is missing, malformed or inconsistent."""
+
+
+def round_up(x, multiple):
+    return ((x + multiple - 1) // multiple) * multiple
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """GPT-2 hyperparameters. C = n_embd, L = n_layer, NH = n_head, V = vocab_size."""
+
+    max_seq_len: int   # maxT: rows of wpe, the longest sequence the model takes
+    vocab_size: int    # V: real tokens; the loss and sampling use only these
+    n_layer: int       # L
+    n_head: int        # NH
+    n_embd: int        # C
+    qkv_bias: bool = True  # False: qkvb is held at zero (header[8] no_qkv_bias = 1)
+
+    @property
+    def padded_vocab_size(self):
+        """Vp: V rounded up to a multiple of 128 (rows of wte, columns of the logits)."""
+        return round_up(self.vocab_size, VOCAB_PAD_MULTIPLE)
+
+    @property
+    def head_size(self):
+        """HS = C / NH."""
+        return self.n_embd // self.n_head
+
+    @property
+    def num_parameters(self):
+        """P: total floats in the 16 tensors (padded wte rows included)."""
+        return num_parameters(self)
+
+    def problems(self):
+        """List of human-readable problems with these values (empty when valid)."""
+        out = []
+        for field in ("max_seq_len", "vocab_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, field)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                out.append(f"{field} = {v!r} must be a positive integer")
+        if not out and self.n_embd % self.n_head != 0:
+            out.append(f"n_embd (C) = {self.n_embd} is not divisible by "
+                       f"n_head (NH) = {self.n_head}")
+        if not out and self.vocab_size > 65536:
+            out.append(f"vocab_size = {self.vocab_size} exceeds 65536: token shards "
+                       f"store uint16 ids")
+        return out
+
+    def validate(self, error_cls=UserError, where="model config"):
+        """Raise error_cls listing every problem; return self when valid."""
+        probs = self.problems()
+        if probs:
+            raise error_cls(f"{where}: " + "; ".join(probs))
+        return self
+
+    def describe(self):
+        return (f"maxT={self.max_seq_len} V={self.vocab_size} Vp={self.padded_vocab_size} "
+                f"L={self.n_layer} NH={self.n_head} C={self.n_embd} HS={self.head_size} "
+                f"qkv_bias={'on' if self.qkv_bias else 'off'}")
+
+
+def param_shapes(config):
+    """The 16 tensor shapes in checkpoint order: dict name -> tuple."""
+    maxT, L, C = config.max_seq_len, config.n_layer, config.n_embd
+    Vp = config.padded_vocab_size
+    return {
+        "wte": (Vp, C),
+        "wpe": (maxT, C),
+        "ln1w": (L, C),
+        "ln1b": (L, C),
+        "qkvw": (L, 3 * C, C),
+        "qkvb": (L, 3 * C),
+        "attprojw": (L, C, C),
+        "attprojb": (L, C),
+        "ln2w": (L, C),
+        "ln2b": (L, C),
+        "fcw": (L, 4 * C, C),
+        "fcb": (L, 4 * C),
+        "fcprojw": (L, C, 4 * C),
+        "fcprojb": (L, C),
+        "lnfw": (C,),
+        "lnfb": (C,),
+    }
+
+
+def num_parameters(config):
+    """P = Vp*C + maxT*C + L*(12*C*C + 13*C) + 2*C, computed without allocating."""
+    return sum(int(np.prod(s)) for s in param_shapes(config).values())
+
+
+def checkpoint_file_size(config):
+    """Exact checkpoint size in bytes: 1024 + 4*P."""
+    return HEADER_BYTES + 4 * num_parameters(config)
+
+
+def config_from_header(header, path="<header>"):
+    """Build and validate a ModelConfig from a checkpoint header (already magic/version checked)."""
+    maxT, V, L, NH, C, Vp, no_bias = (int(x) for x in header[2:9])
+    named = dict(maxT=maxT, V=V, L=L, NH=NH, C=C, Vp=Vp)
+    bad = [f"{k}={v}" for k, v in named.items() if v <= 0]
+    if bad:
+        raise CheckpointError(
+            f"model checkpoint {path} has non-positive dimensions in its header: "
+            f"{', '.join(bad)} (expected all > 0). {FIX}")
+    if C % NH != 0:
+        raise CheckpointError(
+            f"model checkpoint {path} is inconsistent: C={C} is not divisible by NH={NH}. {FIX}")
+    if V > 65536:
+        raise CheckpointError(
+            f"model checkpoint {path} has V={V}, expected at most 65536 (uint16 token ids). {FIX}")
+    expected_vp = round_up(V, VOCAB_PAD_MULTIPLE)
+    if Vp != expected_vp:
+        raise CheckpointError(
+            f"model checkpoint {path} is inconsistent: Vp={Vp}, expected {expected_vp} "
+            f"(V={V} rounded up to a multiple of {VOCAB_PAD_MULTIPLE}). {FIX}")
+    if no_bias not in (0, 1):
+        raise CheckpointError(
+            f"model checkpoint {path} has header[8] (no_qkv_bias) = {no_bias}, expected 0 or 1. {FIX}")
+    return ModelConfig(max_seq_len=maxT, vocab_size=V, n_layer=L, n_head=NH, n_embd=C,
+                       qkv_bias=(no_bias == 0))
+
+
+def read_checkpoint_config(path):
+    """Read and validate only the header (and the exact size): return ModelConfig."""
+    header, size = read_header(path, "model checkpoint", CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
+                               CheckpointError, FIX)
+    config = config_from_header(header, path)
+    P = num_parameters(config)
+    check_size(path, "model checkpoint", size, HEADER_BYTES + 4 * P,
+               f"1024-byte header + 4 * {P} parameters for {config.describe()}",
+               CheckpointError, FIX)
+    return config
+
+
+def read_checkpoint(path):
+    """Read a checkpoint: (ModelConfig, dict name -> np.float32 array of param_shapes)."""
+    config = read_checkpoint_config(path)
+    flat = np.fromfile(path, dtype="<f4", offset=HEADER_BYTES)
+    params = {}
+    offset = 0
+    for name, shape in param_shapes(config).items():
+        n = int(np.prod(shape))
+        params[name] = flat[offset:offset + n].reshape(shape)
+        offset += n
+    if not config.qkv_bias and np.any(params["qkvb"] != 0):
+        raise CheckpointError(
+            f"model checkpoint {path} says no_qkv_bias=1 but its qkvb tensor is not all "
+            f"zero (max |qkvb| = {float(np.abs(params['qkvb']).max()):.3g}). {FIX}")
+    bad = [n for n, a in params.items() if not np.all(np.isfinite(a))]
+    if bad:
+        raise CheckpointError(
+            f"model checkpoint {path} holds NaN or inf values in {', '.join(bad)}: "
+            f"the run that wrote it diverged. Use an earlier checkpoint.")
+    return config, params
+
+
+def _as_float32(name, value):
+    """numpy float32 view/copy of a numpy array or torch tensor."""
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(value, dtype="<f4")
+
+
+def write_checkpoint(path, config, params):
+    """Atomically write `params` (dict name -> array/tensor of param_shapes(config)).
+
+    Raises ValueError (a programming error, not user input) when a tensor is
+    missing, extra, mis-shaped, or qkvb is non-zero with config.qkv_bias False.
+    """
+    config.validate(ValueError)
+    shapes = param_shapes(config)
+    missing = [n for n in shapes if n not in params]
+    extra = [n for n in params if n not in shapes]
+    if missing or extra:
+        raise ValueError(f"write_checkpoint: missing tensors {missing}, unexpected {extra}")
+    bodies = []
+    for name, shape in shapes.items():
+        arr = _as_float32(name, params[name])
+        if tuple(arr.shape) != tuple(shape):
+            raise ValueError(f"write_checkpoint: {name} has shape {tuple(arr.shape)}, "
+                             f"expected {tuple(shape)} for {config.describe()}")
+        bodies.append(arr)
+    qkvb = bodies[PARAM_NAMES.index("qkvb")]
+    if not config.qkv_bias and np.any(qkvb != 0):
+        raise ValueError("write_checkpoint: qkv_bias is off but qkvb is not all zero")
+    header = make_header(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, [
+        config.max_seq_len, config.vocab_size, config.n_layer, config.n_head,
+        config.n_embd, config.padded_vocab_size, 0 if config.qkv_bias else 1])
+    write_file_atomic(path, header, bodies)
