@@ -1,0 +1,77 @@
+"""Shared pytest fixtures for the whole suite (kept small on purpose).
+
+  REPO                  repository root (also put on sys.path so `import dev` works)
+  tiny_config           the `tiny` ModelConfig (L=2, NH=2, C=64, maxT=64, V=500, Vp=512)
+  random_params(config, seed, scale=0.1)
+                        every tensor random (LayerNorm weights around 1, biases
+                        non-zero), padded wte rows zero, qkvb zero when the QKV
+                        bias is off: exercises every tensor, unlike GPT-2 init
+  make_checkpoint       fixture: make_checkpoint(config=tiny, seed=0, random=True,
+                        name="model.bin") -> path of a checkpoint in tmp_path
+  run_cli               fixture: run_cli("create_model.py", "--config", "tiny", ...)
+                        -> CompletedProcess (cwd = REPO, text output, no check)
+
+The suite never touches the network: GPT2_TOKENIZER_SOURCE defaults to
+"asset" here (the shipped GPT-2 ranks; same ids as tiktoken's download).
+Run: `python -m pytest -q tests` from the repository root (or bash dev/test.sh).
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+os.environ.setdefault("GPT2_TOKENIZER_SOURCE", "asset")
+
+from dev.checkpoint import param_shapes, write_checkpoint  # noqa: E402
+from dev.configs import NAMED_CONFIGS  # noqa: E402
+
+
+def random_params(config, seed=0, scale=0.1):
+    """dict name -> float32 array with every tensor random (see module docstring)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        arr = (rng.standard_normal(shape) * scale).astype(np.float32)
+        if name in ("ln1w", "ln2w", "lnfw"):
+            arr += 1.0
+        params[name] = arr
+    params["wte"][config.vocab_size:] = 0.0
+    if not config.qkv_bias:
+        params["qkvb"][:] = 0.0
+    return params
+
+
+@pytest.fixture
+def tiny_config():
+    return NAMED_CONFIGS["tiny"]
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path):
+    def make(config=None, seed=0, random=True, name="model.bin"):
+        config = config or NAMED_CONFIGS["tiny"]
+        if random:
+            params = random_params(config, seed)
+        else:
+            from dev.model import gpt2_init
+            params = gpt2_init(config, seed)
+        path = tmp_path / name
+        write_checkpoint(path, config, params)
+        return path
+    return make
+
+
+@pytest.fixture
+def run_cli():
+    def run(script, *args, timeout=300, env=None):
+        full_env = dict(os.environ, **(env or {}))
+        return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
+                              cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              env=full_env)
+    return run

@@ -1,0 +1,184 @@
+"""Model checkpoint format (dev/checkpoint.py): round trips, sizes, and every validation error.
+
+Checks: write -> read is bit-exact for every tensor (QKV bias on and off), the
+header slots and exact file size match README "File formats", the tensor
+names/shapes equal README's table, num_parameters matches the closed form,
+and each malformed file (missing, wrong magic, wrong version, truncated, too
+long, bad dimensions, Vp not V rounded up to 128, bad no_qkv_bias flag,
+non-zero qkvb with the flag set, NaN values) raises CheckpointError whose
+message names the file, what was found and what was expected.
+Run: python -m pytest -q tests/test_checkpoint.py
+"""
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from conftest import REPO, random_params
+from dev.checkpoint import (PARAM_NAMES, CheckpointError, ModelConfig, checkpoint_file_size,
+                            num_parameters, param_shapes, read_checkpoint, write_checkpoint)
+from dev.errors import UserError
+
+
+def patch_header(path, slot, value):
+    with open(path, "r+b") as f:
+        f.seek(4 * slot)
+        f.write(np.array([value], dtype="<i4").tobytes())
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_round_trip_bit_exact(tmp_path, tiny_config, qkv_bias):
+    config = ModelConfig(**{**tiny_config.__dict__, "qkv_bias": qkv_bias})
+    params = random_params(config, seed=3)
+    path = tmp_path / "m.bin"
+    write_checkpoint(path, config, params)
+    assert os.path.getsize(path) == 1024 + 4 * num_parameters(config) == checkpoint_file_size(config)
+    header = np.fromfile(path, dtype="<i4", count=256)
+    assert list(header[:9]) == [20240326, 3, 64, 500, 2, 2, 64, 512, 0 if qkv_bias else 1]
+    assert not header[9:].any(), "unused header slots must be zero"
+    config2, params2 = read_checkpoint(path)
+    assert config2 == config
+    assert list(params2) == list(PARAM_NAMES)
+    for name in PARAM_NAMES:
+        assert params2[name].dtype == np.float32
+        diff = np.abs(params2[name] - params[name]).max()
+        assert params2[name].shape == params[name].shape and diff == 0, f"{name}: max abs diff {diff}"
+
+
+def test_write_is_atomic_and_leaves_no_temp(tmp_path, tiny_config):
+    path = tmp_path / "m.bin"
+    write_checkpoint(path, tiny_config, random_params(tiny_config))
+    write_checkpoint(path, tiny_config, random_params(tiny_config, seed=1))  # overwrite in place
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"]
+
+
+def test_shapes_match_readme_table(tiny_config):
+    """The 16 names and shapes in README's table equal PARAM_NAMES / param_shapes."""
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    rows = re.findall(r"\|\s*(\d+)\s*\|\s*(\w+)\s*\|\s*(\([^)]*\))\s*\|", text)
+    table = {int(i): (name, shape) for i, name, shape in rows}
+    assert sorted(table) == list(range(1, 17)), f"README table rows found: {sorted(table)}"
+    c = tiny_config
+    symbols = dict(Vp=c.padded_vocab_size, C=c.n_embd, maxT=c.max_seq_len, L=c.n_layer)
+    shapes = param_shapes(c)
+    for i, name in enumerate(PARAM_NAMES, 1):
+        readme_name, readme_shape = table[i]
+        assert readme_name == name, f"README row {i} is {readme_name}, code says {name}"
+        exprs = [re.sub(r"(\d)([A-Za-z])", r"\1*\2", d) for d in readme_shape.strip("()").split(",")]
+        dims = tuple(eval(e, {}, symbols) for e in exprs)  # "4C" -> 4*C
+        assert dims == shapes[name], f"{name}: README {readme_shape} -> {dims}, code {shapes[name]}"
+
+
+@pytest.mark.parametrize("L,C,maxT,V", [(12, 768, 1024, 50257), (2, 64, 64, 500), (3, 48, 7, 129)])
+def test_num_parameters_closed_form(L, C, maxT, V):
+    config = ModelConfig(max_seq_len=maxT, vocab_size=V, n_layer=L, n_head=4, n_embd=C)
+    Vp = -(-V // 128) * 128
+    assert config.padded_vocab_size == Vp
+    assert num_parameters(config) == Vp * C + maxT * C + L * (12 * C * C + 13 * C) + 2 * C
+
+
+def test_gpt2_124m_size():
+    d12 = ModelConfig(max_seq_len=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
+    assert d12.padded_vocab_size == 50304
+    assert num_parameters(d12) == 124_475_904
+    assert checkpoint_file_size(d12) == 497_904_640
+
+
+def test_write_rejects_bad_shapes(tmp_path, tiny_config):
+    params = random_params(tiny_config)
+    params["fcw"] = params["fcw"][:, :-1]
+    with pytest.raises(ValueError, match="fcw"):
+        write_checkpoint(tmp_path / "m.bin", tiny_config, params)
+    assert not os.path.exists(tmp_path / "m.bin")
+
+
+# ---- every validation error -------------------------------------------------------------
+@pytest.fixture
+def ckpt(make_checkpoint):
+    return make_checkpoint()
+
+
+def expect_error(path, *fragments):
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    msg = str(info.value)
+    assert isinstance(info.value, UserError)
+    assert str(path) in msg, msg
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in message: {msg}"
+    return msg
+
+
+def test_missing_file(tmp_path):
+    expect_error(tmp_path / "nope.bin", "does not exist", "create_model.py")
+
+
+def test_wrong_magic(ckpt):
+    patch_header(ckpt, 0, 20240520)
+    expect_error(ckpt, "magic number 20240520", "expected 20240326")
+
+
+def test_wrong_version(ckpt):
+    patch_header(ckpt, 1, 5)
+    expect_error(ckpt, "version 5", "expected 3")
+
+
+def test_truncated_header(ckpt):
+    with open(ckpt, "r+b") as f:
+        f.truncate(100)
+    expect_error(ckpt, "truncated", "100 bytes")
+
+
+def test_truncated_body(ckpt, tiny_config):
+    size = checkpoint_file_size(tiny_config)
+    with open(ckpt, "r+b") as f:
+        f.truncate(size - 4)
+    expect_error(ckpt, "truncated", f"{size - 4} bytes", f"expected {size}")
+
+
+def test_too_long(ckpt, tiny_config):
+    with open(ckpt, "ab") as f:
+        f.write(b"\0" * 8)
+    expect_error(ckpt, "too long", f"expected {checkpoint_file_size(tiny_config)}")
+
+
+@pytest.mark.parametrize("slot,value,fragment", [
+    (4, 0, "L=0"), (6, -64, "C=-64"), (2, 0, "maxT=0"),
+])
+def test_non_positive_dims(ckpt, slot, value, fragment):
+    patch_header(ckpt, slot, value)
+    expect_error(ckpt, fragment, "expected all > 0")
+
+
+def test_c_not_divisible_by_nh(ckpt):
+    patch_header(ckpt, 5, 3)
+    expect_error(ckpt, "C=64 is not divisible by NH=3")
+
+
+def test_vp_inconsistent(ckpt):
+    patch_header(ckpt, 7, 640)
+    expect_error(ckpt, "Vp=640", "expected 512")
+
+
+def test_vocab_changed_changes_expected_size(ckpt):
+    patch_header(ckpt, 3, 1000)  # V=1000 needs Vp=1024
+    expect_error(ckpt, "Vp=512", "expected 1024")
+
+
+def test_bad_no_qkv_bias_flag(ckpt):
+    patch_header(ckpt, 8, 2)
+    expect_error(ckpt, "no_qkv_bias", "= 2", "expected 0 or 1")
+
+
+def test_no_qkv_bias_flag_with_nonzero_qkvb(ckpt):
+    patch_header(ckpt, 8, 1)  # random_params gave qkvb non-zero values
+    expect_error(ckpt, "no_qkv_bias=1", "qkvb")
+
+
+def test_nan_values(ckpt):
+    with open(ckpt, "r+b") as f:
+        f.seek(1024 + 4 * 10)
+        f.write(np.array([np.nan], dtype="<f4").tobytes())
+    expect_error(ckpt, "NaN", "wte")
