@@ -16,9 +16,12 @@ import argparse
 import os
 import sys
 
-from dev.configs import CONFIG_USES, NAMED_CONFIGS, resolve_config
+from dev.configs import CONFIG_USES, resolve_config
 from dev.checkpoint import checkpoint_file_size, num_parameters, param_shapes, write_checkpoint
 from dev.errors import UserError, cli_main
+
+
+OVERRIDE_FLAGS = ("--n-layer", "--n-head", "--n-embd", "--seq-len", "--vocab-size")
 
 
 def parse_args(argv):
@@ -65,19 +68,20 @@ def print_table(config, out=sys.stdout):
 
 def load_hf_model(name_or_dir):
     """Load a transformers GPT2LMHeadModel offline-first; UserError with a fix otherwise."""
-    from transformers import GPT2LMHeadModel
-    from dev.tokenizer import network_reachable
     looks_like_path = os.sep in name_or_dir or name_or_dir.startswith(".") or os.path.exists(name_or_dir)
     if looks_like_path:
         if not os.path.isdir(name_or_dir):
             raise UserError(f"--from-hf {name_or_dir}: no such folder. Pass a folder written by "
                             f"transformers' save_pretrained, or a hub name such as gpt2.")
+        from transformers import GPT2LMHeadModel
         try:
             return GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
         except Exception as e:  # noqa: BLE001 - any load failure is the user's folder
             raise UserError(f"--from-hf {name_or_dir}: could not load a GPT-2 model from this "
                             f"folder ({type(e).__name__}: {str(e).splitlines()[0][:300]}). It needs "
                             f"config.json and the weights from save_pretrained.") from e
+    from transformers import GPT2LMHeadModel
+    from dev.tokenizer import network_reachable
     try:
         return GPT2LMHeadModel.from_pretrained(name_or_dir, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached; maybe downloadable
@@ -99,7 +103,7 @@ def main(argv=None):
     overrides = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                      max_seq_len=args.seq_len, vocab_size=args.vocab_size)
     if args.from_hf:
-        given = [f"--{k}" for k, v in overrides.items() if v is not None]
+        given = [flag for flag, v in zip(OVERRIDE_FLAGS, overrides.values()) if v is not None]
         if given or args.no_qkv_bias:
             raise UserError(f"--from-hf takes its sizes from the transformers model; drop "
                             f"{', '.join(given + (['--no-qkv-bias'] if args.no_qkv_bias else []))}.")
@@ -111,7 +115,7 @@ def main(argv=None):
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    from dev.model import gpt2_init
+    from dev.init import gpt2_init
     params = gpt2_init(config, args.seed)
     write_checkpoint(out, config, params)
     print(f"wrote {out} ({os.path.getsize(out):,} bytes)")

@@ -42,40 +42,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dev.checkpoint import PARAM_NAMES, ModelConfig, param_shapes, read_checkpoint, write_checkpoint
+from dev.init import gpt2_init
 
 LN_EPS = 1e-5
-INIT_STD = 0.02
 DROPOUT_SITES = ("embed", "attn", "attn_proj", "mlp")
-# Weights drawn from N(0, std); the residual projections use std 0.02/sqrt(2L).
-RANDOM_INIT = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
-RESIDUAL_PROJECTIONS = ("attprojw", "fcprojw")
-
-
-def gpt2_init(config, seed):
-    """GPT-2 initialisation as numpy float32 arrays, deterministic for `seed`.
-
-    One numpy Generator (np.random.default_rng(seed), PCG64) draws, in
-    checkpoint order, standard normals as float32 (rng.standard_normal(shape,
-    dtype=np.float32)) for wte (first V rows only), wpe, qkvw, attprojw, fcw,
-    fcprojw, each multiplied by its std: 0.02, and 0.02/sqrt(2L) for attprojw
-    and fcprojw. LayerNorm weights are 1, every bias 0 (qkvb included), the
-    padded wte rows V..Vp-1 are 0.
-    """
-    rng = np.random.default_rng(seed)
-    V, L = config.vocab_size, config.n_layer
-    params = {}
-    for name, shape in param_shapes(config).items():
-        if name in RANDOM_INIT:
-            std = INIT_STD / math.sqrt(2 * L) if name in RESIDUAL_PROJECTIONS else INIT_STD
-            draw_shape = (V,) + tuple(shape[1:]) if name == "wte" else shape
-            arr = np.zeros(shape, dtype=np.float32)
-            arr[:draw_shape[0]] = rng.standard_normal(draw_shape, dtype=np.float32) * np.float32(std)
-        elif name in ("ln1w", "ln2w", "lnfw"):
-            arr = np.ones(shape, dtype=np.float32)
-        else:
-            arr = np.zeros(shape, dtype=np.float32)
-        params[name] = arr
-    return params
 
 
 def cross_entropy_loss(logits, targets, vocab_size, loss_mask=None):

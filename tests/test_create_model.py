@@ -1,0 +1,141 @@
+"""create_model.py and dev/configs.py: sizes of every named config, initialisation, CLI errors.
+
+Checks: every named configuration's parameter count equals the closed form
+P = Vp*C + maxT*C + L*(12*C*C + 13*C) + 2*C and its file size 1024 + 4P
+(d12 = 124,475,904 floats, 497,904,640 bytes) without allocating; the CLI
+writes a checkpoint of exactly that size for tiny, mod97 and d4 (each read
+back and validated); the same seed gives identical bytes, another seed
+different ones; GPT-2 init statistics (std 0.02, residual projections
+0.02/sqrt(2L), LayerNorm 1/0, biases and padded rows 0; std within 5%, the
+sampling error at these sizes is < 1%); overrides and --no-qkv-bias reach the
+header; --from-hf converts a locally saved transformers model exactly; unknown
+config, invalid override and missing --from-hf folder exit 1 with a message.
+Run: python -m pytest -q tests/test_create_model.py
+"""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from dev.checkpoint import checkpoint_file_size, num_parameters, read_checkpoint
+from dev.configs import NAMED_CONFIGS, resolve_config
+from dev.errors import UserError
+from dev.model import gpt2_init
+
+EXPECTED = {  # name: (L, NH, C, maxT, V)
+    "tiny": (2, 2, 64, 64, 500), "mod97": (2, 4, 128, 8, 101), "d4": (4, 4, 128, 256, 50257),
+    "d12": (12, 12, 768, 1024, 50257), "d24": (24, 16, 1024, 1024, 50257),
+    "d36": (36, 20, 1280, 1024, 50257), "d48": (48, 25, 1600, 1024, 50257),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_named_config_sizes(name):
+    L, NH, C, maxT, V = EXPECTED[name]
+    cfg = NAMED_CONFIGS[name]
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.max_seq_len, cfg.vocab_size) == (L, NH, C, maxT, V)
+    Vp = math.ceil(V / 128) * 128
+    P = Vp * C + maxT * C + L * (12 * C * C + 13 * C) + 2 * C
+    assert num_parameters(cfg) == P
+    assert checkpoint_file_size(cfg) == 1024 + 4 * P
+
+
+def test_d12_is_gpt2_124m():
+    assert num_parameters(NAMED_CONFIGS["d12"]) == 124_475_904
+    assert checkpoint_file_size(NAMED_CONFIGS["d12"]) == 497_904_640
+
+
+@pytest.mark.parametrize("name", ["tiny", "mod97", "d4"])
+def test_cli_writes_exact_size(run_cli, tmp_path, name):
+    out = tmp_path / f"{name}.bin"
+    r = run_cli("create_model.py", "--config", name, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert os.path.getsize(out) == checkpoint_file_size(NAMED_CONFIGS[name])
+    config, _ = read_checkpoint(out)
+    assert config == NAMED_CONFIGS[name]
+    assert str(out) in r.stdout
+
+
+def test_dry_run_writes_nothing(run_cli, tmp_path):
+    out = tmp_path / "d48.bin"
+    r = run_cli("create_model.py", "--config", "d48", "--out", out, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()
+    assert f"{num_parameters(NAMED_CONFIGS['d48']):,}" in r.stdout
+
+
+def test_seed_determinism(run_cli, tmp_path):
+    paths = []
+    for i, seed in enumerate([7, 7, 8]):
+        paths.append(tmp_path / f"m{i}.bin")
+        r = run_cli("create_model.py", "--config", "tiny", "--seed", seed, "--out", paths[-1])
+        assert r.returncode == 0, r.stderr
+    a, b, c = (p.read_bytes() for p in paths)
+    assert a == b, "same seed must give identical bytes"
+    assert a != c, "a different seed must give different weights"
+
+
+def test_gpt2_init_statistics():
+    cfg = resolve_config("tiny", n_embd=128, n_head=4, n_layer=3)
+    p = gpt2_init(cfg, seed=0)
+    V, L = cfg.vocab_size, cfg.n_layer
+    for name, std in [("wte", 0.02), ("wpe", 0.02), ("qkvw", 0.02), ("fcw", 0.02),
+                      ("attprojw", 0.02 / math.sqrt(2 * L)), ("fcprojw", 0.02 / math.sqrt(2 * L))]:
+        arr = p[name][:V] if name == "wte" else p[name]
+        assert abs(arr.std() / std - 1) < 0.05, f"{name}: std {arr.std():.5g}, expected {std:.5g}"
+        assert abs(arr.mean()) < 3 * std / math.sqrt(arr.size) + 1e-7, f"{name}: mean {arr.mean():.3g}"
+    assert np.all(p["wte"][V:] == 0), "padded wte rows must be zero"
+    for name in ("ln1w", "ln2w", "lnfw"):
+        assert np.all(p[name] == 1), name
+    for name in ("ln1b", "ln2b", "lnfb", "qkvb", "attprojb", "fcb", "fcprojb"):
+        assert np.all(p[name] == 0), name
+
+
+def test_overrides_and_no_qkv_bias(run_cli, tmp_path):
+    out = tmp_path / "m.bin"
+    r = run_cli("create_model.py", "--config", "tiny", "--n-layer", 3, "--n-head", 4, "--n-embd", 32,
+                "--seq-len", 16, "--vocab-size", 129, "--no-qkv-bias", "--out", out)
+    assert r.returncode == 0, r.stderr
+    header = np.fromfile(out, dtype="<i4", count=9)
+    assert list(header) == [20240326, 3, 16, 129, 3, 4, 32, 256, 1]
+    config, params = read_checkpoint(out)
+    assert config.qkv_bias is False and np.all(params["qkvb"] == 0)
+
+
+def test_from_hf_local_folder(run_cli, tmp_path, tiny_config):
+    from conftest import random_params
+    from dev.model import GPT, to_hf
+    model = GPT(tiny_config, init=False)
+    params = random_params(tiny_config, seed=9)
+    model.load_params(params)
+    to_hf(model).save_pretrained(tmp_path / "hf")
+    out = tmp_path / "conv.bin"
+    r = run_cli("create_model.py", "--from-hf", tmp_path / "hf", "--out", out)
+    assert r.returncode == 0, r.stderr
+    config, back = read_checkpoint(out)
+    assert config == tiny_config
+    for name, arr in params.items():
+        assert np.array_equal(back[name], arr), name
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--config", "d5"], "unknown model configuration 'd5'"),
+    (["--config", "tiny", "--n-head", "3"], "not divisible by n_head (NH) = 3"),
+    (["--config", "tiny", "--vocab-size", "0"], "vocab_size = 0 must be a positive integer"),
+    (["--config", "tiny", "--vocab-size", "70000"], "exceeds 65536"),
+    (["--from-hf", "./no/such/folder"], "no such folder"),
+    (["--from-hf", "./x", "--n-layer", "2"], "drop --n-layer"),
+])
+def test_cli_errors(run_cli, tmp_path, args, fragment):
+    r = run_cli("create_model.py", *args, "--out", tmp_path / "m.bin")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: ") and fragment in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m.bin").exists()
+
+
+def test_resolve_config_unknown_name():
+    with pytest.raises(UserError, match="choose one of tiny, mod97, d4, d12"):
+        resolve_config("gpt5")
