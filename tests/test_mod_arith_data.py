@@ -1,0 +1,93 @@
+"""experiments/00010-delayed-generalization/prepare_data.py: the addition-mod-97 example shards.
+
+Checks, on the files the script writes (read back with dev.shards and
+dev.tokenizer): exact counts (4704 train + 4705 val of 9409 at fraction 0.5,
+floor(f * 9409) train for f = 0.3 and 0.7); the two splits are disjoint and
+together hold every pair (a, b) exactly once; every example is
+[a, 97, b, 98, (a+b) % 97, 99, 100, 100] with the loss mask 1 only at
+position 4; the header's V bound is 101; the same seed gives identical bytes
+and another seed a different split; the tokenizer file has the 101 strings
+and EOT 99; bad --train-fraction exits 1 with a message.
+Run: python -m pytest -q tests/test_mod_arith_data.py
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from dev.shards import read_example_shard
+from dev.tokenizer import read_tokenizer_file
+
+SCRIPT = "experiments/00010-delayed-generalization/prepare_data.py"
+P = 97
+
+
+def prepare(run_cli, out_dir, *args):
+    r = run_cli(SCRIPT, "--out-dir", out_dir, *args)
+    assert r.returncode == 0, r.stderr
+    train = read_example_shard(out_dir / "train.bin")
+    val = read_example_shard(out_dir / "val.bin")
+    return train, val, r.stdout
+
+
+def pair_index(tokens):
+    return tokens[:, 0].astype(np.int64) * P + tokens[:, 2].astype(np.int64)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.7])
+def test_counts_split_and_examples(run_cli, tmp_path, fraction):
+    (tr_tok, tr_mask, tr_v), (va_tok, va_mask, va_v), out = prepare(
+        run_cli, tmp_path, "--train-fraction", fraction, "--seed", 3)
+    n_train = math.floor(fraction * P * P)
+    assert len(tr_tok) == n_train and len(va_tok) == P * P - n_train, (len(tr_tok), len(va_tok))
+    assert f"train: {n_train} examples" in out
+    if fraction == 0.5:
+        assert (len(tr_tok), len(va_tok)) == (4704, 4705)
+    assert tr_v == va_v == 101
+    tr_i, va_i = pair_index(tr_tok), pair_index(va_tok)
+    assert len(np.intersect1d(tr_i, va_i)) == 0, "train and val share pairs"
+    both = np.sort(np.concatenate([tr_i, va_i]))
+    assert np.array_equal(both, np.arange(P * P)), "the splits do not hold every pair exactly once"
+    for tok, mask in ((tr_tok, tr_mask), (va_tok, va_mask)):
+        assert tok.shape[1] == 8 and mask.shape == tok.shape
+        a, b = tok[:, 0].astype(np.int64), tok[:, 2].astype(np.int64)
+        assert a.max() < P and b.max() < P
+        expected = np.stack([a, np.full_like(a, 97), b, np.full_like(a, 98), (a + b) % P,
+                             np.full_like(a, 99), np.full_like(a, 100), np.full_like(a, 100)], 1)
+        bad = np.argwhere(tok != expected)
+        assert len(bad) == 0, f"example {bad[0][0]} position {bad[0][1]}: {tok[bad[0][0]]}"
+        expected_mask = np.zeros_like(mask)
+        expected_mask[:, 4] = 1
+        assert np.array_equal(mask, expected_mask), "mask must be 1 only at position 4 (the answer)"
+
+
+def test_determinism_and_seed(run_cli, tmp_path):
+    prepare(run_cli, tmp_path / "a", "--seed", 7)
+    prepare(run_cli, tmp_path / "b", "--seed", 7)
+    prepare(run_cli, tmp_path / "c", "--seed", 8)
+    for name in ("train.bin", "val.bin", "tokenizer.bin"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "train.bin").read_bytes() != (tmp_path / "c" / "train.bin").read_bytes()
+    # the split is the documented numpy permutation
+    perm = np.random.default_rng(7).permutation(P * P)
+    tok, _, _ = read_example_shard(tmp_path / "a" / "train.bin")
+    assert np.array_equal(pair_index(tok), np.sort(perm[:4704]))
+
+
+def test_tokenizer_file(run_cli, tmp_path):
+    prepare(run_cli, tmp_path)
+    tokens, eot = read_tokenizer_file(tmp_path / "tokenizer.bin")
+    assert eot == 99
+    assert tokens == [str(i).encode() for i in range(97)] + [b"+", b"=", b"<end>", b"<pad>"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--train-fraction", "0"), "--train-fraction 0.0"),
+    (("--train-fraction", "1"), "--train-fraction 1.0"),
+    (("--modulus", "1"), "--modulus 1"),
+    (("--train-fraction", "0.00001"), "leaves 0 training"),
+])
+def test_bad_arguments(run_cli, tmp_path, args, needle):
+    r = run_cli(SCRIPT, "--out-dir", tmp_path, *args)
+    assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
