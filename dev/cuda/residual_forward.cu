@@ -1,0 +1,88 @@
+// Workbench: residual forward, out[i] = inp1[i] + inp2[i],   out, inp1, inp2 (N)
+// (the backward of a residual add is a copy of dout into both branches, which the
+// trainer does by accumulating into the residual stream's gradient: no kernel).
+// Versions:
+//   1: one thread per element.
+//   2: one thread per 4 elements, float4 loads and stores (N % 4 == 0).
+// Memory-bound: floor is 3*N floats (two reads, one write).
+// Build: make cuda-workbenches; run: dev/cuda/bin/residual_forward [version] [--check-only]
+#include "common.h"
+
+static void residual_forward_cpu(float* out, const float* a, const float* b, size_t N) {
+    for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+// version 1: thread per element
+__global__ void residual_forward_kernel1(float* out, const float* a, const float* b, size_t N) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < N) out[i] = a[i] + b[i];
+}
+
+// version 2: thread per float4
+__global__ void residual_forward_kernel2(float4* out, const float4* a, const float4* b, size_t N4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N4) return;
+    float4 x = a[i], y = b[i];
+    out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+}
+
+static void residual_forward(int version, float* out, const float* a, const float* b, size_t N, int block_size) {
+    if (version == 1) {
+        residual_forward_kernel1<<<ceil_div(N, block_size), block_size>>>(out, a, b, N);
+    } else {
+        residual_forward_kernel2<<<ceil_div(N / 4, block_size), block_size>>>(
+            (float4*)out, (const float4*)a, (const float4*)b, N / 4);
+    }
+    launchCheck();
+}
+
+static void check_shape(int version, size_t N) {
+    if (version == 2 && N % 4 != 0) return;
+    float* a = make_random_float(N, -1.0f, 1.0f);
+    float* b = make_random_float(N, -1.0f, 1.0f);
+    float* ref = (float*)malloc(N * sizeof(float));
+    residual_forward_cpu(ref, a, b, N);
+    float* d_a = to_device(a, N);
+    float* d_b = to_device(b, N);
+    float* d_out = device_alloc<float>(N);
+    printf("version %d, N=%zu\n", version, N);
+    for (int block_size : {32, 64, 128, 256, 512, 1024}) {
+        poison(d_out, N);
+        residual_forward(version, d_out, d_a, d_b, N, block_size);
+        validate_result(d_out, ref, "out", N, 0.0f, 0.0f);  // one float add: exact
+    }
+    cudaCheck(cudaFree(d_a)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
+    free(a); free(b); free(ref);
+}
+
+int main(int argc, char** argv) {
+    const int num_versions = 2;
+    BenchArgs args = parse_bench_args(argc, argv, num_versions);
+    require_gpu();
+    for (int v = 1; v <= num_versions; v++) {
+        if (args.version != 0 && args.version != v) continue;
+        check_shape(v, (size_t)8 * 1024 * 768);
+        check_shape(v, 1001);
+        check_shape(v, 4 * 37);
+    }
+    printf("all checks passed\n");
+    if (args.check_only) return 0;
+
+    size_t N = (size_t)16 * 1024 * 768;
+    float* d_a = device_random(N, -1.0f, 1.0f);
+    float* d_b = device_random(N, -1.0f, 1.0f);
+    float* d_out = device_alloc<float>(N);
+    double bytes = 3.0 * N * sizeof(float);
+    printf("benchmark N=%zu (B=16 T=1024 C=768; floor: %.1f MB moved)\n", N, bytes / 1e6);
+    for (int v = 1; v <= num_versions; v++) {
+        if (args.version != 0 && args.version != v) continue;
+        for (int block_size : {128, 256, 512, 1024}) {
+            float ms = benchmark_kernel(50, [&]() { residual_forward(v, d_out, d_a, d_b, N, block_size); });
+            char what[64];
+            snprintf(what, sizeof(what), "residual_forward v%d", v);
+            report_time(what, block_size, ms, bytes, 0);
+        }
+    }
+    cudaCheck(cudaFree(d_a)); cudaCheck(cudaFree(d_b)); cudaCheck(cudaFree(d_out));
+    return 0;
+}
