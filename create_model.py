@@ -25,7 +25,7 @@ OVERRIDE_FLAGS = ("--n-layer", "--n-head", "--n-embd", "--seq-len", "--vocab-siz
 
 
 def parse_args(argv):
-    names = ", ".join(f"{k} ({v})" for k, v in CONFIG_USES.items())
+    names = "; ".join(f"{k} = {v}" for k, v in CONFIG_USES.items())
     p = argparse.ArgumentParser(
         description="Create a GPT-2 checkpoint: a named configuration with GPT-2 initialisation, "
                     "or a conversion of a transformers GPT-2.")

@@ -137,7 +137,11 @@ def extract_archive(archive, dest):
     print(f"extracting {archive} -> {dest}/")
     tmp = dest + ".extracting"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    try:
+        os.makedirs(tmp)
+    except OSError as e:
+        raise UserError(f"cannot create {tmp}/ to extract {archive} into ({e.strerror}); "
+                        f"extract the archive yourself and pass the folder with --input.") from e
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
