@@ -1,0 +1,190 @@
+/*
+train_config.h: the trainers' command line, shared by train_gpt2.c and
+train_gpt2_fp32.cu so both take the same flags with the same defaults.
+
+Contract: train_config_defaults() fills every setting; train_config_specs()
+writes the ArgSpec table (llm.c's short flags where llm.c has them, a long
+flag for everything) and returns how many it wrote, so a trainer can append
+its own flags before calling args_parse(); train_config_check() rejects
+inconsistent values with a message naming the flag; train_config_json()
+writes every setting into a JSON object (the log's "config" record).
+Sentinels: -t 0 = the model's context (or E-1 for example data); --steps -1 =
+one epoch of the training data; -v 0, -s 0 = never; -m -1 = the whole
+validation set; --save-every 0 = only at the end; --grad-clip 0 = off;
+--top-k 0 and --top-p 1 = off; --threads 0 = OpenMP's default.
+*/
+#ifndef LLMC_TRAIN_CONFIG_H
+#define LLMC_TRAIN_CONFIG_H
+
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "logger.h"
+#include "schedule.h"
+#include "utils.h"
+
+static const char* const DECAY_PARAM_CHOICES[] = {"all", "matrices", NULL};
+
+typedef struct {
+    // data and files
+    const char* train_data;    // -i  glob of training shards
+    const char* val_data;      // -j  glob of validation shards ("" = none)
+    const char* output_dir;    // -o  log, checkpoints ("" = none)
+    const char* model;         // -e/--model  checkpoint to start from
+    const char* resume;        // --resume  state file to continue from
+    const char* tokenizer;     // --tokenizer  for decoding samples ("" = print ids)
+    // batch and length
+    int batch_size;            // -b  B
+    int seq_len;               // -t  T (0 = model maxT, or E-1 for example data)
+    int steps;                 // -x/--steps total optimizer steps (-1 = one epoch)
+    // optimizer
+    float lr;                  // -l
+    const char* lr_schedule;   // --lr-schedule constant|cosine|linear
+    int warmup;                // -u/--warmup
+    float min_lr_frac;         // -q/--min-lr-frac
+    float weight_decay;        // -c/--weight-decay
+    const char* decay_params;  // --decay-params all|matrices
+    float beta1, beta2, eps;   // --beta1 --beta2 --eps
+    float grad_clip;           // --grad-clip (0 = off)
+    // evaluation, sampling, checkpoints
+    int val_every;             // -v
+    int val_batches;           // -m
+    int sample_every;          // -s
+    int gen_tokens;            // -g
+    float temperature;         // --temperature (0 = greedy)
+    int top_k;                 // --top-k
+    float top_p;               // --top-p
+    long long seed;            // --seed
+    int save_every;            // -n/--save-every
+    int threads;               // --threads
+    // parity mode
+    const char* parity_batch;  // --parity-batch
+    const char* parity_out;    // --parity-out
+    const char* parity_losses; // --parity-losses
+} TrainConfig;
+
+static inline void train_config_defaults(TrainConfig* c) {
+    memset(c, 0, sizeof(*c));
+    c->train_data = "data/tinystories/TinyStories_train*.bin";
+    c->val_data = "data/tinystories/TinyStories_val.bin";
+    c->output_dir = "";
+    c->model = "out/d4.bin";
+    c->resume = "";
+    c->tokenizer = "data/tinystories/gpt2_tokenizer.bin";
+    c->batch_size = 4;
+    c->seq_len = 0;
+    c->steps = -1;
+    c->lr = 3e-4f;
+    c->lr_schedule = "cosine";
+    c->warmup = 0;
+    c->min_lr_frac = 0.1f;
+    c->weight_decay = 0.0f;
+    c->decay_params = "all";
+    c->beta1 = 0.9f;
+    c->beta2 = 0.999f;
+    c->eps = 1e-8f;
+    c->grad_clip = 1.0f;
+    c->val_every = 20;
+    c->val_batches = 20;
+    c->sample_every = 20;
+    c->gen_tokens = 64;
+    c->temperature = 1.0f;
+    c->top_k = 0;
+    c->top_p = 1.0f;
+    c->seed = 1337;
+    c->save_every = 0;
+    c->threads = 0;
+    c->parity_batch = "";
+    c->parity_out = "";
+    c->parity_losses = "";
+}
+
+#define TRAIN_CONFIG_MAX_SPECS 40
+
+// Writes the shared flag table into specs (room for TRAIN_CONFIG_MAX_SPECS);
+// returns the number written.
+static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
+    int n = 0;
+#define SPEC(s, l, t, d, h, ch) do { ArgSpec a_ = {s, l, t, d, h, ch}; specs[n++] = a_; } while (0)
+    SPEC('i', "train-data", ARG_STRING, &c->train_data, "training shards: a file or a quoted glob", NULL);
+    SPEC('j', "val-data", ARG_STRING, &c->val_data, "validation shards (\"\" = no validation)", NULL);
+    SPEC('o', "output-dir", ARG_STRING, &c->output_dir, "folder for log.jsonl and checkpoints (\"\" = none)", NULL);
+    SPEC('e', "model", ARG_STRING, &c->model, "model checkpoint to start from (create_model.py writes one)", NULL);
+    SPEC(0, "resume", ARG_STRING, &c->resume, "continue from DIR/state_NNNNNN.bin (uses DIR/model_NNNNNN.bin beside it)", NULL);
+    SPEC(0, "tokenizer", ARG_STRING, &c->tokenizer, "tokenizer file to decode samples (missing = print token ids)", NULL);
+    SPEC('b', "batch-size", ARG_INT, &c->batch_size, "B, sequences per step", NULL);
+    SPEC('t', "seq-len", ARG_INT, &c->seq_len, "T, tokens per sequence (0 = the model's context, or E-1 for example shards)", NULL);
+    SPEC('x', "steps", ARG_INT, &c->steps, "total optimizer steps (-1 = one epoch of the training data)", NULL);
+    SPEC('l', "lr", ARG_FLOAT, &c->lr, "peak learning rate", NULL);
+    SPEC(0, "lr-schedule", ARG_CHOICE, &c->lr_schedule, "decay after warmup", LR_SCHEDULE_NAMES);
+    SPEC('u', "warmup", ARG_INT, &c->warmup, "linear warmup steps", NULL);
+    SPEC('q', "min-lr-frac", ARG_FLOAT, &c->min_lr_frac, "the decay's floor as a fraction of -l", NULL);
+    SPEC('c', "weight-decay", ARG_FLOAT, &c->weight_decay, "AdamW decoupled weight decay", NULL);
+    SPEC(0, "decay-params", ARG_CHOICE, &c->decay_params, "tensors that decay (matrices = wte wpe qkvw attprojw fcw fcprojw)", DECAY_PARAM_CHOICES);
+    SPEC(0, "beta1", ARG_FLOAT, &c->beta1, "AdamW beta1", NULL);
+    SPEC(0, "beta2", ARG_FLOAT, &c->beta2, "AdamW beta2", NULL);
+    SPEC(0, "eps", ARG_FLOAT, &c->eps, "AdamW epsilon", NULL);
+    SPEC(0, "grad-clip", ARG_FLOAT, &c->grad_clip, "clip the global gradient norm to this (0 = off)", NULL);
+    SPEC('v', "val-every", ARG_INT, &c->val_every, "evaluate every N steps and at the end (0 = never)", NULL);
+    SPEC('m', "val-batches", ARG_INT, &c->val_batches, "validation batches per evaluation (-1 = all)", NULL);
+    SPEC('s', "sample-every", ARG_INT, &c->sample_every, "sample every N steps and at the end (0 = never)", NULL);
+    SPEC('g', "gen-tokens", ARG_INT, &c->gen_tokens, "tokens to generate per sample", NULL);
+    SPEC(0, "temperature", ARG_FLOAT, &c->temperature, "sampling temperature (0 = greedy)", NULL);
+    SPEC(0, "top-k", ARG_INT, &c->top_k, "sample from the k most likely tokens (0 = off)", NULL);
+    SPEC(0, "top-p", ARG_FLOAT, &c->top_p, "nucleus sampling mass (1 = off)", NULL);
+    SPEC(0, "seed", ARG_INT64, &c->seed, "seed for the data order and sampling", NULL);
+    SPEC('n', "save-every", ARG_INT, &c->save_every, "checkpoint every N steps (0 = only at the end; needs -o)", NULL);
+    SPEC(0, "threads", ARG_INT, &c->threads, "CPU threads (0 = OpenMP default / OMP_NUM_THREADS)", NULL);
+    SPEC(0, "parity-batch", ARG_STRING, &c->parity_batch, "parity mode: train on this batch file instead of shards", NULL);
+    SPEC(0, "parity-out", ARG_STRING, &c->parity_out, "parity mode: write loss, logits and 16 gradients here, then exit", NULL);
+    SPEC(0, "parity-losses", ARG_STRING, &c->parity_losses, "parity mode: write the per-step losses of --steps steps here", NULL);
+#undef SPEC
+    return n;
+}
+
+static inline void train_config_check(const TrainConfig* c) {
+    if (c->batch_size < 1) { fatal("-b (batch size) must be >= 1, got %d", c->batch_size); }
+    if (c->seq_len < 0) { fatal("-t (sequence length) must be >= 1, or 0 for the model's context; got %d", c->seq_len); }
+    if (c->steps < -1 || c->steps == 0) { fatal("--steps must be >= 1, or -1 for one epoch; got %d", c->steps); }
+    if (c->lr < 0.0f) { fatal("-l (learning rate) must be >= 0, got %g", (double)c->lr); }
+    if (c->warmup < 0) { fatal("--warmup must be >= 0, got %d", c->warmup); }
+    if (c->min_lr_frac < 0.0f || c->min_lr_frac > 1.0f) { fatal("--min-lr-frac must be in [0, 1], got %g", (double)c->min_lr_frac); }
+    if (c->weight_decay < 0.0f) { fatal("--weight-decay must be >= 0, got %g", (double)c->weight_decay); }
+    if (c->beta1 < 0.0f || c->beta1 >= 1.0f) { fatal("--beta1 must be in [0, 1), got %g", (double)c->beta1); }
+    if (c->beta2 < 0.0f || c->beta2 >= 1.0f) { fatal("--beta2 must be in [0, 1), got %g", (double)c->beta2); }
+    if (c->eps <= 0.0f) { fatal("--eps must be > 0, got %g", (double)c->eps); }
+    if (c->grad_clip < 0.0f) { fatal("--grad-clip must be >= 0 (0 = off), got %g", (double)c->grad_clip); }
+    if (c->val_every < 0) { fatal("-v (val every) must be >= 0 (0 = never), got %d", c->val_every); }
+    if (c->val_batches < -1 || c->val_batches == 0) { fatal("-m (val batches) must be >= 1, or -1 for all; got %d", c->val_batches); }
+    if (c->sample_every < 0) { fatal("-s (sample every) must be >= 0 (0 = never), got %d", c->sample_every); }
+    if (c->gen_tokens < 1) { fatal("-g (tokens to generate) must be >= 1, got %d", c->gen_tokens); }
+    if (c->temperature < 0.0f) { fatal("--temperature must be >= 0 (0 = greedy), got %g", (double)c->temperature); }
+    if (c->top_k < 0) { fatal("--top-k must be >= 0 (0 = off), got %d", c->top_k); }
+    if (c->top_p <= 0.0f || c->top_p > 1.0f) { fatal("--top-p must be in (0, 1] (1 = off), got %g", (double)c->top_p); }
+    if (c->seed < 0) { fatal("--seed must be >= 0, got %lld", c->seed); }
+    if (c->save_every < 0) { fatal("--save-every must be >= 0 (0 = only at the end), got %d", c->save_every); }
+    if (c->threads < 0) { fatal("--threads must be >= 0 (0 = default), got %d", c->threads); }
+    if (c->parity_out[0] && !c->parity_batch[0]) { fatal("--parity-out needs --parity-batch (the batch to run)"); }
+    if (c->parity_losses[0] && !c->parity_batch[0]) { fatal("--parity-losses needs --parity-batch (the batch to train on)"); }
+    if (c->parity_batch[0] && !c->parity_out[0] && !c->parity_losses[0]) {
+        fatal("--parity-batch needs --parity-out (one forward/backward) or --parity-losses (N training steps)");
+    }
+    if (c->parity_out[0] && c->parity_losses[0]) { fatal("give either --parity-out or --parity-losses, not both"); }
+    if (c->parity_losses[0] && c->steps < 1) { fatal("--parity-losses needs --steps N (N >= 1)"); }
+}
+
+// Every setting of the flag table into the open JSON object j, keyed by long flag name.
+static inline void train_config_json(Json* j, const ArgSpec* specs, int n) {
+    for (int i = 0; i < n; i++) {
+        const ArgSpec* s = &specs[i];
+        switch (s->type) {
+            case ARG_INT: json_key_int(j, s->long_name, *(const int*)s->dest); break;
+            case ARG_INT64: json_key_int(j, s->long_name, *(const long long*)s->dest); break;
+            case ARG_FLOAT: json_key_float(j, s->long_name, (double)*(const float*)s->dest); break;
+            default: json_key_string(j, s->long_name, *(const char* const*)s->dest); break;
+        }
+    }
+}
+
+#endif // LLMC_TRAIN_CONFIG_H

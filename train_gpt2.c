@@ -1,0 +1,1398 @@
+/*
+train_gpt2.c: the CPU reference trainer for GPT-2 (fp32, C with OpenMP).
+
+This file holds the layers (forward and, right below each, its backward), the
+model, AdamW, and the main loop. Everything shared with the CUDA trainer
+(config, checkpoint, data, tokenizer, RNG, schedule, sampler, flags, log,
+training state, parity files) lives in llmc/.
+
+Rules the code follows:
+- Every `_backward` ACCUMULATES into its gradient outputs with `+=`; the caller
+  zeroes them (gpt2_zero_grad). The one exception is the classifier:
+  softmax_crossentropy_backward writes dlogits over the probabilities in place
+  (=), saving a (B, T, Vp) buffer.
+- gpt2_backward is gpt2_forward read backwards, layer by layer.
+- Results do not depend on timing: every parallel loop writes disjoint outputs
+  and every reduction runs in a fixed order, so two runs with the same seed
+  and thread count are bit-identical.
+- Matmuls go through cblas_sgemm when built with USE_BLAS (the Makefile finds
+  OpenBLAS); `make train_gpt2 USE_BLAS=0` uses the plain loops kept below as
+  the readable reference. With BLAS, OpenBLAS runs single-threaded inside the
+  OpenMP threads (each thread multiplies its own block of rows), so there is
+  one thread pool and no oversubscription.
+- No fast-math: the Makefile compiles with -O3 and without -ffast-math, which
+  breaks gelu_backward (llm.c got NaN there) and our NaN-loss check (isfinite
+  is assumed true under -ffinite-math-only).
+
+Shapes: B batch, T time, C channels, NH heads, HS = C/NH, L layers, V vocab,
+Vp padded vocab, OC output channels of a matmul.
+Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
+"Parity mode" and "Training state" document the flags and files.
+*/
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef USE_BLAS
+#include <cblas.h>
+#ifdef BLAS_SCIPY_PREFIX
+// the PyPI wheel scipy-openblas32 prefixes every symbol with scipy_
+#define cblas_sgemm scipy_cblas_sgemm
+#define openblas_set_num_threads scipy_openblas_set_num_threads
+#define openblas_get_config scipy_openblas_get_config
+#endif
+#endif
+
+#include "llmc/args.h"
+#include "llmc/checkpoint.h"
+#include "llmc/dataloader.h"
+#include "llmc/gpt2_params.h"
+#include "llmc/logger.h"
+#include "llmc/parity.h"
+#include "llmc/rand.h"
+#include "llmc/sampler.h"
+#include "llmc/schedule.h"
+#include "llmc/tokenizer.h"
+#include "llmc/train_config.h"
+#include "llmc/train_state.h"
+#include "llmc/utils.h"
+
+#ifndef GIT_COMMIT
+#define GIT_COMMIT "unknown"
+#endif
+
+static int num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ----------------------------------------------------------------------------
+// layers
+
+// out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]
+static void encoder_forward(float* out,                          // (B, T, C)
+                            const int* inp,                      // (B, T)
+                            const float* wte, const float* wpe,  // (Vp, C), (maxT, C)
+                            int B, int T, int C) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float* o = out + ((size_t)b * T + t) * C;
+            const float* we = wte + (size_t)inp[b * T + t] * C;
+            const float* pe = wpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) { o[i] = we[i] + pe[i]; }
+        }
+    }
+}
+
+// Serial on purpose: several positions can hold the same token, so rows of
+// dwte collide; a fixed order keeps the sums deterministic (and it is cheap).
+static void encoder_backward(float* dwte, float* dwpe,  // (Vp, C), (maxT, C)
+                             const float* dout,         // (B, T, C)
+                             const int* inp,            // (B, T)
+                             int B, int T, int C) {
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float* d = dout + ((size_t)b * T + t) * C;
+            float* dwe = dwte + (size_t)inp[b * T + t] * C;
+            float* dpe = dwpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) {
+                dwe[i] += d[i];
+                dpe[i] += d[i];
+            }
+        }
+    }
+}
+
+#define LN_EPS 1e-5f
+
+// out = (x - mean) * rstd * weight + bias over the C channels of each row
+static void layernorm_forward(float* out, float* mean, float* rstd,  // (N, C), (N), (N)
+                              const float* inp,                     // (N, C)
+                              const float* weight, const float* bias, // (C), (C)
+                              int N, int C) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * C;
+        float m = 0.0f;
+        for (int i = 0; i < C; i++) { m += x[i]; }
+        m /= C;
+        float v = 0.0f;
+        for (int i = 0; i < C; i++) { float d = x[i] - m; v += d * d; }
+        v /= C;
+        float s = 1.0f / sqrtf(v + LN_EPS);
+        float* o = out + (size_t)n * C;
+        for (int i = 0; i < C; i++) { o[i] = (x[i] - m) * s * weight[i] + bias[i]; }
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N, C), (C), (C)
+                               const float* dout, const float* inp,        // (N, C), (N, C)
+                               const float* weight,                        // (C)
+                               const float* mean, const float* rstd,       // (N), (N)
+                               int N, int C) {
+    // dinp: rows are independent
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* d = dout + (size_t)n * C;
+        const float* x = inp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            float dnorm = weight[i] * d[i];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        float* di = dinp + (size_t)n * C;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            float dnorm = weight[i] * d[i];
+            di[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+        }
+    }
+    // dweight, dbias: sums over rows, in row order
+    for (int n = 0; n < N; n++) {
+        const float* d = dout + (size_t)n * C;
+        const float* x = inp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        for (int i = 0; i < C; i++) {
+            dweight[i] += (x[i] - m) * s * d[i];
+            dbias[i] += d[i];
+        }
+    }
+}
+
+#ifdef USE_BLAS
+// C (M, N) = op(A) op(B) + beta * C, row-major; the M rows of C are split over
+// the OpenMP threads, each calling single-threaded OpenBLAS on its block.
+// transA: A is stored (K, M) instead of (M, K). transB: B is stored (N, K).
+static void sgemm_rows(int transA, int transB, int M, int N, int K,
+                       const float* A, int lda, const float* Bm, int ldb,
+                       float beta, float* Cm, int ldc) {
+    #pragma omp parallel
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        int m0 = (int)((long long)M * t / nt), m1 = (int)((long long)M * (t + 1) / nt);
+        if (m1 > m0) {
+            const float* a = transA ? A + m0 : A + (size_t)m0 * lda;
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                        transB ? CblasTrans : CblasNoTrans, m1 - m0, N, K, 1.0f, a, lda,
+                        Bm, ldb, beta, Cm + (size_t)m0 * ldc, ldc);
+        }
+    }
+}
+#endif
+
+// out = inp @ weight^T + bias
+static void matmul_forward(float* out,                              // (N, OC)
+                           const float* inp,                        // (N, IC)
+                           const float* weight, const float* bias,  // (OC, IC), (OC) or NULL
+                           int N, int IC, int OC) {
+#ifdef USE_BLAS
+    sgemm_rows(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
+    if (bias != NULL) {
+        #pragma omp parallel for
+        for (int n = 0; n < N; n++) {
+            float* o = out + (size_t)n * OC;
+            for (int i = 0; i < OC; i++) { o[i] += bias[i]; }
+        }
+    }
+#else
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* x = inp + (size_t)n * IC;
+        float* o = out + (size_t)n * OC;
+        for (int oc = 0; oc < OC; oc++) {
+            const float* w = weight + (size_t)oc * IC;
+            float val = 0.0f;
+            #pragma omp simd reduction(+:val)
+            for (int i = 0; i < IC; i++) { val += x[i] * w[i]; }
+            o[oc] = val + (bias != NULL ? bias[oc] : 0.0f);
+        }
+    }
+#endif
+}
+
+static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, IC), (OC, IC), (OC) or NULL
+                            const float* dout,                          // (N, OC)
+                            const float* inp, const float* weight,      // (N, IC), (OC, IC)
+                            int N, int IC, int OC) {
+#ifdef USE_BLAS
+    sgemm_rows(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);     // dinp += dout @ weight
+    sgemm_rows(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);     // dweight += dout^T @ inp
+#else
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* d = dout + (size_t)n * OC;
+        float* di = dinp + (size_t)n * IC;
+        for (int oc = 0; oc < OC; oc++) {
+            const float* w = weight + (size_t)oc * IC;
+            float g = d[oc];
+            for (int i = 0; i < IC; i++) { di[i] += w[i] * g; }
+        }
+    }
+    #pragma omp parallel for
+    for (int oc = 0; oc < OC; oc++) {
+        float* dw = dweight + (size_t)oc * IC;
+        for (int n = 0; n < N; n++) {
+            const float* x = inp + (size_t)n * IC;
+            float g = dout[(size_t)n * OC + oc];
+            for (int i = 0; i < IC; i++) { dw[i] += x[i] * g; }
+        }
+    }
+#endif
+    if (dbias != NULL) { // sum over rows, in row order
+        for (int n = 0; n < N; n++) {
+            const float* d = dout + (size_t)n * OC;
+            for (int oc = 0; oc < OC; oc++) { dbias[oc] += d[oc]; }
+        }
+    }
+}
+
+// Causal self-attention. qkv holds Q, K, V as three C-wide blocks per
+// position; head h uses channels [h*HS, (h+1)*HS) of each block.
+// att[b,h,t,t2] = softmax over t2 <= t of (q_t . k_t2) / sqrt(HS); entries
+// t2 > t are not written and never read. out[b,t,h] = sum_t2 att * v_t2.
+static void attention_forward(float* out,        // (B, T, C)
+                              float* att,        // (B, NH, T, T)
+                              const float* qkv,  // (B, T, 3*C)
+                              int B, int T, int C, int NH) {
+    int HS = C / NH;
+    float scale = 1.0f / sqrtf((float)HS);
+    size_t C3 = (size_t)C * 3;
+    #pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            for (int h = 0; h < NH; h++) {
+                const float* q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * HS;
+                float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxval = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * HS;
+                    float dot = 0.0f;
+                    #pragma omp simd reduction(+:dot)
+                    for (int i = 0; i < HS; i++) { dot += q[i] * k[i]; }
+                    dot *= scale;
+                    a[t2] = dot;
+                    if (dot > maxval) { maxval = dot; }
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float e = expf(a[t2] - maxval);
+                    a[t2] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 <= t; t2++) { a[t2] *= inv; }
+                float* o = out + ((size_t)b * T + t) * C + (size_t)h * HS;
+                for (int i = 0; i < HS; i++) { o[i] = 0.0f; }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * HS;
+                    float w = a[t2];
+                    for (int i = 0; i < HS; i++) { o[i] += w * v[i]; }
+                }
+            }
+        }
+    }
+}
+
+// Parallel over (b, h): each pair writes only its own head's slice of dqkv.
+// scratch: (threads, T) floats for one row of d(pre-softmax scores).
+static void attention_backward(float* dqkv,                         // (B, T, 3*C)
+                               const float* dout,                   // (B, T, C)
+                               const float* qkv, const float* att,  // (B, T, 3*C), (B, NH, T, T)
+                               float* scratch,                      // (threads, T)
+                               int B, int T, int C, int NH) {
+    int HS = C / NH;
+    float scale = 1.0f / sqrtf((float)HS);
+    size_t C3 = (size_t)C * 3;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            float* dpre = scratch + (size_t)thread_id() * T;
+            for (int t = 0; t < T; t++) {
+                const float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                const float* d = dout + ((size_t)b * T + t) * C + (size_t)h * HS;
+                // d(att)[t2] = d . v_t2, and dv_t2 += att[t2] * d
+                float dot_sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * HS;
+                    float* dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * HS;
+                    float datt = 0.0f;
+                    #pragma omp simd reduction(+:datt)
+                    for (int i = 0; i < HS; i++) { datt += d[i] * v[i]; }
+                    for (int i = 0; i < HS; i++) { dv[i] += a[t2] * d[i]; }
+                    dpre[t2] = datt;
+                    dot_sum += a[t2] * datt;
+                }
+                // softmax backward: dpre = att * (datt - sum(att * datt))
+                for (int t2 = 0; t2 <= t; t2++) { dpre[t2] = a[t2] * (dpre[t2] - dot_sum) * scale; }
+                // scores = q . k * scale: dq += dpre * k, dk += dpre * q
+                const float* q = qkv + ((size_t)b * T + t) * C3 + (size_t)h * HS;
+                float* dq = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * HS;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float* k = qkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * HS;
+                    float* dk = dqkv + ((size_t)b * T + t2) * C3 + C + (size_t)h * HS;
+                    float g = dpre[t2];
+                    for (int i = 0; i < HS; i++) {
+                        dq[i] += g * k[i];
+                        dk[i] += g * q[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+#define GELU_SCALE 0.7978845608028654f // sqrt(2/pi)
+static void gelu_forward(float* out, const float* inp, size_t N) { // (N), (N)
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        float cube = 0.044715f * x * x * x;
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + cube)));
+    }
+}
+
+// sech^2 is written 1 - tanh^2 (no cosh, which overflows for large |x|).
+// This is the function -ffast-math breaks, so nothing here uses it.
+static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) { // (N) x3
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        float x = inp[i];
+        float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float sech2 = 1.0f - th * th;
+        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += local * dout[i];
+    }
+}
+
+static void residual_forward(float* out, const float* inp1, const float* inp2, size_t N) { // (N) x3
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) { out[i] = inp1[i] + inp2[i]; }
+}
+
+static void residual_backward(float* dinp1, float* dinp2, const float* dout, size_t N) { // (N) x3
+    #pragma omp parallel for
+    for (size_t i = 0; i < N; i++) {
+        dinp1[i] += dout[i];
+        dinp2[i] += dout[i];
+    }
+}
+
+// Softmax over the first V of the Vp logit columns (the padded columns get
+// probability 0), the loss -log p[target] of every position, and the argmax
+// (first index of the largest of the first V logits). probs may alias logits.
+static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), (B*T)
+                                         float* probs,                // (B*T, Vp)
+                                         const float* logits,         // (B*T, Vp)
+                                         const int* targets,          // (B*T)
+                                         int N, int V, int Vp) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* l = logits + (size_t)n * Vp;
+        float* p = probs + (size_t)n * Vp;
+        float maxval = l[0];
+        int best = 0;
+        for (int v = 1; v < V; v++) {
+            if (l[v] > maxval) { maxval = l[v]; best = v; }
+        }
+        float target_logit = l[targets[n]];
+        double sum = 0.0;
+        #pragma omp simd reduction(+:sum)
+        for (int v = 0; v < V; v++) {
+            float e = expf(l[v] - maxval);
+            p[v] = e;
+            sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+        for (int v = 0; v < V; v++) { p[v] *= inv; }
+        for (int v = V; v < Vp; v++) { p[v] = 0.0f; }
+        // -log softmax[target] = log(sum) + max - logit[target]; exact even when p[target] underflows
+        losses[n] = (float)(log(sum) + (double)maxval - (double)target_logit);
+        argmax[n] = best;
+    }
+}
+
+// dlogits[n, v] = (p[n, v] - [v == target]) * dloss[n] for v < V, 0 for padded
+// columns. Writes (=) in place over the probabilities: dlogits may alias probs.
+static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp)
+                                          const float* probs,  // (B*T, Vp)
+                                          const int* targets,  // (B*T)
+                                          const float* dloss,  // (B*T) d(mean loss)/d(loss[n])
+                                          int N, int V, int Vp) {
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float* p = probs + (size_t)n * Vp;
+        float* d = dlogits + (size_t)n * Vp;
+        float g = dloss[n];
+        for (int v = 0; v < V; v++) { d[v] = p[v] * g; }
+        d[targets[n]] -= g;
+        for (int v = V; v < Vp; v++) { d[v] = 0.0f; }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the model
+
+#define NUM_ACTIVATION_TENSORS 21
+typedef struct {
+    float* encoded;   // (B, T, C)
+    float* ln1;       // (L, B, T, C)
+    float* ln1_mean;  // (L, B, T)
+    float* ln1_rstd;  // (L, B, T)
+    float* qkv;       // (L, B, T, 3*C)
+    float* atty;      // (L, B, T, C)
+    float* att;       // (L, B, NH, T, T)
+    float* attproj;   // (L, B, T, C)
+    float* residual2; // (L, B, T, C)
+    float* ln2;       // (L, B, T, C)
+    float* ln2_mean;  // (L, B, T)
+    float* ln2_rstd;  // (L, B, T)
+    float* fch;       // (L, B, T, 4*C)
+    float* fch_gelu;  // (L, B, T, 4*C)
+    float* fcproj;    // (L, B, T, C)
+    float* residual3; // (L, B, T, C)
+    float* lnf;       // (B, T, C)
+    float* lnf_mean;  // (B, T)
+    float* lnf_rstd;  // (B, T)
+    float* logits;    // (B, T, Vp): logits, then probabilities, then (in backward) dlogits
+    float* losses;    // (B, T)
+} ActivationTensors;
+
+// with_stats = 0 gives the gradient-buffer sizes: means, rstds, att, logits
+// and losses get no gradient buffer (attention backward uses a row scratch,
+// dlogits reuse the logits buffer, d(losses) is the dloss weight vector).
+static void fill_activation_sizes(size_t* sizes, const GPT2Config* cfg, int B, int T, int with_stats) {
+    size_t C = (size_t)cfg->channels, NH = (size_t)cfg->num_heads, L = (size_t)cfg->num_layers;
+    size_t Vp = (size_t)cfg->padded_vocab_size, BT = (size_t)B * (size_t)T;
+    size_t s = with_stats ? 1 : 0;
+    size_t all[NUM_ACTIVATION_TENSORS] = {
+        BT * C, L * BT * C, s * L * BT, s * L * BT, L * BT * 3 * C, L * BT * C,
+        s * L * BT * NH * (size_t)T, L * BT * C, L * BT * C, L * BT * C, s * L * BT, s * L * BT,
+        L * BT * 4 * C, L * BT * 4 * C, L * BT * C, L * BT * C, BT * C, s * BT, s * BT,
+        s * BT * Vp, s * BT,
+    };
+    memcpy(sizes, all, sizeof(all));
+}
+
+static float* alloc_activations(ActivationTensors* acts, const size_t* sizes, size_t* total_out) {
+    float** ptrs[NUM_ACTIVATION_TENSORS] = {
+        &acts->encoded, &acts->ln1, &acts->ln1_mean, &acts->ln1_rstd, &acts->qkv, &acts->atty,
+        &acts->att, &acts->attproj, &acts->residual2, &acts->ln2, &acts->ln2_mean, &acts->ln2_rstd,
+        &acts->fch, &acts->fch_gelu, &acts->fcproj, &acts->residual3, &acts->lnf, &acts->lnf_mean,
+        &acts->lnf_rstd, &acts->logits, &acts->losses,
+    };
+    size_t total = 0;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { total += sizes[i]; }
+    float* mem = (float*)mallocCheck(total * sizeof(float));
+    float* p = mem;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) {
+        *(ptrs[i]) = sizes[i] ? p : NULL;
+        p += sizes[i];
+    }
+    *total_out = total;
+    return mem;
+}
+
+typedef struct {
+    GPT2Config config;
+    size_t param_sizes[NUM_PARAMETER_TENSORS];
+    size_t num_parameters;         // P
+    ParameterTensors params;
+    float* params_memory;          // (P)
+    ParameterTensors grads;
+    float* grads_memory;           // (P)
+    float* m_memory;               // (P) AdamW first moment
+    float* v_memory;               // (P) AdamW second moment
+    int B, T;                      // the largest batch the buffers hold
+    ActivationTensors acts;
+    float* acts_memory;
+    size_t num_activations;
+    ActivationTensors grads_acts;
+    float* grads_acts_memory;
+    size_t num_grad_acts;
+    int* argmax;                   // (B, T)
+    float* dloss;                  // (B, T) weight of each position in the mean loss
+    float* att_scratch;            // (threads, T)
+    float* saved_logits;           // (B, T, Vp) parity mode: logits before the softmax
+    // results of the last forward with targets
+    float mean_loss;               // mean over scored positions
+    double loss_sum;               // sum over scored positions
+    size_t num_scored;             // positions that count in the loss
+    int num_correct;               // examples (rows) whose every scored target is the argmax
+    int num_examples;              // rows with at least one scored target
+} GPT2;
+
+static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
+    memset(model, 0, sizeof(*model));
+    model->params_memory = checkpoint_load(path, &model->config, &model->num_parameters);
+    fill_param_sizes(model->param_sizes, &model->config);
+    point_parameters(&model->params, model->params_memory, model->param_sizes);
+}
+
+// Allocates gradients, optimizer state and activations for batches up to (B, T).
+static void gpt2_allocate(GPT2* model, int B, int T, int keep_logits) {
+    size_t P = model->num_parameters;
+    model->grads_memory = (float*)callocCheck(P, sizeof(float));
+    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+    model->m_memory = (float*)callocCheck(P, sizeof(float));
+    model->v_memory = (float*)callocCheck(P, sizeof(float));
+    model->B = B;
+    model->T = T;
+    size_t sizes[NUM_ACTIVATION_TENSORS];
+    fill_activation_sizes(sizes, &model->config, B, T, 1);
+    model->acts_memory = alloc_activations(&model->acts, sizes, &model->num_activations);
+    fill_activation_sizes(sizes, &model->config, B, T, 0);
+    model->grads_acts_memory = alloc_activations(&model->grads_acts, sizes, &model->num_grad_acts);
+    model->argmax = (int*)mallocCheck((size_t)B * T * sizeof(int));
+    model->dloss = (float*)mallocCheck((size_t)B * T * sizeof(float));
+    model->att_scratch = (float*)mallocCheck((size_t)num_threads() * T * sizeof(float));
+    model->saved_logits = keep_logits
+        ? (float*)mallocCheck((size_t)B * T * model->config.padded_vocab_size * sizeof(float)) : NULL;
+}
+
+static void gpt2_free(GPT2* model) {
+    free(model->params_memory);
+    free(model->grads_memory);
+    free(model->m_memory);
+    free(model->v_memory);
+    free(model->acts_memory);
+    free(model->grads_acts_memory);
+    free(model->argmax);
+    free(model->dloss);
+    free(model->att_scratch);
+    free(model->saved_logits);
+    memset(model, 0, sizeof(*model));
+}
+
+// Encoder, the L blocks and the final LayerNorm: fills acts up to lnf.
+static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
+    const GPT2Config* cfg = &model->config;
+    int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers;
+    if (B > model->B || T > model->T) {
+        fatal("internal: batch (%d, %d) exceeds the allocated (%d, %d)", B, T, model->B, model->T);
+    }
+    ParameterTensors p = model->params;
+    ActivationTensors a = model->acts;
+    size_t BT = (size_t)B * T, BTC = BT * C;
+    const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
+    encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+    for (int l = 0; l < L; l++) {
+        const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
+        float* ln1 = a.ln1 + l * BTC;
+        float* ln1_mean = a.ln1_mean + l * BT;
+        float* ln1_rstd = a.ln1_rstd + l * BT;
+        float* qkv = a.qkv + l * BTC * 3;
+        float* atty = a.atty + l * BTC;
+        float* att = a.att + l * BT * NH * (size_t)T;
+        float* attproj = a.attproj + l * BTC;
+        float* residual2 = a.residual2 + l * BTC;
+        float* ln2 = a.ln2 + l * BTC;
+        float* ln2_mean = a.ln2_mean + l * BT;
+        float* ln2_rstd = a.ln2_rstd + l * BT;
+        float* fch = a.fch + l * BTC * 4;
+        float* fch_gelu = a.fch_gelu + l * BTC * 4;
+        float* fcproj = a.fcproj + l * BTC;
+        float* residual3 = a.residual3 + l * BTC;
+        size_t c = (size_t)C;
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
+        matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
+        attention_forward(atty, att, qkv, B, T, C, NH);
+        matmul_forward(attproj, atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
+        residual_forward(residual2, residual, attproj, BTC);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
+        matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
+        gelu_forward(fch_gelu, fch, BTC * 4);
+        matmul_forward(fcproj, fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
+        residual_forward(residual3, residual2, fcproj, BTC);
+    }
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC,
+                      p.lnfw, p.lnfb, (int)BT, C);
+}
+
+// Full forward. With targets: the loss (mean over all positions, or over
+// mask == 1 positions when mask != NULL), the dloss weights for backward and,
+// with a mask, the example accuracy. acts.logits then holds probabilities.
+static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T) {
+    const GPT2Config* cfg = &model->config;
+    int C = cfg->channels, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
+    int N = B * T;
+    gpt2_forward_trunk(model, inputs, B, T);
+    ActivationTensors a = model->acts;
+    matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
+    if (model->saved_logits) { memcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float)); }
+    if (targets == NULL) { return; }
+    softmax_crossentropy_forward(a.losses, model->argmax, a.logits, a.logits, targets, N, V, Vp);
+    size_t scored = 0;
+    for (int n = 0; n < N; n++) { scored += mask ? (size_t)(mask[n] != 0) : 1; }
+    double sum = 0.0;
+    for (int n = 0; n < N; n++) {
+        int counts = mask ? mask[n] != 0 : 1;
+        model->dloss[n] = counts && scored > 0 ? 1.0f / (float)scored : 0.0f;
+        if (counts) { sum += a.losses[n]; }
+    }
+    model->loss_sum = sum;
+    model->num_scored = scored;
+    model->mean_loss = scored > 0 ? (float)(sum / (double)scored) : 0.0f;
+    model->num_correct = 0;
+    model->num_examples = 0;
+    if (mask) {
+        for (int b = 0; b < B; b++) {
+            int any = 0, right = 1;
+            for (int t = 0; t < T; t++) {
+                int n = b * T + t;
+                if (mask[n]) {
+                    any = 1;
+                    if (model->argmax[n] != targets[n]) { right = 0; }
+                }
+            }
+            model->num_examples += any;
+            model->num_correct += any && right;
+        }
+    }
+}
+
+static void gpt2_zero_grad(GPT2* model) {
+    memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
+    memset(model->grads_acts_memory, 0, model->num_grad_acts * sizeof(float));
+}
+
+// Gradients of the mean loss of the last gpt2_forward (with targets) with
+// respect to all parameters, accumulated into model->grads.
+static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, int B, int T) {
+    const GPT2Config* cfg = &model->config;
+    int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers;
+    int V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
+    ParameterTensors p = model->params, g = model->grads;
+    ActivationTensors a = model->acts, d = model->grads_acts;
+    size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
+    float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
+    float* dlogits = a.logits; // in place over the probabilities
+    softmax_crossentropy_backward(dlogits, a.logits, targets, model->dloss, (int)BT, V, Vp);
+    matmul_backward(d.lnf, g.wte, NULL, dlogits, a.lnf, p.wte, (int)BT, C, Vp);
+    layernorm_backward(d.residual3 + (size_t)(L - 1) * BTC, g.lnfw, g.lnfb, d.lnf,
+                       a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, a.lnf_mean, a.lnf_rstd, (int)BT, C);
+    for (int l = L - 1; l >= 0; l--) {
+        const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
+        float* dresidual = l == 0 ? d.encoded : d.residual3 + (size_t)(l - 1) * BTC;
+        residual_backward(d.residual2 + l * BTC, d.fcproj + l * BTC, d.residual3 + l * BTC, BTC);
+        matmul_backward(d.fch_gelu + l * BTC * 4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c,
+                        d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
+        gelu_backward(d.fch + l * BTC * 4, a.fch + l * BTC * 4, d.fch_gelu + l * BTC * 4, BTC * 4);
+        matmul_backward(d.ln2 + l * BTC, g.fcw + l * 4 * c * c, g.fcb + l * 4 * c, d.fch + l * BTC * 4,
+                        a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
+        layernorm_backward(d.residual2 + l * BTC, g.ln2w + l * c, g.ln2b + l * c, d.ln2 + l * BTC,
+                           a.residual2 + l * BTC, p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
+        residual_backward(dresidual, d.attproj + l * BTC, d.residual2 + l * BTC, BTC);
+        matmul_backward(d.atty + l * BTC, g.attprojw + l * c * c, g.attprojb + l * c, d.attproj + l * BTC,
+                        a.atty + l * BTC, p.attprojw + l * c * c, (int)BT, C, C);
+        attention_backward(d.qkv + l * BTC * 3, d.atty + l * BTC, a.qkv + l * BTC * 3,
+                           a.att + l * BT * NH * (size_t)T, model->att_scratch, B, T, C, NH);
+        matmul_backward(d.ln1 + l * BTC, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL,
+                        d.qkv + l * BTC * 3, a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
+        layernorm_backward(dresidual, g.ln1w + l * c, g.ln1b + l * c, d.ln1 + l * BTC, residual,
+                           p.ln1w + l * c, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
+    }
+    encoder_backward(g.wte, g.wpe, d.encoded, inputs, B, T, C);
+}
+
+// sqrt(sum of squares) of n floats, in double, over fixed chunks summed in
+// chunk order: the result does not depend on the thread count.
+#define NORM_CHUNKS 64
+static double vector_norm(const float* x, size_t n) {
+    double partial[NORM_CHUNKS];
+    #pragma omp parallel for
+    for (int ch = 0; ch < NORM_CHUNKS; ch++) {
+        size_t i0 = n * (size_t)ch / NORM_CHUNKS, i1 = n * (size_t)(ch + 1) / NORM_CHUNKS;
+        double s = 0.0;
+        for (size_t i = i0; i < i1; i++) { s += (double)x[i] * (double)x[i]; }
+        partial[ch] = s;
+    }
+    double total = 0.0;
+    for (int ch = 0; ch < NORM_CHUNKS; ch++) { total += partial[ch]; }
+    return sqrt(total);
+}
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+    int decay_matrices_only; // --decay-params matrices
+} AdamWSettings;
+
+// One AdamW step t (1-based) with learning rate lr on grads * grad_scale.
+// Per parameter, with wd = weight_decay for the tensors that decay, else 0:
+//   g = grad * grad_scale
+//   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
+//   p = p (1 - lr wd) - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// which is p - lr (m_hat / (sqrt(v_hat) + eps) + wd p), in torch.optim.AdamW's
+// order of operations. qkvb is skipped when the model has no QKV bias.
+static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
+    double bc1 = 1.0 - pow((double)s->beta1, (double)t);
+    double bc2_sqrt = sqrt(1.0 - pow((double)s->beta2, (double)t));
+    float step_size = (float)((double)lr / bc1);
+    float b2s = (float)bc2_sqrt;
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = model->param_sizes[i];
+        if (i == P_QKVB && model->config.no_qkv_bias) { offset += n; continue; }
+        float wd = (s->decay_matrices_only && !param_is_matrix(i)) ? 0.0f : s->weight_decay;
+        float decay = 1.0f - lr * wd;
+        float* p = model->params_memory + offset;
+        const float* g = model->grads_memory + offset;
+        float* m = model->m_memory + offset;
+        float* v = model->v_memory + offset;
+        #pragma omp parallel for
+        for (size_t j = 0; j < n; j++) {
+            float grad = g[j] * grad_scale;
+            float mj = s->beta1 * m[j] + (1.0f - s->beta1) * grad;
+            float vj = s->beta2 * v[j] + (1.0f - s->beta2) * grad * grad;
+            m[j] = mj;
+            v[j] = vj;
+            float pj = p[j] * decay;
+            p[j] = pj - step_size * (mj / (sqrtf(vj) / b2s + s->eps));
+        }
+        offset += n;
+    }
+}
+
+typedef struct {
+    float loss;
+    float grad_norm;  // before clipping
+    float lr;
+    float grad_scale; // clip / norm when clipped, else 1
+    int num_correct, num_examples;
+} StepResult;
+
+// One training step on one batch: forward, backward, global norm, clip,
+// AdamW. Returns with result->loss or grad_norm not finite (and the
+// parameters untouched) when training diverged.
+static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask,
+                            int B, int T, int step, const LrSchedule* sched, const AdamWSettings* opt,
+                            float grad_clip, StepResult* r) {
+    gpt2_forward(model, inputs, targets, mask, B, T);
+    gpt2_zero_grad(model);
+    gpt2_backward(model, inputs, targets, B, T);
+    double norm = vector_norm(model->grads_memory, model->num_parameters);
+    r->loss = model->mean_loss;
+    r->grad_norm = (float)norm;
+    r->lr = lr_at(sched, step);
+    r->num_correct = model->num_correct;
+    r->num_examples = model->num_examples;
+    r->grad_scale = 1.0f;
+    if (!isfinite(r->loss) || !isfinite(norm)) { return; }
+    if (grad_clip > 0.0f && norm > (double)grad_clip) { r->grad_scale = (float)((double)grad_clip / norm); }
+    gpt2_adamw_update(model, opt, r->lr, r->grad_scale, step);
+}
+
+// ----------------------------------------------------------------------------
+// sampling
+
+// Logits (Vp) of the position after tokens[0..n-1], using at most the last
+// model->T tokens (a sliding window when the sample grows longer).
+static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n) {
+    int start = n > model->T ? n - model->T : 0;
+    int len = n - start;
+    gpt2_forward_trunk(model, tokens + start, 1, len);
+    int C = model->config.channels, Vp = model->config.padded_vocab_size;
+    const float* x = model->acts.lnf + (size_t)(len - 1) * C;
+    float* out = model->acts.logits;
+    const float* wte = model->params.wte;
+    #pragma omp parallel for
+    for (int v = 0; v < Vp; v++) {
+        const float* w = wte + (size_t)v * C;
+        float val = 0.0f;
+        for (int i = 0; i < C; i++) { val += x[i] * w[i]; }
+        out[v] = val;
+    }
+    return out;
+}
+
+// Generates gen_tokens tokens after start_token into tokens[1..]; returns the count.
+static int gpt2_sample(GPT2* model, Sampler* sampler, Rng* rng, int start_token, int gen_tokens, int* tokens) {
+    tokens[0] = start_token;
+    for (int i = 1; i <= gen_tokens; i++) {
+        const float* logits = gpt2_next_token_logits(model, tokens, i);
+        tokens[i] = sampler_pick(sampler, logits, model->config.vocab_size, rng_float(rng));
+    }
+    return gen_tokens;
+}
+
+// ----------------------------------------------------------------------------
+// main
+
+static void cpu_model_name(char* buf, size_t n) {
+    snprintf(buf, n, "unknown CPU");
+    FILE* fp = fopen("/proc/cpuinfo", "r");
+    if (!fp) { return; }
+    char line[512];
+    while (fgets(line, sizeof(line), fp)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char* colon = strchr(line, ':');
+            if (colon) {
+                colon++;
+                while (*colon == ' ') { colon++; }
+                size_t len = strlen(colon);
+                while (len > 0 && (colon[len - 1] == '\n' || colon[len - 1] == ' ')) { colon[--len] = '\0'; }
+                snprintf(buf, n, "%s", colon);
+            }
+            break;
+        }
+    }
+    fclose(fp);
+}
+
+static const char* blas_name(void) {
+#ifdef USE_BLAS
+#ifdef BLAS_SCIPY_PREFIX
+    return "OpenBLAS (scipy-openblas32 wheel)";
+#else
+    return "OpenBLAS";
+#endif
+#else
+    return "none (plain C loops)";
+#endif
+}
+
+typedef struct {
+    double loss;
+    double acc;   // example data only, else NAN
+} EvalResult;
+
+// Mean validation loss over `max_batches` batches (-1 = all), from the start
+// of the validation data. Token data: mean of the batch means (every batch
+// has B*T positions). Example data: sum over scored targets / their count,
+// and the fraction of examples whose every scored target is the argmax.
+static EvalResult evaluate(GPT2* model, DataLoader* val, int max_batches) {
+    dataloader_reset(val);
+    size_t n = val->batches_per_epoch;
+    if (max_batches > 0 && (size_t)max_batches < n) { n = (size_t)max_batches; }
+    double loss_sum = 0.0;
+    size_t scored = 0;
+    long long correct = 0, examples = 0;
+    for (size_t i = 0; i < n; i++) {
+        dataloader_next_batch(val);
+        gpt2_forward(model, val->inputs, val->targets, val->loss_mask, val->B, val->T);
+        loss_sum += model->loss_sum;
+        scored += model->num_scored;
+        correct += model->num_correct;
+        examples += model->num_examples;
+    }
+    EvalResult r;
+    r.loss = scored > 0 ? loss_sum / (double)scored : NAN;
+    r.acc = val->kind == DATA_EXAMPLES && examples > 0 ? (double)correct / (double)examples : NAN;
+    return r;
+}
+
+static void print_row(const char* name, const char* fmt, ...) LLMC_PRINTF(2, 3);
+static void print_row(const char* name, const char* fmt, ...) {
+    char val[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    printf("| %-22s | %-50s |\n", name, val);
+}
+
+// Decodes tokens for printing and the log: text when a tokenizer is loaded,
+// else the ids separated by spaces. Returns a malloc'd string.
+static char* decode_tokens(const Tokenizer* tok, const int* tokens, int n) {
+    Json j = {NULL, 0, 0, 0};
+    json_puts(&j, "");
+    for (int i = 0; i < n; i++) {
+        const char* piece = tok->token_table ? tokenizer_decode(tok, tokens[i]) : NULL;
+        if (piece) {
+            json_puts(&j, piece);
+        } else {
+            char b[24];
+            snprintf(b, sizeof(b), i ? " %d" : "%d", tokens[i]);
+            json_puts(&j, b);
+        }
+    }
+    return j.buf;
+}
+
+static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState* st_in) {
+    char* model_path = str_printf("%s/model_%06d.bin", dir, st_in->step);
+    char* state_path = str_printf("%s/state_%06d.bin", dir, st_in->step);
+    TrainState st = *st_in;
+    st.model_checksum = hash_words(model->params_memory, model->num_parameters * sizeof(float));
+    checkpoint_save(model_path, &model->config, model->params_memory);
+    train_state_save(state_path, &st, model->m_memory, model->v_memory, NULL);
+    printf("saved %s and %s\n", model_path, state_path);
+    free(model_path);
+    free(state_path);
+}
+
+int main(int argc, char** argv) {
+    TrainConfig cfg;
+    train_config_defaults(&cfg);
+    ArgSpec specs[TRAIN_CONFIG_MAX_SPECS];
+    int nspecs = train_config_specs(&cfg, specs);
+    args_parse(argc, argv, specs, nspecs,
+               "[flags]\n  train:         ./train_gpt2 --model M.bin -i 'train*.bin' -j val.bin -o out/run\n"
+               "  resume:        ./train_gpt2 --resume out/run/state_000100.bin --steps 200\n"
+               "  parity grads:  ./train_gpt2 --model M.bin --parity-batch batch.bin --parity-out grads.bin\n"
+               "  parity steps:  ./train_gpt2 --model M.bin --parity-batch batch.bin --steps N "
+               "--parity-losses losses.bin -o DIR");
+    train_config_check(&cfg);
+    if (cfg.threads > 0) {
+#ifdef _OPENMP
+        omp_set_num_threads(cfg.threads);
+#else
+        if (cfg.threads > 1) { warn("built without OpenMP: --threads %d runs on 1 thread", cfg.threads); }
+#endif
+    }
+#ifdef USE_BLAS
+    openblas_set_num_threads(1); // OpenBLAS runs inside our OpenMP threads (see sgemm_rows)
+#endif
+    int threads = num_threads();
+    int parity = cfg.parity_batch[0] != '\0';
+    int parity_grads = cfg.parity_out[0] != '\0';
+
+    // ---- the model: from --model, or the model file beside the --resume state
+    int resuming = cfg.resume[0] != '\0';
+    TrainState resume_state;
+    memset(&resume_state, 0, sizeof(resume_state));
+    char* model_path = NULL;
+    if (resuming) {
+        if (parity) { fatal("--resume cannot be combined with the parity mode (--parity-batch)"); }
+        train_state_read_header(cfg.resume, &resume_state);
+        char* dir = path_dirname(cfg.resume);
+        model_path = str_printf("%s/model_%06d.bin", dir, resume_state.step);
+        free(dir);
+        if (!path_exists(model_path)) {
+            fatal("training state %s is for step %d, but its model file %s is missing (a state file "
+                  "resumes with the model_NNNNNN.bin of the same step beside it)",
+                  cfg.resume, resume_state.step, model_path);
+        }
+    } else {
+        model_path = str_dup(cfg.model);
+    }
+    GPT2 model;
+    gpt2_build_from_checkpoint(&model, model_path);
+    const GPT2Config* mc = &model.config;
+    if (resuming) {
+        if (resume_state.num_parameters != model.num_parameters) {
+            fatal("training state %s holds %zu parameters but model %s has %zu: they do not belong together",
+                  cfg.resume, resume_state.num_parameters, model_path, model.num_parameters);
+        }
+        uint64_t h = hash_words(model.params_memory, model.num_parameters * sizeof(float));
+        if (h != resume_state.model_checksum) {
+            fatal("model %s does not match training state %s (checksum differs): the model file was "
+                  "replaced after the state was written", model_path, cfg.resume);
+        }
+    }
+
+    // ---- the batch geometry
+    ParityBatch pb;
+    memset(&pb, 0, sizeof(pb));
+    int B, T, data_kind = DATA_TOKENS, example_len = 0;
+    if (parity) {
+        parity_batch_read(&pb, cfg.parity_batch, mc->vocab_size, mc->max_seq_len);
+        B = pb.B;
+        T = pb.T;
+    } else {
+        B = cfg.batch_size;
+        data_kind = data_kind_of(cfg.train_data, "-i", &example_len);
+        if (data_kind == DATA_EXAMPLES) {
+            if (cfg.seq_len != 0 && cfg.seq_len != example_len - 1) {
+                fatal("-t %d does not fit the example shards of -i %s: they hold E=%d tokens per example, "
+                      "so T must be E-1 = %d (drop -t)", cfg.seq_len, cfg.train_data, example_len, example_len - 1);
+            }
+            T = example_len - 1;
+        } else {
+            T = cfg.seq_len > 0 ? cfg.seq_len : mc->max_seq_len;
+        }
+        if (T > mc->max_seq_len) {
+            fatal("-t %d is longer than the model's context maxT=%d (model %s): use -t %d or less "
+                  "(-t 0 = the model's context)", T, mc->max_seq_len, model_path, mc->max_seq_len);
+        }
+    }
+    if (resuming && (resume_state.B != B || resume_state.T != T)) {
+        fatal("training state %s was written with -b %d -t %d; resume with the same batch geometry "
+              "(got -b %d -t %d)", cfg.resume, resume_state.B, resume_state.T, B, T);
+    }
+    if (resuming && resume_state.seed != (uint64_t)cfg.seed) {
+        fatal("training state %s was written with --seed %llu; resume with the same seed (got --seed %lld) "
+              "so the data order continues", cfg.resume, (unsigned long long)resume_state.seed, cfg.seed);
+    }
+
+    // ---- data
+    DataLoader train_loader, val_loader;
+    int have_train = 0, have_val = 0;
+    if (!parity) {
+        dataloader_init(&train_loader, cfg.train_data, "-i", B, T, mc->vocab_size, 1, (uint64_t)cfg.seed);
+        have_train = 1;
+        if (cfg.val_data[0] && cfg.val_every > 0) {
+            dataloader_init(&val_loader, cfg.val_data, "-j", B, T, mc->vocab_size, 0, 0);
+            have_val = 1;
+            if (val_loader.kind != train_loader.kind) {
+                fatal("-j %s and -i %s hold different kinds of shards (token vs example); use one kind",
+                      cfg.val_data, cfg.train_data);
+            }
+        }
+        if (resuming && (resume_state.data_batches_per_epoch != train_loader.batches_per_epoch ||
+                         resume_state.data_num_shards != (int)train_loader.num_shards)) {
+            fatal("the training data differs from the run being resumed: %d shards and %llu batches per "
+                  "epoch then, %zu and %zu now; resume with the same -i, -b and -t",
+                  resume_state.data_num_shards, (unsigned long long)resume_state.data_batches_per_epoch,
+                  train_loader.num_shards, train_loader.batches_per_epoch);
+        }
+    }
+    int total_steps = cfg.steps;
+    if (total_steps == -1) {
+        if (parity) { total_steps = 1; }
+        else {
+            if (train_loader.batches_per_epoch > (size_t)INT32_MAX) { fatal("one epoch has too many batches; pass --steps"); }
+            total_steps = (int)train_loader.batches_per_epoch;
+        }
+    }
+    int start_step = resuming ? resume_state.step : 0;
+    const char* out_dir = cfg.output_dir;
+    char* resume_dir = NULL;
+    if (resuming && !out_dir[0]) { resume_dir = path_dirname(cfg.resume); out_dir = resume_dir; }
+    if (parity && !parity_grads && !out_dir[0]) {
+        fatal("--parity-losses saves the final model: give an output folder with -o DIR");
+    }
+
+    // ---- tokenizer (samples only)
+    Tokenizer tokenizer;
+    memset(&tokenizer, 0, sizeof(tokenizer));
+    int sampling = !parity && cfg.sample_every > 0;
+    if (sampling && cfg.tokenizer[0]) {
+        if (path_exists(cfg.tokenizer)) {
+            tokenizer_init(&tokenizer, cfg.tokenizer);
+        } else {
+            warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
+        }
+    }
+
+    // ---- buffers
+    gpt2_allocate(&model, B, T, parity_grads);
+    LrSchedule sched;
+    sched.kind = lr_schedule_kind(cfg.lr_schedule);
+    sched.max_lr = cfg.lr;
+    sched.warmup = cfg.warmup;
+    sched.total_steps = total_steps;
+    sched.min_lr_frac = cfg.min_lr_frac;
+    AdamWSettings opt;
+    opt.beta1 = cfg.beta1;
+    opt.beta2 = cfg.beta2;
+    opt.eps = cfg.eps;
+    opt.weight_decay = cfg.weight_decay;
+    opt.decay_matrices_only = strcmp(cfg.decay_params, "matrices") == 0;
+
+    // ---- the resolved configuration
+    char cpu[256];
+    cpu_model_name(cpu, sizeof(cpu));
+    printf("+------------------------+----------------------------------------------------+\n");
+    print_row("setting", "value");
+    printf("+------------------------+----------------------------------------------------+\n");
+    print_row("mode", "%s", parity_grads ? "parity: one forward/backward" : parity ? "parity: N steps on one batch"
+              : resuming ? "train (resumed)" : "train");
+    print_row("model", "%s", model_path);
+    print_row("maxT / V / Vp", "%d / %d / %d", mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size);
+    print_row("L / NH / C / HS", "%d / %d / %d / %d", mc->num_layers, mc->num_heads, mc->channels,
+              mc->channels / mc->num_heads);
+    print_row("qkv bias", "%s", mc->no_qkv_bias ? "off (qkvb held at 0)" : "on");
+    print_row("parameters", "%zu", model.num_parameters);
+    if (parity) {
+        print_row("parity batch", "%s (B=%d T=%d, mask %s)", cfg.parity_batch, B, T, pb.mask ? "yes" : "no");
+    } else {
+        print_row("train data (-i)", "%s", cfg.train_data);
+        print_row("  kind", "%s, %zu shard(s), %zu batches/epoch", data_kind == DATA_EXAMPLES ?
+                  "example shards" : "token shards", train_loader.num_shards, train_loader.batches_per_epoch);
+        print_row("val data (-j)", "%s", have_val ? cfg.val_data : "(none)");
+        if (have_val) {
+            print_row("  val batches (-m)", "%zu of %zu", cfg.val_batches > 0 && (size_t)cfg.val_batches <
+                      val_loader.batches_per_epoch ? (size_t)cfg.val_batches : val_loader.batches_per_epoch,
+                      val_loader.batches_per_epoch);
+            print_row("  val every (-v)", "%d", cfg.val_every);
+        }
+    }
+    print_row("B x T (-b, -t)", "%d x %d = %d tokens/step", B, T, B * T);
+    print_row("steps", "%d%s", total_steps, resuming ? " (total)" : "");
+    if (resuming) { print_row("resume from", "%s (step %d)", cfg.resume, start_step); }
+    print_row("lr (-l)", "%g, %s, warmup %d, floor %g", (double)cfg.lr, cfg.lr_schedule, cfg.warmup,
+              (double)(cfg.lr * cfg.min_lr_frac));
+    print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
+    print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
+              "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
+    if (cfg.grad_clip > 0) { print_row("grad clip", "%g (global norm)", (double)cfg.grad_clip); }
+    else { print_row("grad clip", "off"); }
+    if (sampling) {
+        print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg.sample_every,
+                  cfg.gen_tokens, (double)cfg.temperature, cfg.top_k, (double)cfg.top_p);
+        print_row("tokenizer", "%s", tokenizer.token_table ? cfg.tokenizer : "(none: token ids)");
+    }
+    print_row("seed", "%lld", cfg.seed);
+    print_row("output (-o)", "%s", out_dir[0] ? out_dir : "(none: no log, no checkpoints)");
+    if (out_dir[0] && cfg.save_every > 0) { print_row("save every", "%d steps and at the end", cfg.save_every); }
+    else if (out_dir[0]) { print_row("save every", "at the end"); }
+    print_row("threads", "%d (OpenMP%s)", threads,
+#ifdef _OPENMP
+              ""
+#else
+              " not compiled in"
+#endif
+              );
+    print_row("BLAS", "%s", blas_name());
+    print_row("commit", "%s", GIT_COMMIT);
+    printf("+------------------------+----------------------------------------------------+\n");
+
+    // ---- parity mode 1: one forward/backward, write everything, exit
+    if (parity_grads) {
+        gpt2_forward(&model, pb.inputs, pb.targets, pb.mask, B, T);
+        gpt2_zero_grad(&model);
+        gpt2_backward(&model, pb.inputs, pb.targets, B, T);
+        parity_grads_write(cfg.parity_out, B, T, mc->padded_vocab_size, model.num_parameters, mc->num_layers,
+                           mc->channels, model.mean_loss, model.saved_logits, model.grads_memory);
+        printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)model.mean_loss,
+               cfg.parity_out);
+        parity_batch_free(&pb);
+        gpt2_free(&model);
+        free(model_path);
+        return 0;
+    }
+
+    // ---- log
+    Logger logger;
+    memset(&logger, 0, sizeof(logger));
+    Json j = {NULL, 0, 0, 0};
+    if (out_dir[0]) {
+        logger_open(&logger, out_dir, resuming ? (long long)start_step : -1);
+        char hw[400];
+        snprintf(hw, sizeof(hw), "%s, %d threads", cpu, threads);
+        json_begin(&j);
+        if (resuming) {
+            json_key_object(&j, "resume");
+            json_key_string(&j, "state", cfg.resume);
+            json_key_int(&j, "from_step", start_step);
+            json_end_object(&j);
+        }
+        json_key_object(&j, "config");
+        train_config_json(&j, specs, nspecs);
+        json_key_string(&j, "model_file", model_path);
+        json_key_int(&j, "max_seq_len", mc->max_seq_len);
+        json_key_int(&j, "vocab_size", mc->vocab_size);
+        json_key_int(&j, "padded_vocab_size", mc->padded_vocab_size);
+        json_key_int(&j, "n_layer", mc->num_layers);
+        json_key_int(&j, "n_head", mc->num_heads);
+        json_key_int(&j, "n_embd", mc->channels);
+        json_key_bool(&j, "qkv_bias", !mc->no_qkv_bias);
+        json_key_int(&j, "num_parameters", (long long)model.num_parameters);
+        json_key_int(&j, "B", B);
+        json_key_int(&j, "T", T);
+        json_key_int(&j, "total_steps", total_steps);
+        json_key_string(&j, "data_kind", parity ? "parity_batch" : data_kind == DATA_EXAMPLES ? "examples" : "tokens");
+        json_key_int(&j, "threads", threads);
+        json_key_string(&j, "blas", blas_name());
+        json_end_object(&j);
+        json_key_string(&j, "commit", GIT_COMMIT);
+        json_key_string(&j, "hardware", hw);
+        json_key_string(&j, "trainer", "train_gpt2");
+        json_end(&j);
+        logger_write(&logger, &j);
+    }
+
+    // ---- training state
+    Rng sample_rng;
+    rng_seed(&sample_rng, mix_seed((uint64_t)cfg.seed, 0x73616D706C65ULL)); // "sample"
+    double elapsed_before = 0.0;
+    if (resuming) {
+        train_state_load_body(cfg.resume, &resume_state, model.m_memory, model.v_memory, NULL);
+        dataloader_seek(&train_loader, resume_state.data_epoch, (size_t)resume_state.data_cursor);
+        sample_rng.state = resume_state.sampler_rng;
+        elapsed_before = resume_state.elapsed_s;
+        if (resume_state.total_steps != total_steps) {
+            warn("the resumed run used --steps %d, this one %d: the learning-rate schedule changes",
+                 resume_state.total_steps, total_steps);
+        }
+    }
+    Sampler sampler;
+    memset(&sampler, 0, sizeof(sampler));
+    int* sample_tokens = NULL;
+    if (sampling) {
+        sampler_init(&sampler, mc->vocab_size, cfg.temperature, cfg.top_k, cfg.top_p);
+        sample_tokens = (int*)mallocCheck(((size_t)cfg.gen_tokens + 1) * sizeof(int));
+    }
+    int start_token = tokenizer.token_table && tokenizer.eot_token >= 0 && tokenizer.eot_token < mc->vocab_size
+                      ? tokenizer.eot_token : mc->vocab_size - 1;
+    float* parity_loss_values = parity ? (float*)callocCheck((size_t)total_steps, sizeof(float)) : NULL;
+    int last_saved = resuming ? start_step : -1;
+    if (start_step >= total_steps) {
+        printf("the state is already at step %d of %d: nothing to do (raise --steps to train longer)\n",
+               start_step, total_steps);
+    }
+    double t_start = now_seconds();
+    int exit_code = 0;
+    for (int step = start_step + 1; step <= total_steps; step++) {
+        const int *inputs, *targets, *mask;
+        if (parity) {
+            inputs = pb.inputs;
+            targets = pb.targets;
+            mask = pb.mask;
+        } else {
+            dataloader_next_batch(&train_loader);
+            inputs = train_loader.inputs;
+            targets = train_loader.targets;
+            mask = train_loader.loss_mask;
+        }
+        double t0 = now_seconds();
+        StepResult r;
+        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, &r);
+        double t1 = now_seconds();
+        if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
+            char* last = last_saved >= 0 ? str_printf("%s/model_%06d.bin", out_dir, last_saved) : NULL;
+            fflush(stdout);
+            fprintf(stderr, "error: the %s is %s at step %d (loss %g, grad norm %g, lr %g): training diverged. "
+                    "Stopping without saving; %s%s%s\n",
+                    !isfinite(r.loss) ? "loss" : "gradient norm",
+                    isnan(!isfinite(r.loss) ? r.loss : r.grad_norm) ? "NaN" : "infinite", step,
+                    (double)r.loss, (double)r.grad_norm, (double)r.lr,
+                    last ? "the last good checkpoint is " : "no checkpoint of this run was saved; it started from ",
+                    last ? last : model_path, ". Try a lower -l or --grad-clip.");
+            if (logger.fp) {
+                json_begin(&j);
+                json_key_int(&j, "step", step);
+                json_key_string(&j, "error", !isfinite(r.loss) ? "loss is not finite" : "gradient norm is not finite");
+                json_key_float(&j, "train_loss", r.loss);
+                json_key_float(&j, "grad_norm", r.grad_norm);
+                json_end(&j);
+                logger_write(&logger, &j);
+            }
+            free(last);
+            exit_code = 1;
+            break;
+        }
+        double param_norm = vector_norm(model.params_memory, model.num_parameters);
+        double step_s = t1 - t0;
+        double tok_s = (double)B * T / step_s;
+        int has_acc = mask != NULL && r.num_examples > 0;
+        double train_acc = has_acc ? (double)r.num_correct / r.num_examples : NAN;
+        if (parity) { parity_loss_values[step - start_step - 1] = r.loss; }
+        printf("step %5d/%d | loss %.6f%s", step, total_steps, (double)r.loss, has_acc ? " | acc " : "");
+        if (has_acc) { printf("%.4f", train_acc); }
+        printf(" | lr %.3e | norm %.4f%s | %.1f ms | %.0f tok/s\n", (double)r.lr, (double)r.grad_norm,
+               r.grad_scale < 1.0f ? " (clipped)" : "", step_s * 1e3, tok_s);
+        EvalResult ev;
+        ev.loss = NAN;
+        ev.acc = NAN;
+        int evaluated = have_val && (step % cfg.val_every == 0 || step == total_steps);
+        if (evaluated) {
+            ev = evaluate(&model, &val_loader, cfg.val_batches);
+            printf("val loss %.6f", ev.loss);
+            if (!isnan(ev.acc)) { printf(" | val acc %.4f", ev.acc); }
+            printf("\n");
+        }
+        double elapsed = elapsed_before + (now_seconds() - t_start);
+        if (logger.fp) {
+            json_begin(&j);
+            json_key_int(&j, "step", step);
+            json_key_float(&j, "train_loss", r.loss);
+            if (has_acc) { json_key_float(&j, "train_acc", train_acc); } else { json_key_null(&j, "train_acc"); }
+            if (evaluated) {
+                json_key_float(&j, "val_loss", ev.loss);
+                if (!isnan(ev.acc)) { json_key_float(&j, "val_acc", ev.acc); } else { json_key_null(&j, "val_acc"); }
+            }
+            json_key_float(&j, "lr", r.lr);
+            json_key_float(&j, "grad_norm", r.grad_norm);
+            json_key_float(&j, "param_norm", param_norm);
+            json_key_float(&j, "tokens_per_s", tok_s);
+            json_key_float(&j, "elapsed_s", elapsed);
+            json_end(&j);
+            logger_write(&logger, &j);
+        }
+        if (sampling && (step % cfg.sample_every == 0 || step == total_steps)) {
+            gpt2_sample(&model, &sampler, &sample_rng, start_token, cfg.gen_tokens, sample_tokens);
+            char* text = decode_tokens(&tokenizer, sample_tokens + 1, cfg.gen_tokens);
+            printf("sample (step %d):\n", step);
+            if (tokenizer.token_table) {
+                for (int i = 1; i <= cfg.gen_tokens; i++) {
+                    safe_print_piece(stdout, tokenizer_decode(&tokenizer, sample_tokens[i]));
+                }
+            } else {
+                fputs(text, stdout);
+            }
+            printf("\n---\n");
+            if (logger.fp) {
+                json_begin(&j);
+                json_key_int(&j, "step", step);
+                json_key_string(&j, "sample", text);
+                json_end(&j);
+                logger_write(&logger, &j);
+            }
+            free(text);
+        }
+        if (out_dir[0] && ((cfg.save_every > 0 && step % cfg.save_every == 0) || step == total_steps)) {
+            TrainState st;
+            memset(&st, 0, sizeof(st));
+            st.step = step;
+            st.total_steps = total_steps;
+            st.num_parameters = model.num_parameters;
+            st.B = B;
+            st.T = T;
+            st.data_epoch = have_train ? train_loader.epoch : 0;
+            st.data_cursor = have_train ? train_loader.cursor : 0;
+            st.data_batches_per_epoch = have_train ? train_loader.batches_per_epoch : 0;
+            st.data_num_shards = have_train ? (int)train_loader.num_shards : 0;
+            st.seed = (uint64_t)cfg.seed;
+            st.sampler_rng = sample_rng.state;
+            st.elapsed_s = elapsed_before + (now_seconds() - t_start);
+            st.has_init_params = 0;
+            save_checkpoint_pair(out_dir, &model, &st);
+            last_saved = step;
+        }
+    }
+    if (parity && exit_code == 0) {
+        parity_losses_write(cfg.parity_losses, parity_loss_values, total_steps - start_step);
+        printf("parity: wrote %d losses to %s\n", total_steps - start_step, cfg.parity_losses);
+    }
+
+    // ---- clean up (everything is freed so AddressSanitizer's leak check stays quiet)
+    free(parity_loss_values);
+    free(sample_tokens);
+    if (sampling) { sampler_free(&sampler); }
+    json_free(&j);
+    logger_close(&logger);
+    tokenizer_free(&tokenizer);
+    if (have_train) { dataloader_free(&train_loader); }
+    if (have_val) { dataloader_free(&val_loader); }
+    parity_batch_free(&pb);
+    gpt2_free(&model);
+    free(model_path);
+    free(resume_dir);
+    return exit_code;
+}
