@@ -1,0 +1,153 @@
+"""dev/export_hf.py: checkpoint -> transformers GPT-2 folder, and the round trip back.
+
+Checks, on a small random model with GPT-2's vocabulary (V=50257, L=2, NH=2,
+C=32, maxT=32, every tensor random with scale 0.3 so the logits are spread out
+and greedy choices are never near-ties):
+  - the folder has config.json, model.safetensors, vocab.json, merges.txt;
+  - transformers' GPT2LMHeadModel.from_pretrained(folder) gives the reference
+    model's logits (dev.model.GPT on the same checkpoint) to max abs 1e-5: the
+    same fp32 math in another order, logits of size ~1, so differences are
+    rounding (~1e-7); a wrong transpose or a dropped layer gives O(0.1);
+  - the exported tokenizer (GPT2TokenizerFast and GPT2Tokenizer from the
+    folder, and from vocab.json + merges.txt alone) encodes "Hello world" as
+    [15496, 995] and agrees with tiktoken on a mixed text; merges.txt starts
+    with GPT-2's first merges and has 50000 lines after the version line;
+  - greedy generation from transformers equals `python -m dev.sample --greedy`
+    token for token (24 new tokens after "Once upon a time");
+  - a model with another vocabulary (V=101) exports without a tokenizer and
+    says so; a missing checkpoint or an existing --out-dir without --force
+    exits 1 with a message.
+The C trainer's greedy sample is not compared here yet (its sampler is
+mirrored by dev/sample.py, which tests/test_sample.py checks against
+llmc/sampler.h).
+Run: python -m pytest -q tests/test_export_hf.py
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, random_params
+from dev.checkpoint import ModelConfig, write_checkpoint
+from dev.export_hf import main as export_main
+from dev.model import GPT
+
+LOGITS_TOL = 1e-5
+CONFIG = ModelConfig(max_seq_len=32, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)
+
+
+def run_module(module, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, GPT2_TOKENIZER_SOURCE="asset"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(checkpoint path, export folder) for the V=50257 model, exported once for the module."""
+    root = tmp_path_factory.mktemp("export")
+    ckpt = root / "model.bin"
+    # scale 0.3, seed 1: a varied greedy continuation whose top-2 logit gaps are >= 0.01
+    write_checkpoint(ckpt, CONFIG, random_params(CONFIG, seed=1, scale=0.3))
+    out = root / "hf"
+    assert export_main([str(ckpt), "--out-dir", str(out)]) == 0
+    return ckpt, out
+
+
+def test_files_and_logits(exported):
+    from transformers import GPT2LMHeadModel
+    ckpt, out = exported
+    files = set(os.listdir(out))
+    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json"):
+        assert name in files, f"{name} missing from {sorted(files)}"
+    hf = GPT2LMHeadModel.from_pretrained(out).eval()
+    ref = GPT.from_checkpoint(ckpt).eval()
+    idx = torch.randint(0, CONFIG.vocab_size, (3, CONFIG.max_seq_len),
+                        generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        theirs = hf(idx).logits
+        ours = ref(idx)[0][..., :CONFIG.vocab_size]
+    diff = (theirs - ours).abs()
+    worst = np.unravel_index(int(diff.argmax()), diff.shape)
+    assert diff.max().item() <= LOGITS_TOL, (
+        f"logits max abs diff {diff.max().item():.3g} > {LOGITS_TOL} at (b, t, v) = {worst}")
+    assert ours.std().item() > 0.1, "logits too flat to make the comparison meaningful"
+
+
+def test_tokenizer(exported, tmp_path):
+    from transformers import GPT2Tokenizer, GPT2TokenizerFast
+    from dev.tokenizer import get_gpt2_encoding
+    _, out = exported
+    only = tmp_path / "classic"
+    only.mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(out / name, only / name)
+    enc = get_gpt2_encoding(verbose=False)
+    text = "Once upon a time, Lily's dog ran 42 km\n\n  to the café! 😀"
+    for cls in (GPT2TokenizerFast, GPT2Tokenizer):
+        for folder in (out, only):
+            tok = cls.from_pretrained(folder)
+            assert tok("Hello world")["input_ids"] == [15496, 995], (cls.__name__, folder)
+            assert tok(text)["input_ids"] == enc.encode(text), (cls.__name__, folder)
+            assert tok.decode(enc.encode(text)) == text
+    lines = (out / "merges.txt").read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "#version: 0.2" and lines[1:4] == ["Ġ t", "Ġ a", "h e"], lines[:4]
+    assert len([ln for ln in lines[1:] if ln]) == 50000
+    vocab = json.loads((out / "vocab.json").read_text(encoding="utf-8"))
+    assert len(vocab) == 50257 and vocab["<|endoftext|>"] == 50256 and vocab["Hello"] == 15496
+
+
+def test_greedy_generation_matches_dev_sample(exported, tmp_path):
+    from transformers import GPT2LMHeadModel
+    ckpt, out = exported
+    n_new = 24
+    js = tmp_path / "sample.json"
+    r = run_module("dev.sample", "--model", ckpt, "--prompt", "Once upon a time", "--greedy",
+                   "--max-new-tokens", n_new, "--out-json", js)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(js.read_text())
+    prompt = got["prompt_ids"]
+    assert prompt == [7454, 2402, 257, 640]
+    ours = got["samples"][0]["ids"]
+    hf = GPT2LMHeadModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        seq = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n_new,
+                          pad_token_id=50256)[0].tolist()
+    theirs = seq[len(prompt):]
+    assert len(ours) == n_new and len(set(ours)) > 3, f"degenerate continuation {ours}"
+    with torch.no_grad():  # no near-ties, or rounding could legitimately flip a choice
+        logits = GPT.from_checkpoint(ckpt)(torch.tensor([prompt + ours]))[0][0, :, :50257]
+    top2 = logits.topk(2, dim=-1).values
+    assert (top2[:, 0] - top2[:, 1]).min().item() > 1e-3
+    first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    assert ours == theirs, f"greedy continuations differ at new token {first}: {ours} vs {theirs}"
+
+
+def test_other_vocab_exports_without_tokenizer(tmp_path):
+    from transformers import GPT2LMHeadModel
+    cfg = ModelConfig(max_seq_len=8, vocab_size=101, n_layer=1, n_head=2, n_embd=16)
+    ckpt = tmp_path / "m.bin"
+    write_checkpoint(ckpt, cfg, random_params(cfg, seed=2))
+    r = run_module("dev.export_hf", ckpt, "--out-dir", tmp_path / "hf")
+    assert r.returncode == 0, r.stderr
+    assert "tokenizer: NOT exported" in r.stdout
+    assert not (tmp_path / "hf" / "vocab.json").exists()
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    idx = torch.arange(8).view(1, 8) * 11 % 101
+    with torch.no_grad():
+        diff = (hf(idx).logits - GPT.from_checkpoint(ckpt)(idx)[0][..., :101]).abs().max().item()
+    assert diff <= LOGITS_TOL, f"logits max abs diff {diff:.3g} > {LOGITS_TOL}"
+
+
+def test_errors(tmp_path, exported):
+    ckpt, out = exported
+    r = run_module("dev.export_hf", tmp_path / "missing.bin", "--out-dir", tmp_path / "x")
+    assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_module("dev.export_hf", ckpt, "--out-dir", out)
+    assert r.returncode == 1 and "--force" in r.stderr and "Traceback" not in r.stderr, r.stderr
