@@ -3,7 +3,8 @@
 Contract: `python -m dev.sample --model out/d4.bin --prompt "Once upon a time"`
 loads the checkpoint with dev.model.GPT.from_checkpoint, encodes the prompt,
 and appends --max-new-tokens tokens, one forward pass per token over the last
-maxT tokens (the context is cropped to the model's maxT). It stops early at the
+maxT tokens (the context is cropped to the model's maxT, or to --context N;
+the trainers' in-training samples crop to their -t). It stops early at the
 end-of-text token unless --no-stop-at-eot. The continuation goes to stdout;
 --out-json PATH also writes {"prompt_ids", "samples": [{"ids", "text"}], ...}.
 
@@ -18,9 +19,11 @@ Encoding the prompt:
   - --prompt-ids 1,2,3 gives the ids directly (no tokenizer needed to encode).
 An empty prompt starts from the end-of-text token.
 
-Choosing each token mirrors llmc/sampler.h, and the coins come from the same
-generator as llmc/rand.h (xorshift64* seeded through splitmix64), so this
-script and the C sampler make the same choices from the same logits and seed:
+Choosing each token mirrors llmc/sampler.h, and the coins come from the
+trainers' sampling generator (llmc/rand.h: xorshift64* seeded with
+mix_seed(--seed, "sample"), one coin per token, greedy included), so
+`--seed S --prompt-ids <EOT> --no-stop-at-eot` continues exactly like the first
+sample of a trainer run with --seed S from the same weights:
   temperature 0 (--greedy): the first index of the largest of the first V logits;
   otherwise p = softmax(logits[:V] / temperature), then top-k (k most probable),
   then top-p (smallest most-probable set with mass >= top_p; ties by token id),
@@ -48,6 +51,19 @@ def splitmix64(x):
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
     return x ^ (x >> 31)
+
+
+def mix_seed(a, b):
+    """Independent stream seed from two numbers (llmc/rand.h mix_seed)."""
+    return splitmix64(splitmix64(a & MASK64) ^ ((b * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & MASK64))
+
+
+SAMPLE_STREAM = 0x73616D706C65  # "sample": the trainers seed their sampler with mix_seed(seed, this)
+
+
+def sampling_rng(seed):
+    """The trainers' sampling generator for --seed `seed`."""
+    return Rng(mix_seed(int(seed), SAMPLE_STREAM))
 
 
 class Rng:
@@ -97,25 +113,27 @@ def pick_token(logits, temperature=1.0, top_k=0, top_p=1.0, coin=0.0):
 
 
 def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-             rng=None, stop_id=None, device="cpu"):
-    """New token ids (list) continuing prompt_ids; the context is cropped to the model's maxT.
+             rng=None, stop_id=None, device="cpu", context=None):
+    """New token ids (list) continuing prompt_ids, the context cropped to `context` tokens.
 
-    Each step runs the model on the last maxT tokens and picks from the logits
-    of the last position. Stops after max_new_tokens, or right after emitting
-    stop_id (which is included) when stop_id is not None.
+    Each step runs the model on the last `context` tokens (default and at most
+    the model's maxT) and picks from the logits of the last position. Stops
+    after max_new_tokens, or right after emitting stop_id (which is included)
+    when stop_id is not None.
     """
     import torch
     cfg = model.config
-    rng = rng or Rng(1337)
+    window = min(context or cfg.max_seq_len, cfg.max_seq_len)
+    rng = rng or sampling_rng(1337)
     ids = list(prompt_ids)
     new = []
     model.eval()
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            ctx = torch.tensor([ids[-cfg.max_seq_len:]], dtype=torch.long, device=device)
+            ctx = torch.tensor([ids[-window:]], dtype=torch.long, device=device)
             logits, _ = model(ctx)                       # (1, T, Vp)
             last = logits[0, -1, :cfg.vocab_size].float().cpu().numpy()
-            coin = rng.float() if temperature > 0 else 0.0
+            coin = rng.float()  # drawn even when greedy, as the trainers do
             tok = pick_token(last, temperature, top_k, top_p, coin)
             ids.append(tok)
             new.append(tok)
@@ -204,7 +222,10 @@ def parse_args(argv):
     p.add_argument("--top-p", type=float, default=1.0,
                    help="nucleus sampling: keep the smallest set with this mass (1 = off, default)")
     p.add_argument("--greedy", action="store_true", help="always the most likely token (temperature 0)")
-    p.add_argument("--seed", type=int, default=1337, help="seed of the sampling coins (default: 1337)")
+    p.add_argument("--context", type=int, default=0,
+                   help="crop the context to the last N tokens (default 0 = the model's maxT; the "
+                        "trainers' samples crop to their -t)")
+    p.add_argument("--seed", type=int, default=1337, help="seed of the sampling coins, as the trainers' --seed (default: 1337)")
     p.add_argument("--num-samples", type=int, default=1, help="independent continuations (default: 1)")
     p.add_argument("--no-stop-at-eot", action="store_true",
                    help="keep generating after the end-of-text token")
@@ -228,6 +249,8 @@ def check_args(args):
         problems.append(f"--max-new-tokens {args.max_new_tokens} must be >= 1")
     if args.num_samples < 1:
         problems.append(f"--num-samples {args.num_samples} must be >= 1")
+    if args.context < 0:
+        problems.append(f"--context {args.context} must be >= 0 (0 = the model's maxT)")
     if args.seed < 0:
         problems.append(f"--seed {args.seed} must be >= 0")
     if problems:
@@ -282,11 +305,11 @@ def main(argv=None):
           f"seed={args.seed} max_new_tokens={args.max_new_tokens} "
           f"stop_at_eot={'no' if stop_id is None else stop_id}", file=sys.stderr)
     torch.set_grad_enabled(False)
-    rng = Rng(args.seed)
+    rng = sampling_rng(args.seed)
     samples = []
     for k in range(args.num_samples):
         new = generate(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k,
-                       args.top_p, rng, stop_id, args.device)
+                       args.top_p, rng, stop_id, args.device, args.context or None)
         text = codec.decode(prompt_ids) + codec.separator + codec.decode(new) if codec else None
         samples.append({"ids": new, "text": text})
         if args.num_samples > 1:
