@@ -66,6 +66,13 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #define GIT_COMMIT "unknown"
 #endif
 
+// Parallel regions with less work than this (in elements; matmuls and attention in
+// multiply-adds / 64) run on one thread: forking costs microseconds, and on a busy
+// machine a thread waiting at the region's barrier can lose a whole scheduler time
+// slice. Results never depend on it: every parallel loop writes disjoint outputs,
+// and the output of a run is bit-identical for any thread count.
+#define PAR_MIN_WORK ((size_t)1 << 15)
+
 static int num_threads(void) {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -96,7 +103,7 @@ static void encoder_forward(float* out,                          // (B, T, C)
                             const int* inp,                      // (B, T)
                             const float* wte, const float* wpe,  // (Vp, C), (maxT, C)
                             int B, int T, int C) {
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) if ((size_t)B * T * C >= PAR_MIN_WORK)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float* o = out + ((size_t)b * T + t) * C;
@@ -133,7 +140,7 @@ static void layernorm_forward(float* out, float* mean, float* rstd,  // (N, C), 
                               const float* inp,                     // (N, C)
                               const float* weight, const float* bias, // (C), (C)
                               int N, int C) {
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float* x = inp + (size_t)n * C;
         float m = 0.0f;
@@ -156,7 +163,7 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
                                const float* mean, const float* rstd,       // (N), (N)
                                int N, int C) {
     // dinp: rows are independent
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float* d = dout + (size_t)n * C;
         const float* x = inp + (size_t)n * C;
@@ -196,7 +203,7 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
 static void sgemm_rows(int transA, int transB, int M, int N, int K,
                        const float* A, int lda, const float* Bm, int ldb,
                        float beta, float* Cm, int ldc) {
-    #pragma omp parallel
+    #pragma omp parallel if ((size_t)M * N * K >= PAR_MIN_WORK * 64)
     {
         int nt = 1, t = 0;
 #ifdef _OPENMP
@@ -222,14 +229,14 @@ static void matmul_forward(float* out,                              // (N, OC)
 #ifdef USE_BLAS
     sgemm_rows(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
     if (bias != NULL) {
-        #pragma omp parallel for
+        #pragma omp parallel for if ((size_t)N * OC >= PAR_MIN_WORK)
         for (int n = 0; n < N; n++) {
             float* o = out + (size_t)n * OC;
             for (int i = 0; i < OC; i++) { o[i] += bias[i]; }
         }
     }
 #else
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int n = 0; n < N; n++) {
         const float* x = inp + (size_t)n * IC;
         float* o = out + (size_t)n * OC;
@@ -252,7 +259,7 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
     sgemm_rows(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);     // dinp += dout @ weight
     sgemm_rows(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);     // dweight += dout^T @ inp
 #else
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int n = 0; n < N; n++) {
         const float* d = dout + (size_t)n * OC;
         float* di = dinp + (size_t)n * IC;
@@ -262,7 +269,7 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
             for (int i = 0; i < IC; i++) { di[i] += w[i] * g; }
         }
     }
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int oc = 0; oc < OC; oc++) {
         float* dw = dweight + (size_t)oc * IC;
         for (int n = 0; n < N; n++) {
@@ -291,7 +298,7 @@ static void attention_forward(float* out,        // (B, T, C)
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
     size_t C3 = (size_t)C * 3;
-    #pragma omp parallel for collapse(3)
+    #pragma omp parallel for collapse(3) if ((size_t)B * T * T * C >= PAR_MIN_WORK * 64)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < NH; h++) {
@@ -337,7 +344,7 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
     size_t C3 = (size_t)C * 3;
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) if ((size_t)B * T * T * C >= PAR_MIN_WORK * 64)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             float* dpre = scratch + (size_t)thread_id() * T;
@@ -378,7 +385,7 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 #define GELU_SCALE 0.7978845608028654f // sqrt(2/pi)
 static void gelu_forward(float* out, const float* inp, size_t N) { // (N), (N)
-    #pragma omp parallel for
+    #pragma omp parallel for if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
         float cube = 0.044715f * x * x * x;
@@ -389,7 +396,7 @@ static void gelu_forward(float* out, const float* inp, size_t N) { // (N), (N)
 // sech^2 is written 1 - tanh^2 (no cosh, which overflows for large |x|).
 // This is the function -ffast-math breaks, so nothing here uses it.
 static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) { // (N) x3
-    #pragma omp parallel for
+    #pragma omp parallel for if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
         float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
@@ -400,49 +407,86 @@ static void gelu_backward(float* dinp, const float* inp, const float* dout, size
 }
 
 static void residual_forward(float* out, const float* inp1, const float* inp2, size_t N) { // (N) x3
-    #pragma omp parallel for
+    #pragma omp parallel for if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) { out[i] = inp1[i] + inp2[i]; }
 }
 
 static void residual_backward(float* dinp1, float* dinp2, const float* dout, size_t N) { // (N) x3
-    #pragma omp parallel for
+    #pragma omp parallel for if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         dinp1[i] += dout[i];
         dinp2[i] += dout[i];
     }
 }
 
+// exp(x) for x <= 0, vectorizable (the classifier calls it B*T*V times per
+// step, where libm's scalar expf was 15% of the step). Cephes' expf scheme:
+// x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a degree-7
+// polynomial for exp(r), then 2^k through the float exponent bits. Relative
+// error ~1e-7 (about 1 ulp). x below -87 is clamped to -87 (exp = 1.6e-38
+// instead of a denormal or 0: no visible difference after the sum); the
+// caller sends NaN rows to libm (the clamp would hide them).
+static inline float exp_nonpositive(float x) {
+    x = x >= -87.0f ? x : -87.0f;
+    x = x <= 0.0f ? x : 0.0f;
+    int32_t ki = (int32_t)(x * 1.44269504088896341f - 0.5f); // round(x / ln2); x <= 0, so truncation
+    float k = (float)ki;
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    int32_t bits = (ki + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
 // Softmax over the first V of the Vp logit columns (the padded columns get
-// probability 0), the loss -log p[target] of every position, and the argmax
-// (first index of the largest of the first V logits). probs may alias logits.
-static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), (B*T)
+// probability 0), the loss -log p[target] of every position, and, when
+// argmax != NULL, the first index of the largest of the first V logits.
+// probs may alias logits.
+static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), (B*T) or NULL
                                          float* probs,                // (B*T, Vp)
                                          const float* logits,         // (B*T, Vp)
                                          const int* targets,          // (B*T)
                                          int N, int V, int Vp) {
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * Vp >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float* l = logits + (size_t)n * Vp;
         float* p = probs + (size_t)n * Vp;
-        float maxval = l[0];
-        int best = 0;
-        for (int v = 1; v < V; v++) {
-            if (l[v] > maxval) { maxval = l[v]; best = v; }
+        float maxval = l[0], check = 0.0f; // check: NaN or inf when some logit is
+        #pragma omp simd reduction(max:maxval) reduction(+:check)
+        for (int v = 0; v < V; v++) {
+            maxval = l[v] > maxval ? l[v] : maxval;
+            check += l[v] * 0.0f;
+        }
+        if (argmax != NULL) {
+            int best = 0;
+            while (best < V - 1 && !(l[best] == maxval)) { best++; }
+            argmax[n] = best;
         }
         float target_logit = l[targets[n]];
         double sum = 0.0;
         #pragma omp simd reduction(+:sum)
         for (int v = 0; v < V; v++) {
-            float e = expf(l[v] - maxval);
+            float e = exp_nonpositive(l[v] - maxval);
             p[v] = e;
             sum += e;
+        }
+        if (check != 0.0f) { // NaN or inf logits: libm, so the NaN reaches the loss
+            sum = 0.0;
+            for (int v = 0; v < V; v++) { p[v] = expf(l[v] - maxval); sum += p[v]; }
         }
         float inv = (float)(1.0 / sum);
         for (int v = 0; v < V; v++) { p[v] *= inv; }
         for (int v = V; v < Vp; v++) { p[v] = 0.0f; }
         // -log softmax[target] = log(sum) + max - logit[target]; exact even when p[target] underflows
         losses[n] = (float)(log(sum) + (double)maxval - (double)target_logit);
-        argmax[n] = best;
     }
 }
 
@@ -453,7 +497,7 @@ static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp)
                                           const int* targets,  // (B*T)
                                           const float* dloss,  // (B*T) d(mean loss)/d(loss[n])
                                           int N, int V, int Vp) {
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)N * Vp >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float* p = probs + (size_t)n * Vp;
         float* d = dlogits + (size_t)n * Vp;
@@ -655,7 +699,7 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
     if (model->saved_logits) { memcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float)); }
     if (targets == NULL) { return; }
-    softmax_crossentropy_forward(a.losses, model->argmax, a.logits, a.logits, targets, N, V, Vp);
+    softmax_crossentropy_forward(a.losses, mask ? model->argmax : NULL, a.logits, a.logits, targets, N, V, Vp);
     size_t scored = 0;
     for (int n = 0; n < N; n++) { scored += mask ? (size_t)(mask[n] != 0) : 1; }
     double sum = 0.0;
@@ -685,9 +729,24 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     }
 }
 
+// Zeroes n floats with all threads (one memset of the ~70 MB of d4 gradients
+// took ~15 ms on one core).
+static void zero_floats(float* x, size_t n) {
+    #pragma omp parallel if (n >= PAR_MIN_WORK)
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        size_t i0 = n * (size_t)t / (size_t)nt, i1 = n * (size_t)(t + 1) / (size_t)nt;
+        memset(x + i0, 0, (i1 - i0) * sizeof(float));
+    }
+}
+
 static void gpt2_zero_grad(GPT2* model) {
-    memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
-    memset(model->grads_acts_memory, 0, model->num_grad_acts * sizeof(float));
+    zero_floats(model->grads_memory, model->num_parameters);
+    zero_floats(model->grads_acts_memory, model->num_grad_acts);
 }
 
 // Gradients of the mean loss of the last gpt2_forward (with targets) with
@@ -734,7 +793,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
 #define NORM_CHUNKS 64
 static double vector_norm(const float* x, size_t n) {
     double partial[NORM_CHUNKS];
-    #pragma omp parallel for
+    #pragma omp parallel for if (n >= PAR_MIN_WORK)
     for (int ch = 0; ch < NORM_CHUNKS; ch++) {
         size_t i0 = n * (size_t)ch / NORM_CHUNKS, i1 = n * (size_t)(ch + 1) / NORM_CHUNKS;
         double s = 0.0;
@@ -773,7 +832,7 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
         const float* g = model->grads_memory + offset;
         float* m = model->m_memory + offset;
         float* v = model->v_memory + offset;
-        #pragma omp parallel for
+        #pragma omp parallel for if (n >= PAR_MIN_WORK)
         for (size_t j = 0; j < n; j++) {
             float grad = g[j] * grad_scale;
             float mj = s->beta1 * m[j] + (1.0f - s->beta1) * grad;
@@ -829,7 +888,7 @@ static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n
     const float* x = model->acts.lnf + (size_t)(len - 1) * C;
     float* out = model->acts.logits;
     const float* wte = model->params.wte;
-    #pragma omp parallel for
+    #pragma omp parallel for if ((size_t)Vp * C >= PAR_MIN_WORK)
     for (int v = 0; v < Vp; v++) {
         const float* w = wte + (size_t)v * C;
         float val = 0.0f;

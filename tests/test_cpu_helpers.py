@@ -1,0 +1,224 @@
+"""Helpers shared by the CPU-trainer tests (tests/test_cpu_*.py, tests/test_dataloader.py),
+plus tests of the helpers themselves.
+
+What it provides:
+  trainer()                 path of ./train_gpt2, built once per session with `make train_gpt2`
+                            (or $TRAIN_GPT2 when set)
+  run_trainer(*args, binary=None, check=True, timeout=...)
+                            run a trainer binary, return the CompletedProcess; with check=True a
+                            non-zero exit fails the test showing the trainer's stdout and stderr
+  assert_close(name, got, ref, atol)
+                            max-abs comparison whose failure message names the tensor, the worst
+                            element (index, both values) and the tolerance
+  grad_tolerance(ref)       the gradient tolerance of the issue: 1e-4 * max|g|
+  lr_at(step, ...)          Python mirror of llmc/schedule.h (the tests compare the log against it)
+  read_log(path)            the JSONL log as a list of dicts
+  step_records(log)         only the per-step records ({"step", "train_loss", ...})
+  hf_grads(hf_model)        a transformers GPT2LMHeadModel's gradients in our 16-tensor layout
+  torch_train_steps(...)    N AdamW steps with torch.optim.AdamW + our clipping rule, the reference
+                            for the C trainer's optimizer
+
+The tests of this file check the helpers that other tests rely on to be able to fail:
+assert_close really fails and names the worst element, and lr_at matches hand-computed values.
+Run: python -m pytest -q tests/test_cpu_helpers.py
+"""
+
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+TRAINER = os.path.join(REPO, "train_gpt2")
+
+
+@functools.lru_cache(maxsize=None)
+def _build(target):
+    r = subprocess.run(["make", "-s", target], cwd=REPO, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        pytest.fail(f"`make {target}` failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return os.path.join(REPO, target)
+
+
+def trainer():
+    """Path of ./train_gpt2, rebuilt (if stale) once per test session; the environment variable
+    TRAIN_GPT2 points the tests at another build instead (e.g. `make train_gpt2 USE_BLAS=0` output
+    copied elsewhere, or a deliberately broken one to see the tests fail)."""
+    return os.environ.get("TRAIN_GPT2") or _build("train_gpt2")
+
+
+def asan_trainer():
+    """Path of ./train_gpt2_asan (AddressSanitizer + UBSan), built once per session."""
+    return _build("train_gpt2_asan")
+
+
+def run_trainer(*args, binary=None, check=True, timeout=300, env=None):
+    """Run the trainer with string-converted args; fail the test on a non-zero exit when check."""
+    cmd = [binary or trainer(), *map(str, args)]
+    full_env = dict(os.environ, **(env or {}))
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+    if check and r.returncode != 0:
+        pytest.fail(f"trainer exited {r.returncode}: {' '.join(cmd)}\n--- stdout ---\n{r.stdout[-4000:]}"
+                    f"\n--- stderr ---\n{r.stderr[-4000:]}")
+    return r
+
+
+def assert_close(name, got, ref, atol):
+    """Fail unless max |got - ref| <= atol; the message names the tensor and the worst element."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} != reference {ref.shape}"
+    if got.size == 0:
+        return 0.0
+    diff = np.abs(got - ref)
+    if not np.all(np.isfinite(got)):
+        idx = np.unravel_index(int(np.argmax(~np.isfinite(got))), got.shape)
+        raise AssertionError(f"{name}: non-finite value {got[idx]} at index {idx}")
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    err = float(diff[worst])
+    if not err <= atol:
+        raise AssertionError(
+            f"{name} max abs diff {err:.3e} > {atol:.3e} at index {tuple(int(i) for i in worst)}: "
+            f"got {got[worst]:.9g}, reference {ref[worst]:.9g}")
+    return err
+
+
+def grad_tolerance(ref):
+    """The issue's gradient tolerance: max abs error <= 1e-4 * max|g| (fp32 sums in another order
+    differ by a few ulp of the largest terms; 1e-4 leaves room for ~1000 ulp)."""
+    return 1e-4 * float(np.max(np.abs(ref))) if np.size(ref) else 0.0
+
+
+def lr_at(step, lr, warmup, total_steps, schedule="cosine", min_lr_frac=0.1):
+    """Learning rate of optimizer step `step` (1-based); mirrors llmc/schedule.h."""
+    s0 = step - 1
+    if warmup > 0 and s0 < warmup:
+        return lr * (s0 + 1) / warmup
+    if schedule == "constant":
+        return lr
+    min_lr = lr * min_lr_frac
+    span = total_steps - warmup
+    r = (s0 - warmup) / span if span > 0 else 0.0
+    r = min(max(r, 0.0), 1.0)
+    if schedule == "cosine":
+        return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * r))
+    return lr - (lr - min_lr) * r
+
+
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def step_records(log):
+    return [r for r in log if "train_loss" in r and "error" not in r]
+
+
+class _GradHolder:
+    """Looks like a transformers model to dev.model.from_hf, but its state_dict holds gradients."""
+
+    def __init__(self, hf_model):
+        self.config = hf_model.config
+        self._grads = {n: (p.grad if p.grad is not None else p.detach() * 0)
+                       for n, p in hf_model.named_parameters()}
+
+    def state_dict(self):
+        return self._grads
+
+
+def hf_grads(hf_model):
+    """Gradients of a transformers GPT2LMHeadModel as dict name -> numpy array in our layout
+    (Conv1D weights transposed, layers stacked, wte padded to Vp with zero rows)."""
+    from dev.model import from_hf
+    return from_hf(_GradHolder(hf_model)).params_numpy()
+
+
+DECAY_MATRICES = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
+
+
+def torch_train_steps(model, inputs, targets, steps, lr, warmup, schedule, min_lr_frac, beta1, beta2,
+                      eps, weight_decay, grad_clip, decay_params="all", mask=None):
+    """Train `model` (dev.model.GPT) for `steps` AdamW steps on one batch, as the C trainer does.
+
+    torch.optim.AdamW with per-step learning rates from lr_at(), and clipping by global norm with
+    the trainer's rule: norm = sqrt(sum g^2) over all 16 gradients (float64); when grad_clip > 0
+    and norm > grad_clip every gradient is multiplied by grad_clip / norm. Returns (losses, norms).
+    """
+    import torch
+    decay, no_decay = [], []
+    from dev.checkpoint import PARAM_NAMES
+    for name in PARAM_NAMES:
+        p = getattr(model, name)
+        if name == "qkvb" and not model.config.qkv_bias:
+            continue
+        (decay if decay_params == "all" or name in DECAY_MATRICES else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), eps=eps, foreach=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and robust on a busy machine
+    try:
+        return _torch_steps(model, opt, lr_at_step=lambda s: lr_at(s, lr, warmup, steps, schedule, min_lr_frac),
+                            inputs=inputs, targets=targets, mask=mask, steps=steps, grad_clip=grad_clip)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _torch_steps(model, opt, lr_at_step, inputs, targets, mask, steps, grad_clip):
+    import torch
+    x, y = torch.as_tensor(inputs).long(), torch.as_tensor(targets).long()
+    m = None if mask is None else torch.as_tensor(mask)
+    losses, norms = [], []
+    for step in range(1, steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr_at_step(step)
+        opt.zero_grad(set_to_none=False)
+        _, loss = model(x, y, m)
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+        if grad_clip > 0 and norm > grad_clip:
+            scale = np.float32(grad_clip / norm)
+            for g in grads:
+                g.mul_(float(scale))
+        opt.step()
+        losses.append(loss.item())
+        norms.append(norm)
+    return np.array(losses, dtype=np.float32), np.array(norms)
+
+
+# ---- tests of the helpers ------------------------------------------------------------------
+
+def test_assert_close_fails_and_names_the_worst_element():
+    ref = np.zeros((2, 3), dtype=np.float32)
+    got = ref.copy()
+    got[1, 2] = 5e-3
+    got[0, 1] = 1e-3
+    assert_close("ok", got, ref, atol=1e-2)
+    with pytest.raises(AssertionError) as e:
+        assert_close("dqkvw", got, ref, atol=1e-4)
+    msg = str(e.value)
+    assert "dqkvw" in msg and "(1, 2)" in msg and "5.000e-03" in msg, msg
+    got[0, 0] = np.nan
+    with pytest.raises(AssertionError, match="non-finite"):
+        assert_close("nan", got, ref, atol=1.0)
+
+
+def test_lr_schedule_mirror_matches_hand_values():
+    # warmup: step 1 of 4 warmup steps runs at lr/4
+    assert lr_at(1, 1.0, 4, 10) == pytest.approx(0.25)
+    assert lr_at(4, 1.0, 4, 10) == pytest.approx(1.0)
+    # first step after warmup: full lr (r = 0); cosine halfway: the mean of lr and floor
+    assert lr_at(5, 1.0, 4, 10) == pytest.approx(1.0)
+    assert lr_at(8, 1.0, 4, 10, "cosine", 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(8, 1.0, 4, 10, "linear", 0.0) == pytest.approx(0.5)
+    assert lr_at(9, 2.0, 0, 10, "constant") == 2.0

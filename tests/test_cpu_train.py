@@ -1,0 +1,210 @@
+"""Training with the CPU trainer: the optimizer against torch.optim.AdamW, determinism, resume.
+
+What it checks (tiny model with random tensors, so every tensor trains):
+  - 10 AdamW steps on one batch (`--parity-batch B --steps 10 --parity-losses L -o DIR`) with weight
+    decay, global-norm clipping (active on some steps) and warmup + cosine decay give the losses of
+    torch.optim.AdamW driving dev.model.GPT within 1e-4, and the same parameters afterwards within
+    2e-5 max abs (the parameters move by up to lr = 1e-3 per step, so this is ~2% of one step;
+    fp32 rounding of the gradients differs by ~1e-6 relative), except the key bias, whose true
+    gradient is zero (see the test). Both --decay-params all and matrices, and a loss mask; the
+    log's lr equals the schedule's and its grad_norm torch's.
+  - Two runs with the same seed (token shards, validation, sampling) are bit-identical: model
+    file, state file, and every logged loss, norm and sample; so are runs with 1 and 3 threads.
+  - Training 10 steps equals training to step 5 (checkpoint), then resuming from
+    state_000005.bin for 5 more: bit-identical losses, model and state files; on token shards and
+    on example shards.
+Run: python -m pytest -q tests/test_cpu_train.py
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from dev.checkpoint import PARAM_NAMES, read_checkpoint, write_checkpoint
+from dev.configs import NAMED_CONFIGS
+from dev.model import GPT
+from dev.parity_files import read_parity_losses, write_parity_batch
+from dev.shards import write_example_shard, write_token_shard
+from test_cpu_helpers import (assert_close, lr_at, read_log, run_trainer, step_records,
+                              torch_train_steps)
+from conftest import random_params
+
+OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
+           weight_decay=0.1)
+STEPS = 10
+LOSS_ATOL = 1e-4
+PARAM_ATOL = 2e-5
+
+
+# grad_clip sits inside the range of the gradient norms of these batches (1.4-1.7 and 1.8-2.2),
+# so some steps are clipped and some are not.
+@pytest.mark.parametrize("decay_params,masked,grad_clip", [("all", False, 1.5), ("matrices", True, 2.0)])
+def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
+    config = NAMED_CONFIGS["tiny"]
+    model_path = tmp_path / "model.bin"
+    write_checkpoint(model_path, config, random_params(config, seed=5, scale=0.05))
+    rng = np.random.default_rng(9)
+    B, T = 4, 32
+    x = rng.integers(0, config.vocab_size, (B, T))
+    y = rng.integers(0, config.vocab_size, (B, T))
+    mask = (rng.random((B, T)) < 0.5).astype(np.int32) if masked else None
+    write_parity_batch(tmp_path / "batch.bin", x, y, mask)
+    out = tmp_path / "run"
+    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
+                "--parity-losses", tmp_path / "losses.bin", "-o", out,
+                "-l", OPT["lr"], "--warmup", OPT["warmup"], "--lr-schedule", OPT["schedule"],
+                "--min-lr-frac", OPT["min_lr_frac"], "--beta1", OPT["beta1"], "--beta2", OPT["beta2"],
+                "--eps", OPT["eps"], "--weight-decay", OPT["weight_decay"],
+                "--grad-clip", grad_clip, "--decay-params", decay_params)
+    c_losses = read_parity_losses(tmp_path / "losses.bin")
+
+    model = GPT.from_checkpoint(model_path)
+    ref_losses, ref_norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params,
+                                              mask=mask, grad_clip=grad_clip, **OPT)
+    assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), \
+        f"the test should clip on some steps and not on others; norms {ref_norms}"
+    assert_close("losses", c_losses, ref_losses, LOSS_ATOL)
+
+    log = step_records(read_log(out / "log.jsonl"))
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    want_lr = [lr_at(s, OPT["lr"], OPT["warmup"], STEPS, OPT["schedule"], OPT["min_lr_frac"])
+               for s in range(1, STEPS + 1)]
+    assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
+    assert_close("logged grad_norm", [r["grad_norm"] for r in log], ref_norms, 1e-4 * ref_norms.max())
+    # %.9g in the log round-trips float32 exactly
+    assert np.array_equal(np.float32([r["train_loss"] for r in log]), c_losses)
+
+    _, c_params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
+    ref = model.params_numpy()
+    C = config.n_embd
+    for name in PARAM_NAMES:
+        got, want = c_params[name], ref[name]
+        if name == "qkvb":
+            # The key bias (columns C..2C) has a true gradient of zero: q.(k + b) adds the same
+            # q.b to every score of a row, and softmax ignores that. Its computed gradient is
+            # rounding noise (checked below), which AdamW normalizes into steps of up to ~lr in
+            # either direction, so two correct implementations drift apart there by up to
+            # lr * steps. Elsewhere the tight tolerance holds.
+            g = model.qkvb.grad[:, C:2 * C].abs().max().item()
+            assert g < 1e-6 * model.qkvb.grad.abs().max().item() + 1e-9, f"key-bias grad {g} is not noise"
+            assert_close("qkvb key block", got[:, C:2 * C], want[:, C:2 * C], OPT["lr"] * STEPS)
+            got = np.concatenate([got[:, :C], got[:, 2 * C:]], axis=1)
+            want = np.concatenate([want[:, :C], want[:, 2 * C:]], axis=1)
+        assert_close(f"{name} after {STEPS} steps", got, want, PARAM_ATOL)
+
+
+# ---- determinism and resume on shards -------------------------------------------------------
+
+def token_data(tmp_path, config):
+    rng = np.random.default_rng(1)
+    write_token_shard(tmp_path / "train_0.bin", rng.integers(0, config.vocab_size, 1500))
+    write_token_shard(tmp_path / "train_1.bin", rng.integers(0, config.vocab_size, 1100))
+    write_token_shard(tmp_path / "val.bin", rng.integers(0, config.vocab_size, 900))
+    return ["-i", tmp_path / "train_*.bin", "-j", tmp_path / "val.bin", "-b", 4, "-t", 32]
+
+
+def example_data(tmp_path, config):
+    rng = np.random.default_rng(2)
+    E = 8
+    for name, n in (("train.bin", 40), ("val.bin", 13)):
+        tokens = rng.integers(0, config.vocab_size, (n, E))
+        mask = np.zeros((n, E), dtype=np.uint8)
+        mask[:, 4] = 1
+        mask[::3, 5] = 1
+        write_example_shard(tmp_path / name, tokens, mask, config.vocab_size)
+    return ["-i", tmp_path / "train.bin", "-j", tmp_path / "val.bin", "-b", 6]
+
+
+def train(tmp_path, out, data_args, steps, extra=()):
+    return run_trainer("--model", tmp_path / "model.bin", *data_args, "-o", out, "--steps", steps,
+                       "-l", 3e-3, "--warmup", 2, "--weight-decay", 0.05, "-v", 3, "-m", 2,
+                       "-s", 4, "-g", 6, "--seed", 42, *extra)
+
+
+def same_files(a, b):
+    """Byte equality; for training-state files the elapsed-seconds slots [21, 22] (wall time) are
+    left out of the comparison."""
+    da, db = bytearray(open(a, "rb").read()), bytearray(open(b, "rb").read())
+    if "state_" in str(a):
+        da[84:92] = db[84:92] = bytes(8)
+    return da == db
+
+
+def log_values(path, keys=("train_loss", "train_acc", "val_loss", "val_acc", "lr", "grad_norm",
+                           "param_norm")):
+    """The deterministic part of a log: per-step values and samples (no timings)."""
+    out = []
+    for r in read_log(path):
+        if "step" in r:
+            out.append((r["step"], r.get("sample"), tuple(r.get(k) for k in keys)))
+    return out
+
+
+def test_same_seed_is_bit_identical(tmp_path):
+    config = NAMED_CONFIGS["tiny"]
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=1, scale=0.05))
+    data = token_data(tmp_path, config)
+    train(tmp_path, tmp_path / "a", data, 8)
+    train(tmp_path, tmp_path / "b", data, 8)
+    assert same_files(tmp_path / "a/model_000008.bin", tmp_path / "b/model_000008.bin")
+    assert same_files(tmp_path / "a/state_000008.bin", tmp_path / "b/state_000008.bin")
+    a, b = log_values(tmp_path / "a/log.jsonl"), log_values(tmp_path / "b/log.jsonl")
+    assert a == b
+    assert sum(1 for s, sample, _ in a if sample is not None) == 2, "samples at steps 4 and 8"
+    assert sum(1 for *_, v in a if v[2] is not None) == 3, "validation at steps 3, 6 and 8"
+    # the thread count does not change a single bit (every parallel loop writes disjoint outputs
+    # and every reduction runs in a fixed order)
+    train(tmp_path, tmp_path / "t1", data, 8, extra=("--threads", 1))
+    train(tmp_path, tmp_path / "t3", data, 8, extra=("--threads", 3))
+    for run in ("t1", "t3"):
+        assert same_files(tmp_path / "a/model_000008.bin", tmp_path / run / "model_000008.bin"), run
+        assert log_values(tmp_path / run / "log.jsonl") == a, run
+    # a different seed changes the data order, hence the losses
+    train(tmp_path, tmp_path / "c", data, 8, extra=("--seed", 43))
+    assert log_values(tmp_path / "c/log.jsonl") != a
+
+
+@pytest.mark.parametrize("kind", ["tokens", "examples"])
+def test_resume_is_bit_identical(tmp_path, kind):
+    config = NAMED_CONFIGS["tiny"]
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=2, scale=0.05))
+    data = (token_data if kind == "tokens" else example_data)(tmp_path, config)
+    # straight through, checkpointing at step 5 as well
+    train(tmp_path, tmp_path / "full", data, 10, extra=("--save-every", 5))
+    # a new run directory that holds only the step-5 checkpoint and the log up to then,
+    # plus a stale record of a step after 5 that resuming must drop
+    part = tmp_path / "part"
+    part.mkdir()
+    for f in ("model_000005.bin", "state_000005.bin"):
+        shutil.copy(tmp_path / "full" / f, part / f)
+    lines = (tmp_path / "full/log.jsonl").read_text().splitlines(keepends=True)
+    keep = [ln for ln in lines if '"step": 6,' not in ln and not any(
+        f'"step": {s},' in ln for s in range(7, 11))]
+    (part / "log.jsonl").write_text("".join(keep) + '{"step": 7, "train_loss": 123.0}\n')
+    r = run_trainer("--resume", part / "state_000005.bin", *data, "--steps", 10, "-l", 3e-3,
+                    "--warmup", 2, "--weight-decay", 0.05, "-v", 3, "-m", 2, "-s", 4, "-g", 6,
+                    "--seed", 42)
+    assert "resume" in r.stdout
+    for f in ("model_000010.bin", "state_000010.bin"):
+        assert same_files(tmp_path / "full" / f, part / f), f"{f} differs after resuming"
+    full, resumed = log_values(tmp_path / "full/log.jsonl"), log_values(part / "log.jsonl")
+    assert resumed == full, "the resumed log must equal the straight run's, record for record"
+    if kind == "examples":
+        assert all(v[1] is not None for _, s, v in full if s is None), "train_acc is logged for example data"
+
+
+def test_resume_rejects_a_mismatched_state(tmp_path):
+    config = NAMED_CONFIGS["tiny"]
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=2, scale=0.05))
+    data = token_data(tmp_path, config)
+    train(tmp_path, tmp_path / "run", data, 2)
+    # the model beside the state was replaced: the checksum catches it
+    write_checkpoint(tmp_path / "run/model_000002.bin", config, random_params(config, seed=9))
+    r = run_trainer("--resume", tmp_path / "run/state_000002.bin", *data, "--steps", 4, check=False)
+    assert r.returncode != 0 and "does not match" in r.stderr, r.stderr
+    # a different batch geometry cannot continue the data order
+    train(tmp_path, tmp_path / "run2", data, 2)
+    r = run_trainer("--resume", tmp_path / "run2/state_000002.bin", *data[:-4], "-b", 2, "-t", 32,
+                    "--steps", 4, "--seed", 42, check=False)
+    assert r.returncode != 0 and "-b 4 -t 32" in r.stderr, r.stderr
