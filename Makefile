@@ -101,4 +101,91 @@ clean:
 	rm -f train_gpt2 train_gpt2_asan
 
 # ---- CUDA trainer ----
+# Owned by the CUDA trainer (issue 4). Targets:
+#   make train_gpt2fp32cu      the fp32 CUDA trainer; compiles and links with no GPU present
+#   make cuda-workbenches      the kernel workbenches dev/cuda/*.cu into dev/cuda/bin/
+#   make cuda-emu              the workbenches and the trainer built for the CPU emulator
+#                              (dev/cuda/emu: runs kernels on the CPU) into dev/cuda/bin/emu/
+#   make cuda-info             what the detection below found
+# Variables: NVCC (path to nvcc), GPU_ARCHS ("sm_80 sm_90", default: the GPU's own
+# compute capability from nvidia-smi, else sm_80 sm_86 sm_89 sm_90, which CUDA 13
+# supports), CUBLAS_INC / CUBLAS_LIB (folders with cublas_v2.h and libcublas).
+# cuBLAS comes from the CUDA installation beside nvcc, else from the nvidia-cublas
+# wheel (pip; .venv/.../nvidia/cu13) that requirements.txt installs; the binary gets
+# an rpath to it. No fast math: nvcc's defaults (IEEE division and sqrt, no flush to
+# zero) are kept; --use_fast_math would change expf/tanhf/division, which the parity
+# tests hold to the CPU trainer and PyTorch.
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME_DETECTED := $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+CUBLAS_WHEEL := $(shell $(PYTHON) -c "import nvidia.cu13 as m; print(list(m.__path__)[0])" 2>/dev/null)
+ifneq ($(wildcard $(CUDA_HOME_DETECTED)/include/cublas_v2.h),)
+  CUBLAS_INC ?= $(CUDA_HOME_DETECTED)/include
+  CUBLAS_LIB ?= $(firstword $(dir $(wildcard $(CUDA_HOME_DETECTED)/lib64/libcublas.so $(CUDA_HOME_DETECTED)/targets/*/lib/libcublas.so)))
+  CUBLAS_MSG := cuBLAS: the CUDA installation ($(CUDA_HOME_DETECTED))
+else ifneq ($(wildcard $(CUBLAS_WHEEL)/include/cublas_v2.h),)
+  CUBLAS_INC ?= $(CUBLAS_WHEEL)/include
+  CUBLAS_LIB ?= $(CUBLAS_WHEEL)/lib
+  CUBLAS_MSG := cuBLAS: the nvidia-cublas wheel ($(CUBLAS_WHEEL))
+else
+  CUBLAS_MSG := cuBLAS: NOT FOUND (install the CUDA toolkit, or pip install nvidia-cublas into .venv)
+endif
+# the wheel ships only libcublas.so.13 (no unversioned link): link that file by name
+CUBLAS_LINK := $(if $(wildcard $(CUBLAS_LIB)/libcublas.so),-lcublas,$(if $(wildcard $(CUBLAS_LIB)/libcublas.so.*),-l:$(notdir $(firstword $(wildcard $(CUBLAS_LIB)/libcublas.so.*))),-lcublas))
+CUBLAS_LDFLAGS := $(if $(CUBLAS_LIB),-L$(CUBLAS_LIB) -Xlinker -rpath,$(abspath $(CUBLAS_LIB))) $(CUBLAS_LINK)
+GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d '. \r' | grep -E '^[0-9]+$$')
+ifeq ($(origin GPU_ARCHS),undefined)
+  ifneq ($(GPU_CC),)
+    GPU_ARCHS := sm_$(GPU_CC)
+    ARCH_MSG := GPU architecture: sm_$(GPU_CC) (from nvidia-smi)
+  else
+    GPU_ARCHS := sm_80 sm_86 sm_89 sm_90
+    ARCH_MSG := GPU architecture: no GPU seen by nvidia-smi, building for $(GPU_ARCHS)
+  endif
+else
+  ARCH_MSG := GPU architecture: $(GPU_ARCHS) (GPU_ARCHS given)
+endif
+# machine code for each arch, plus PTX of the newest so later GPUs can JIT it
+GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(subst sm_,,$(a)),code=$(a)) \
+           -gencode arch=compute_$(subst sm_,,$(lastword $(GPU_ARCHS))),code=compute_$(subst sm_,,$(lastword $(GPU_ARCHS)))
+NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -Wall,-Wextra,-Wno-unused-function
+CUDA_SOURCES_DEPS := $(LLMC_HEADERS)
+CUDA_WORKBENCHES := $(basename $(notdir $(wildcard dev/cuda/*.cu)))
+EMU_CXX ?= g++
+EMU_FLAGS ?= -std=c++20 -O2 -g -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas -Wno-unused-parameter
+EMU_INC := -include dev/cuda/emu/cuda_emu.h -Idev/cuda/emu/include
+EMU_DEPS := dev/cuda/emu/cuda_emu.h dev/cuda/emu/translate.py
+
+.PHONY: cuda-info cuda-check-tools cuda-workbenches cuda-emu
+
+cuda-info:
+	@echo "train_gpt2fp32cu: nvcc: $(if $(NVCC),$(NVCC),NOT FOUND (put nvcc on PATH or pass NVCC=...))"
+	@echo "train_gpt2fp32cu: $(CUBLAS_MSG)"
+	@echo "train_gpt2fp32cu: $(ARCH_MSG)"
+	@echo "train_gpt2fp32cu: commit $(GIT_COMMIT)"
+
+cuda-check-tools: cuda-info
+	@test -n "$(NVCC)" || { echo "error: nvcc not found: install the CUDA toolkit or pass NVCC=/path/to/nvcc" >&2; exit 1; }
+	@test -n "$(CUBLAS_INC)" || { echo "error: cuBLAS not found: install the CUDA toolkit or pip install nvidia-cublas (see requirements.txt)" >&2; exit 1; }
+
+train_gpt2fp32cu: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) | cuda-check-tools
+	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I$(CUBLAS_INC) -DGIT_COMMIT='"$(GIT_COMMIT)"' $< -o $@ $(CUBLAS_LDFLAGS)
+
+dev/cuda/bin/%: dev/cuda/%.cu dev/cuda/common.h | cuda-check-tools
+	@mkdir -p dev/cuda/bin
+	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I$(CUBLAS_INC) $< -o $@ $(CUBLAS_LDFLAGS)
+
+cuda-workbenches: $(addprefix dev/cuda/bin/,$(CUDA_WORKBENCHES))
+
+# CPU-emulated builds (no nvcc or GPU needed): translate <<<>>> launches, compile with g++
+dev/cuda/bin/emu/%: dev/cuda/%.cu dev/cuda/common.h $(EMU_DEPS)
+	@mkdir -p dev/cuda/bin/emu
+	$(PYTHON) dev/cuda/emu/translate.py $< $@.cpp
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_INC) -Idev/cuda -I. $@.cpp -o $@
+
+dev/cuda/bin/emu/train_gpt2fp32cu: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) $(EMU_DEPS)
+	@mkdir -p dev/cuda/bin/emu
+	$(PYTHON) dev/cuda/emu/translate.py $< $@.cpp
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_INC) -I. -DGIT_COMMIT='"$(GIT_COMMIT)"' $@.cpp -o $@
+
+cuda-emu: $(addprefix dev/cuda/bin/emu/,$(CUDA_WORKBENCHES)) dev/cuda/bin/emu/train_gpt2fp32cu
 # ---- end CUDA trainer ----

@@ -377,6 +377,7 @@ template <class T> static inline T __shfl_down_sync(unsigned m, T v, int d, int 
 template <class T> static inline T __shfl_up_sync(unsigned m, T v, int d, int w = 32) { return ::emu::shuffle(::emu::SHFL_UP, m, v, d, w); }
 // fibers never run at the same time, so a plain read-modify-write is atomic
 static inline float atomicAdd(float* p, float v) { float old = *p; *p = old + v; return old; }
+static inline double atomicAdd(double* p, double v) { double old = *p; *p = old + v; return old; }
 static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned old = *p; *p = old + v; return old; }
 
