@@ -1,0 +1,2230 @@
+/*
+train_gpt2_fp32.cu: the fp32 CUDA trainer for GPT-2 (cuBLAS for the matmuls).
+
+It takes the same flags, parity files, log, checkpoints and training-state files
+as train_gpt2.c (the CPU reference): both share llmc/ for everything that is not
+a layer or the main loop, so a run started on one trainer resumes on the other.
+This file holds the kernels, the GPU model and the main loop; each kernel is the
+winning version of its workbench in dev/cuda/, named where it is defined.
+
+Rules the code follows:
+- Parameter gradients ACCUMULATE (+=); the step zeroes them first. Activation
+  gradients live in three one-layer buffers reused by every layer (dresidual,
+  dbuf (B,T,C), dbuf4 (B,T,4C)): matmul_backward WRITES dinp (=); layernorm_backward
+  ADDS into dresidual, the gradient of the residual stream, so residual adds need
+  no backward kernel; gelu_backward and attention_backward WRITE. The classifier
+  writes dlogits over the logits in place (as the CPU trainer does).
+- Deterministic: no atomics; every reduction runs in a fixed order (two-stage
+  sums through scratch buffers), so the same inputs give the same bits run to run
+  on one GPU (cuBLAS is deterministic on one GPU and stream).
+- Matmuls: cublasSgemm with TF32 tensor cores by default (--tf32 1); --tf32 0
+  keeps them exact fp32 (the parity tests use it). The fused attention runs in
+  fp32 on the SIMT cores either way.
+- Attention: the fused flash-style kernels (dev/cuda/attention_forward.cu and
+  attention_backward.cu, version 2) never store the T x T matrix; they need HS in
+  {16, 32, 64, 128} and enough shared memory. Otherwise (or with --attention
+  cublas) version 1: cuBLAS strided-batched products and softmax kernels, which
+  recompute the attention matrix in the backward pass.
+- Every CUDA and cuBLAS call and every launch is checked (file:line, exit 1);
+  offsets are size_t; no GPU, or not enough GPU memory, is a clear error.
+- No fast math (Makefile): expf, tanhf, division and sqrt are IEEE.
+
+Shapes: B batch, T time, C channels, NH heads, HS = C/NH, L layers, V vocab,
+Vp padded vocab, OC output channels of a matmul.
+Usage: ./train_gpt2fp32cu --help; README sections "CUDA trainer" and the CPU
+trainer's "Command line", "Parity mode", "Training state" document it.
+*/
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "llmc/args.h"
+#include "llmc/checkpoint.h"
+#include "llmc/dataloader.h"
+#include "llmc/gpt2_params.h"
+#include "llmc/logger.h"
+#include "llmc/parity.h"
+#include "llmc/rand.h"
+#include "llmc/sampler.h"
+#include "llmc/schedule.h"
+#include "llmc/tokenizer.h"
+#include "llmc/train_config.h"
+#include "llmc/train_state.h"
+#include "llmc/utils.h"
+
+#ifndef GIT_COMMIT
+#define GIT_COMMIT "unknown"
+#endif
+
+// ----------------------------------------------------------------------------
+// checked CUDA and cuBLAS calls
+
+static void cuda_check(cudaError_t err, const char* what, const char* file, int line) {
+    if (err != cudaSuccess) {
+        fflush(stdout);
+        fprintf(stderr, "error: CUDA error at %s:%d: %s\n  (call: %s)\n", file, line, cudaGetErrorString(err), what);
+        if (err == cudaErrorNoKernelImageForDevice) {
+            fprintf(stderr, "  this binary has no code for this GPU: rebuild for it with "
+                    "rm -f train_gpt2fp32cu && make train_gpt2fp32cu GPU_ARCHS=sm_XY (XY = its compute capability)\n");
+        }
+        exit(1);
+    }
+}
+#define cudaCheck(call) cuda_check((call), #call, __FILE__, __LINE__)
+#define launchCheck() cuda_check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
+
+static void cublas_check(cublasStatus_t st, const char* what, const char* file, int line) {
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        fflush(stdout);
+        fprintf(stderr, "error: cuBLAS error %d at %s:%d\n  (call: %s)\n", (int)st, file, line, what);
+        exit(1);
+    }
+}
+#define cublasCheck(call) cublas_check((call), #call, __FILE__, __LINE__)
+
+// cudaMalloc that explains an out-of-memory failure: the size asked for, what
+// the GPU has, and what to change.
+static void* gpu_malloc(size_t bytes, const char* what, const char* file, int line) {
+    void* p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes > 0 ? bytes : 1);
+    if (err != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError();  // clear the error so the query below works
+        cudaMemGetInfo(&free_b, &total_b);
+        fflush(stdout);
+        fprintf(stderr, "error: cannot allocate %.1f MiB of GPU memory for %s (%s); the GPU has %.1f MiB free "
+                "of %.1f MiB. Use a smaller batch (-b) or sequence length (-t).\n  (at %s:%d)\n",
+                bytes / 1048576.0, what, cudaGetErrorString(err), free_b / 1048576.0, total_b / 1048576.0, file, line);
+        exit(1);
+    }
+    return p;
+}
+#define gpuMalloc(bytes, what) gpu_malloc((bytes), (what), __FILE__, __LINE__)
+
+static inline int ceil_div(size_t a, size_t b) { return (int)((a + b - 1) / b); }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ----------------------------------------------------------------------------
+// device helpers
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+    return v;
+}
+__device__ __forceinline__ double warp_sum_double(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    return v;
+}
+
+// ----------------------------------------------------------------------------
+// encoder (dev/cuda/encoder_forward.cu v2 with v1 for C % 4 != 0;
+//          dev/cuda/encoder_backward.cu v2, deterministic)
+
+__global__ void encoder_forward_kernel(float* out, const int* inp, const float* wte, const float* wpe,
+                                       int B, int T, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * C) return;
+    size_t bt = idx / C;
+    int c = (int)(idx % C);
+    int t = (int)(bt % T);
+    out[idx] = wte[(size_t)inp[bt] * C + c] + wpe[(size_t)t * C + c];
+}
+
+__global__ void encoder_forward_kernel4(float4* out, const int* inp, const float4* wte, const float4* wpe,
+                                        int B, int T, int C) {
+    int C4 = C / 4;
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * C4) return;
+    size_t bt = idx / C4;
+    int c4 = (int)(idx % C4);
+    int t = (int)(bt % T);
+    float4 we = wte[(size_t)inp[bt] * C4 + c4];
+    float4 pe = wpe[(size_t)t * C4 + c4];
+    out[idx] = make_float4(we.x + pe.x, we.y + pe.y, we.z + pe.z, we.w + pe.w);
+}
+
+static void encoder_forward(float* out,                          // (B, T, C)
+                            const int* inp,                      // (B, T) device
+                            const float* wte, const float* wpe,  // (Vp, C), (maxT, C)
+                            int B, int T, int C) {
+    const int block = 256;
+    if (C % 4 == 0) {
+        encoder_forward_kernel4<<<ceil_div((size_t)B * T * C / 4, block), block>>>(
+            (float4*)out, inp, (const float4*)wte, (const float4*)wpe, B, T, C);
+    } else {
+        encoder_forward_kernel<<<ceil_div((size_t)B * T * C, block), block>>>(out, inp, wte, wpe, B, T, C);
+    }
+    launchCheck();
+}
+
+// dwpe[t,c] += sum_b dout[b,t,c], b in order
+__global__ void wpe_backward_kernel(float* dwpe, const float* dout, int B, int T, int C) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)T * C) return;
+    float sum = 0.0f;
+    for (int b = 0; b < B; b++) sum += dout[(size_t)b * T * C + idx];
+    dwpe[idx] += sum;
+}
+
+// dwte[token u,c] += the rows of dout at bucket u's positions, in position order
+__global__ void wte_backward_kernel(float* dwte, const float* dout, const int* bucket_token,
+                                    const int* bucket_start, const int* bucket_pos, int C) {
+    int u = blockIdx.x;
+    int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sum = 0.0f;
+    for (int i = bucket_start[u]; i < bucket_start[u + 1]; i++) sum += dout[(size_t)bucket_pos[i] * C + c];
+    dwte[(size_t)bucket_token[u] * C + c] += sum;
+}
+
+typedef struct {
+    int *token, *start, *pos, *count;  // host: (BT), (BT+1), (BT), (Vp) zeroed
+    int *d_token, *d_start, *d_pos;    // device copies
+} EncoderBuckets;
+
+// Groups the B*T positions by token id (counting sort); returns the number of buckets.
+static int encoder_buckets(EncoderBuckets* bk, const int* inp, int BT, int Vp) {
+    for (int i = 0; i < BT; i++) bk->count[inp[i]]++;
+    int num = 0, offset = 0;
+    for (int v = 0; v < Vp; v++) {
+        if (bk->count[v] == 0) continue;
+        bk->token[num] = v;
+        bk->start[num] = offset;
+        offset += bk->count[v];
+        bk->count[v] = bk->start[num];  // next write slot for token v
+        num++;
+    }
+    bk->start[num] = offset;
+    for (int i = 0; i < BT; i++) bk->pos[bk->count[inp[i]]++] = i;
+    for (int u = 0; u < num; u++) bk->count[bk->token[u]] = 0;
+    return num;
+}
+
+static void encoder_backward(float* dwte, float* dwpe,  // (Vp, C), (maxT, C)
+                             const float* dout,         // (B, T, C)
+                             const int* inp_host,       // (B, T) host
+                             EncoderBuckets* bk, int B, int T, int C, int Vp) {
+    const int block = 256;
+    wpe_backward_kernel<<<ceil_div((size_t)T * C, block), block>>>(dwpe, dout, B, T, C);
+    launchCheck();
+    int num = encoder_buckets(bk, inp_host, B * T, Vp);
+    cudaCheck(cudaMemcpy(bk->d_token, bk->token, (size_t)num * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(bk->d_start, bk->start, ((size_t)num + 1) * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(bk->d_pos, bk->pos, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice));
+    dim3 grid(num, ceil_div(C, block));
+    wte_backward_kernel<<<grid, block>>>(dwte, dout, bk->d_token, bk->d_start, bk->d_pos, C);
+    launchCheck();
+}
+
+// ----------------------------------------------------------------------------
+// LayerNorm (dev/cuda/layernorm_forward.cu v2, layernorm_backward.cu v2)
+
+#define LN_EPS 1e-5f
+#define ROWS_PER_CHUNK 256  // rows per partial sum in the two-stage column reductions
+
+// warp per row
+__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp,
+                                         const float* weight, const float* bias, int N, int C) {
+    int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= N) return;  // uniform per warp
+    const float* x = inp + (size_t)r * C;
+    float sum = 0.0f;
+    for (int c = lane; c < C; c += 32) sum += x[c];
+    float m = warp_sum(sum) / C;
+    float sq = 0.0f;
+    for (int c = lane; c < C; c += 32) { float d = x[c] - m; sq += d * d; }
+    float s = 1.0f / sqrtf(warp_sum(sq) / C + LN_EPS);
+    float* o = out + (size_t)r * C;
+    for (int c = lane; c < C; c += 32) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+    if (lane == 0) { mean[r] = m; rstd[r] = s; }
+}
+
+static void layernorm_forward(float* out, float* mean, float* rstd,  // (N, C), (N), (N)
+                              const float* inp,                     // (N, C)
+                              const float* weight, const float* bias, // (C), (C)
+                              int N, int C) {
+    const int block = 256;
+    layernorm_forward_kernel<<<ceil_div(N, block / 32), block>>>(out, mean, rstd, inp, weight, bias, N, C);
+    launchCheck();
+}
+
+// dinp += ..., warp per row
+__global__ void layernorm_dinp_kernel(float* dinp, const float* dout, const float* inp, const float* weight,
+                                      const float* mean, const float* rstd, int N, int C) {
+    int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (r >= N) return;
+    const float* x = inp + (size_t)r * C;
+    const float* d = dout + (size_t)r * C;
+    float m = mean[r], s = rstd[r];
+    float a = 0.0f, b = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float n = (x[c] - m) * s;
+        float dn = weight[c] * d[c];
+        a += dn;
+        b += dn * n;
+    }
+    a = warp_sum(a) / C;
+    b = warp_sum(b) / C;
+    float* g = dinp + (size_t)r * C;
+    for (int c = lane; c < C; c += 32) {
+        float n = (x[c] - m) * s;
+        g[c] += s * (weight[c] * d[c] - a - n * b);
+    }
+}
+
+// partial (num_chunks, 2, C): [chunk][0] dweight part, [chunk][1] dbias part; block (32, ny)
+__global__ void layernorm_params_partial_kernel(float* partial, const float* dout, const float* inp,
+                                                const float* mean, const float* rstd, int N, int C) {
+    extern __shared__ float sh[];  // 2 * 32 * ny floats
+    int tx = threadIdx.x, ty = threadIdx.y, ny = blockDim.y;
+    int c = blockIdx.x * 32 + tx;
+    int r0 = blockIdx.y * ROWS_PER_CHUNK;
+    int r1 = min(N, r0 + ROWS_PER_CHUNK);
+    float dw = 0.0f, db = 0.0f;
+    if (c < C) {
+        for (int r = r0 + ty; r < r1; r += ny) {
+            float d = dout[(size_t)r * C + c];
+            dw += (inp[(size_t)r * C + c] - mean[r]) * rstd[r] * d;
+            db += d;
+        }
+    }
+    sh[ty * 32 + tx] = dw;
+    sh[(ny + ty) * 32 + tx] = db;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int y = 0; y < ny; y++) { sw += sh[y * 32 + tx]; sb += sh[(ny + y) * 32 + tx]; }
+        partial[((size_t)blockIdx.y * 2 + 0) * C + c] = sw;
+        partial[((size_t)blockIdx.y * 2 + 1) * C + c] = sb;
+    }
+}
+
+__global__ void layernorm_params_final_kernel(float* dweight, float* dbias, const float* partial, int num_chunks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.0f, sb = 0.0f;
+    for (int k = 0; k < num_chunks; k++) {
+        sw += partial[((size_t)k * 2 + 0) * C + c];
+        sb += partial[((size_t)k * 2 + 1) * C + c];
+    }
+    dweight[c] += sw;
+    dbias[c] += sb;
+}
+
+// dinp, dweight, dbias all accumulate (+=). scratch: 2 * ceil(N/256) * C floats.
+static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N, C), (C), (C)
+                               float* scratch,
+                               const float* dout, const float* inp,        // (N, C), (N, C)
+                               const float* weight,                        // (C)
+                               const float* mean, const float* rstd,       // (N), (N)
+                               int N, int C) {
+    const int block = 256;
+    layernorm_dinp_kernel<<<ceil_div(N, block / 32), block>>>(dinp, dout, inp, weight, mean, rstd, N, C);
+    launchCheck();
+    int num_chunks = ceil_div(N, ROWS_PER_CHUNK);
+    dim3 pblock(32, block / 32), pgrid(ceil_div(C, 32), num_chunks);
+    layernorm_params_partial_kernel<<<pgrid, pblock, 2 * block * sizeof(float)>>>(scratch, dout, inp, mean, rstd, N, C);
+    launchCheck();
+    layernorm_params_final_kernel<<<ceil_div(C, block), block>>>(dweight, dbias, scratch, num_chunks, C);
+    launchCheck();
+}
+
+// ----------------------------------------------------------------------------
+// matmul: cuBLAS, bias kernels (dev/cuda/matmul_backward_bias.cu v2)
+
+// out[r, c] += bias[c]
+__global__ void add_bias_kernel(float* out, const float* bias, size_t N, int OC) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * OC) return;
+    out[idx] += bias[idx % OC];
+}
+
+// partial (num_chunks, OC); block (32, ny)
+__global__ void bias_partial_kernel(float* partial, const float* dout, int N, int OC) {
+    extern __shared__ float sh[];  // 32 * ny floats
+    int tx = threadIdx.x, ty = threadIdx.y, ny = blockDim.y;
+    int c = blockIdx.x * 32 + tx;
+    int r0 = blockIdx.y * ROWS_PER_CHUNK;
+    int r1 = min(N, r0 + ROWS_PER_CHUNK);
+    float s = 0.0f;
+    if (c < OC) {
+        for (int r = r0 + ty; r < r1; r += ny) s += dout[(size_t)r * OC + c];
+    }
+    sh[ty * 32 + tx] = s;
+    __syncthreads();
+    if (ty == 0 && c < OC) {
+        float t = 0.0f;
+        for (int y = 0; y < ny; y++) t += sh[y * 32 + tx];
+        partial[(size_t)blockIdx.y * OC + c] = t;
+    }
+}
+
+__global__ void bias_final_kernel(float* dbias, const float* partial, int num_chunks, int OC) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= OC) return;
+    float s = 0.0f;
+    for (int k = 0; k < num_chunks; k++) s += partial[(size_t)k * OC + c];
+    dbias[c] += s;
+}
+
+static cublasHandle_t g_cublas;
+
+// out = inp @ weight^T + bias. Row-major (N, OC) is column-major (OC, N):
+// out^T = weight (as column-major (IC, OC))^T @ inp^T.
+static void matmul_forward(float* out,                              // (N, OC)
+                           const float* inp,                        // (N, IC)
+                           const float* weight, const float* bias,  // (OC, IC), (OC) or NULL
+                           int N, int IC, int OC) {
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasSgemm(g_cublas, CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, &one, weight, IC, inp, IC, &zero, out, OC));
+    if (bias != NULL) {
+        const int block = 256;
+        add_bias_kernel<<<ceil_div((size_t)N * OC, block), block>>>(out, bias, (size_t)N, OC);
+        launchCheck();
+    }
+}
+
+// dinp = dout @ weight (WRITTEN); dweight += dout^T @ inp; dbias += column sums of dout.
+// scratch: ceil(N/256) * OC floats when dbias != NULL.
+static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, IC), (OC, IC), (OC) or NULL
+                            float* scratch,
+                            const float* dout,                          // (N, OC)
+                            const float* inp, const float* weight,      // (N, IC), (OC, IC)
+                            int N, int IC, int OC) {
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasSgemm(g_cublas, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one, weight, IC, dout, OC, &zero, dinp, IC));
+    cublasCheck(cublasSgemm(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one, inp, IC, dout, OC, &one, dweight, IC));
+    if (dbias != NULL) {
+        const int block = 256;
+        int num_chunks = ceil_div(N, ROWS_PER_CHUNK);
+        dim3 pblock(32, block / 32), pgrid(ceil_div(OC, 32), num_chunks);
+        bias_partial_kernel<<<pgrid, pblock, block * sizeof(float)>>>(scratch, dout, N, OC);
+        launchCheck();
+        bias_final_kernel<<<ceil_div(OC, block), block>>>(dbias, scratch, num_chunks, OC);
+        launchCheck();
+    }
+}
+
+// ----------------------------------------------------------------------------
+// attention, version 1: cuBLAS products + softmax kernels
+// (dev/cuda/attention_forward.cu and attention_backward.cu, version 1)
+
+// qkv (B,T,3C) -> q, k, v (B,NH,T,HS)
+__global__ void permute_qkv_kernel(float* q, float* k, float* v, const float* qkv, int B, int T, int NH, int HS) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * NH * T * HS) return;
+    int d = (int)(idx % HS);
+    int t = (int)((idx / HS) % T);
+    int h = (int)((idx / ((size_t)HS * T)) % NH);
+    int b = (int)(idx / ((size_t)HS * T * NH));
+    int C = NH * HS;
+    size_t src = ((size_t)b * T + t) * 3 * C + (size_t)h * HS + d;
+    q[idx] = qkv[src];
+    k[idx] = qkv[src + C];
+    v[idx] = qkv[src + 2 * C];
+}
+
+// y (B,NH,T,HS) -> out (B,T,C)
+__global__ void merge_heads_kernel(float* out, const float* y, int B, int T, int NH, int HS) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * NH * T * HS) return;
+    int d = (int)(idx % HS);
+    int t = (int)((idx / HS) % T);
+    int h = (int)((idx / ((size_t)HS * T)) % NH);
+    int b = (int)(idx / ((size_t)HS * T * NH));
+    out[((size_t)b * T + t) * NH * HS + (size_t)h * HS + d] = y[idx];
+}
+
+// x (B,T,C) -> y (B,NH,T,HS)
+__global__ void split_heads_kernel(float* y, const float* x, int B, int T, int NH, int HS) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * NH * T * HS) return;
+    int d = (int)(idx % HS);
+    int t = (int)((idx / HS) % T);
+    int h = (int)((idx / ((size_t)HS * T)) % NH);
+    int b = (int)(idx / ((size_t)HS * T * NH));
+    y[idx] = x[((size_t)b * T + t) * NH * HS + (size_t)h * HS + d];
+}
+
+// dq, dk, dv (B,NH,T,HS) -> dqkv (B,T,3C)
+__global__ void merge_qkv_kernel(float* dqkv, const float* dq, const float* dk, const float* dv,
+                                 int B, int T, int NH, int HS) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * NH * T * HS) return;
+    int d = (int)(idx % HS);
+    int t = (int)((idx / HS) % T);
+    int h = (int)((idx / ((size_t)HS * T)) % NH);
+    int b = (int)(idx / ((size_t)HS * T * NH));
+    int C = NH * HS;
+    size_t dst = ((size_t)b * T + t) * 3 * C + (size_t)h * HS + d;
+    dqkv[dst] = dq[idx];
+    dqkv[dst + C] = dk[idx];
+    dqkv[dst + 2 * C] = dv[idx];
+}
+
+// Causal softmax of each row (b,h,t) of att in place, entries s > t set to 0;
+// lse[row] = log-sum-exp (when lse != NULL). Warp per row.
+__global__ void softmax_causal_kernel(float* att, float* lse, int num_rows, int T) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= num_rows) return;
+    int t = row % T;
+    float* x = att + (size_t)row * T;
+    float mx = -FLT_MAX;
+    for (int s = lane; s <= t; s += 32) mx = fmaxf(mx, x[s]);
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int s = lane; s <= t; s += 32) sum += expf(x[s] - mx);
+    sum = warp_sum(sum);
+    float inv = 1.0f / sum;
+    for (int s = lane; s < T; s += 32) x[s] = (s <= t) ? expf(x[s] - mx) * inv : 0.0f;
+    if (lse != NULL && lane == 0) lse[row] = mx + logf(sum);
+}
+
+// datt[row][s] <- att[s] * (datt[s] - sum_u att[u] datt[u]) for s <= t, 0 above. Warp per row.
+__global__ void softmax_causal_backward_kernel(float* datt, const float* att, int num_rows, int T) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= num_rows) return;
+    int t = row % T;
+    const float* a = att + (size_t)row * T;
+    float* g = datt + (size_t)row * T;
+    float dot = 0.0f;
+    for (int s = lane; s <= t; s += 32) dot += a[s] * g[s];
+    dot = warp_sum(dot);
+    for (int s = lane; s < T; s += 32) g[s] = (s <= t) ? a[s] * (g[s] - dot) : 0.0f;
+}
+
+typedef struct {
+    float *q, *k, *v, *y, *dq, *dk, *dv;  // (B, NH, T, HS) each
+    float *att, *datt;                    // (B, NH, T, T) each
+} AttentionCublasScratch;
+
+static void attention_forward_cublas(float* out, float* lse, const float* qkv, AttentionCublasScratch* s,
+                                     int B, int T, int NH, int HS) {
+    const int block = 256;
+    size_t N = (size_t)B * NH * T * HS;
+    long long sTH = (long long)T * HS, sTT = (long long)T * T;
+    int batch = B * NH, rows = B * NH * T;
+    const float scale = 1.0f / sqrtf((float)HS), one = 1.0f, zero = 0.0f;
+    permute_qkv_kernel<<<ceil_div(N, block), block>>>(s->q, s->k, s->v, qkv, B, T, NH, HS);
+    launchCheck();
+    // att^T (column-major T x T) = k (HS x T)^T @ q (HS x T), scaled
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &scale,
+                                          s->k, HS, sTH, s->q, HS, sTH, &zero, s->att, T, sTT, batch));
+    softmax_causal_kernel<<<ceil_div(rows, block / 32), block>>>(s->att, lse, rows, T);
+    launchCheck();
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_N, HS, T, T, &one,
+                                          s->v, HS, sTH, s->att, T, sTT, &zero, s->y, HS, sTH, batch));
+    merge_heads_kernel<<<ceil_div(N, block), block>>>(out, s->y, B, T, NH, HS);
+    launchCheck();
+}
+
+static void attention_backward_cublas(float* dqkv, const float* dout, const float* qkv, AttentionCublasScratch* s,
+                                      int B, int T, int NH, int HS) {
+    const int block = 256;
+    size_t N = (size_t)B * NH * T * HS;
+    long long sTH = (long long)T * HS, sTT = (long long)T * T;
+    int batch = B * NH, rows = B * NH * T;
+    const float scale = 1.0f / sqrtf((float)HS), one = 1.0f, zero = 0.0f;
+    permute_qkv_kernel<<<ceil_div(N, block), block>>>(s->q, s->k, s->v, qkv, B, T, NH, HS);
+    launchCheck();
+    split_heads_kernel<<<ceil_div(N, block), block>>>(s->y, dout, B, T, NH, HS);  // y holds dy
+    launchCheck();
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &scale,
+                                          s->k, HS, sTH, s->q, HS, sTH, &zero, s->att, T, sTT, batch));
+    softmax_causal_kernel<<<ceil_div(rows, block / 32), block>>>(s->att, NULL, rows, T);
+    launchCheck();
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &one,
+                                          s->v, HS, sTH, s->y, HS, sTH, &zero, s->datt, T, sTT, batch));
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, HS, T, T, &one,
+                                          s->y, HS, sTH, s->att, T, sTT, &zero, s->dv, HS, sTH, batch));
+    softmax_causal_backward_kernel<<<ceil_div(rows, block / 32), block>>>(s->datt, s->att, rows, T);
+    launchCheck();
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_N, HS, T, T, &scale,
+                                          s->k, HS, sTH, s->datt, T, sTT, &zero, s->dq, HS, sTH, batch));
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, HS, T, T, &scale,
+                                          s->q, HS, sTH, s->datt, T, sTT, &zero, s->dk, HS, sTH, batch));
+    merge_qkv_kernel<<<ceil_div(N, block), block>>>(dqkv, s->dq, s->dk, s->dv, B, T, NH, HS);
+    launchCheck();
+}
+
+// ----------------------------------------------------------------------------
+// attention, version 2: fused flash-style kernels on the SIMT cores
+// (dev/cuda/attention_forward.cu and attention_backward.cu, version 2)
+
+template <int N>
+__device__ __forceinline__ void load_vec(float (&dst)[N], const float* src) {
+    if constexpr (N % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i += 4) {
+            float4 v = *reinterpret_cast<const float4*>(src + i);
+            dst[i] = v.x; dst[i + 1] = v.y; dst[i + 2] = v.z; dst[i + 3] = v.w;
+        }
+    } else if constexpr (N % 2 == 0) {
+#pragma unroll
+        for (int i = 0; i < N; i += 2) {
+            float2 v = *reinterpret_cast<const float2*>(src + i);
+            dst[i] = v.x; dst[i + 1] = v.y;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; i++) dst[i] = src[i];
+    }
+}
+
+// acc[i][j] += sum_{k<K} A[k*lda + m0 + i] * B[k*ldb + n0 + j]   (shared memory operands)
+template <int TM, int TN>
+__device__ __forceinline__ void mma_tile(float (&acc)[TM][TN], const float* A, int lda, int m0,
+                                         const float* B, int ldb, int n0, int K) {
+#pragma unroll 4
+    for (int k = 0; k < K; k++) {
+        float a[TM], b[TN];
+        load_vec<TM>(a, A + (size_t)k * lda + m0);
+        load_vec<TN>(b, B + (size_t)k * ldb + n0);
+#pragma unroll
+        for (int i = 0; i < TM; i++)
+#pragma unroll
+            for (int j = 0; j < TN; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
+
+// rows [r0, r0+R) of a head slice (HS floats, rows `stride` floats apart, T rows)
+// into shared memory, zero past T; transposed: dst[d*ld + r], else dst[r*ld + d]
+template <int R, int HS, bool TRANSPOSED>
+__device__ __forceinline__ void load_rows(float* dst, int ld, const float* src, size_t stride, int r0, int T) {
+    for (int idx = threadIdx.x; idx < R * HS; idx += blockDim.x) {
+        int r = idx / HS, d = idx % HS;
+        float x = (r0 + r < T) ? src[(size_t)(r0 + r) * stride + d] : 0.0f;
+        if (TRANSPOSED) dst[d * ld + r] = x;
+        else dst[r * ld + d] = x;
+    }
+}
+
+// max / sum over the 16 lanes of a row group (lanes differing in bits 0..3)
+__device__ __forceinline__ float group16_max(float v) {
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+    return v;
+}
+__device__ __forceinline__ float group16_sum(float v) {
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
+    return v;
+}
+
+#define ATT_THREADS 256  // 16 x 16: tx = tid % 16, ty = tid / 16
+#define FWD_BQ 64
+#define FWD_BK 64
+#define DKV_BK 64
+#define DKV_BQ 32
+#define DQ_BQ 64
+#define DQ_BK 32
+
+template <int HS>
+constexpr size_t attention_forward_smem_floats() {
+    return (size_t)HS * (FWD_BQ + 4) + (size_t)HS * (FWD_BK + 4) + (size_t)FWD_BK * HS + (size_t)FWD_BK * (FWD_BQ + 4);
+}
+template <int HS>
+constexpr size_t attention_dkdv_smem_floats() {
+    return 2 * (size_t)HS * (DKV_BK + 4) + 2 * (size_t)HS * (DKV_BQ + 4) + 2 * (size_t)DKV_BQ * HS +
+           2 * (size_t)DKV_BQ * (DKV_BK + 4) + 2 * (size_t)DKV_BQ;
+}
+template <int HS>
+constexpr size_t attention_dq_smem_floats() {
+    return 2 * (size_t)HS * (DQ_BQ + 4) + 2 * (size_t)HS * (DQ_BK + 4) + (size_t)DQ_BK * HS +
+           (size_t)DQ_BK * (DQ_BQ + 4) + 2 * (size_t)DQ_BQ;
+}
+
+// out (B,T,C) and lse (B,NH,T) from qkv (B,T,3C). grid (ceil(T/64), B*NH), 256 threads.
+template <int HS>
+__global__ void __launch_bounds__(ATT_THREADS) attention_forward_fused_kernel(float* out, float* lse, const float* qkv,
+                                                                               int T, int NH) {
+    constexpr int LDQ = FWD_BQ + 4, LDK = FWD_BK + 4;
+    constexpr int DT = HS / 16;
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Qt = smem;              // (HS, LDQ)  Qt[d][r]
+    float* Kt = Qt + HS * LDQ;     // (HS, LDK)  Kt[d][c]
+    float* Vs = Kt + HS * LDK;     // (BK, HS)   Vs[c][d]
+    float* Pt = Vs + FWD_BK * HS;  // (BK, LDQ)  Pt[c][r] = p[r][c]
+
+    const int C = NH * HS;
+    const int num_qt = (T + FWD_BQ - 1) / FWD_BQ;
+    const int qt = num_qt - 1 - blockIdx.x;  // the longest rows first
+    const int b = blockIdx.y / NH, h = blockIdx.y % NH;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + (size_t)h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int r0 = qt * FWD_BQ;
+
+    load_rows<FWD_BQ, HS, true>(Qt, LDQ, qbase, stride, r0, T);
+
+    float m[4], l[4], o[4][DT];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        m[i] = -FLT_MAX;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DT; d++) o[i][d] = 0.0f;
+    }
+
+    const int last_kt = min(r0 + FWD_BQ - 1, T - 1) / FWD_BK;
+    for (int kt = 0; kt <= last_kt; kt++) {
+        const int c0 = kt * FWD_BK;
+        __syncthreads();
+        load_rows<FWD_BK, HS, true>(Kt, LDK, kbase, stride, c0, T);
+        load_rows<FWD_BK, HS, false>(Vs, HS, vbase, stride, c0, T);
+        __syncthreads();
+
+        float s[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[i][j] = 0.0f;
+        mma_tile<4, 4>(s, Qt, LDQ, ty * 4, Kt, LDK, tx * 4, HS);
+
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int r = r0 + ty * 4 + i;
+            float rowmax = -FLT_MAX;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                s[i][j] *= scale;
+                if (c0 + tx * 4 + j <= r) rowmax = fmaxf(rowmax, s[i][j]);
+            }
+            rowmax = group16_max(rowmax);
+            const float m_new = fmaxf(m[i], rowmax);
+            const float alpha = expf(m[i] - m_new);
+            float rowsum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float p = (c0 + tx * 4 + j <= r) ? expf(s[i][j] - m_new) : 0.0f;
+                s[i][j] = p;
+                rowsum += p;
+            }
+            rowsum = group16_sum(rowsum);
+            l[i] = l[i] * alpha + rowsum;
+            m[i] = m_new;
+#pragma unroll
+            for (int d = 0; d < DT; d++) o[i][d] *= alpha;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            *reinterpret_cast<float4*>(&Pt[(tx * 4 + j) * LDQ + ty * 4]) = make_float4(s[0][j], s[1][j], s[2][j], s[3][j]);
+        }
+        __syncthreads();
+        mma_tile<4, DT>(o, Pt, LDQ, ty * 4, Vs, HS, tx * DT, FWD_BK);
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int r = r0 + ty * 4 + i;
+        if (r >= T) continue;
+        const float inv = 1.0f / l[i];
+        float* dst = out + ((size_t)b * T + r) * C + (size_t)h * HS + tx * DT;
+#pragma unroll
+        for (int d = 0; d < DT; d++) dst[d] = o[i][d] * inv;
+        if (tx == 0) lse[(size_t)blockIdx.y * T + r] = m[i] + logf(l[i]);
+    }
+}
+
+// Dvec[b,h,t] = sum_d dout[b,t,h*HS+d] * out[b,t,h*HS+d]; thread per (b,t,h)
+__global__ void attention_backward_D_kernel(float* Dvec, const float* dout, const float* out, int B, int T, int NH, int HS) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)B * T * NH) return;
+    int h = (int)(idx % NH);
+    size_t bt = idx / NH;
+    int t = (int)(bt % T), b = (int)(bt / T);
+    const float* x = dout + bt * NH * HS + (size_t)h * HS;
+    const float* y = out + bt * NH * HS + (size_t)h * HS;
+    float acc = 0.0f;
+    for (int d = 0; d < HS; d++) acc += x[d] * y[d];
+    Dvec[((size_t)b * NH + h) * T + t] = acc;
+}
+
+// dK, dV of 64 keys per block, walking query tiles of 32. grid (ceil(T/64), B*NH).
+template <int HS>
+__global__ void __launch_bounds__(ATT_THREADS) attention_backward_dkdv_kernel(
+    float* dqkv, const float* dout, const float* qkv, const float* lse, const float* Dvec, int T, int NH) {
+    constexpr int LDK = DKV_BK + 4, LDQ = DKV_BQ + 4;
+    constexpr int DT = HS / 16;
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Kt = smem;                // (HS, LDK)  Kt[d][c]
+    float* Vt = Kt + HS * LDK;       // (HS, LDK)  Vt[d][c]
+    float* Qt = Vt + HS * LDK;       // (HS, LDQ)  Qt[d][r]
+    float* dOt = Qt + HS * LDQ;      // (HS, LDQ)  dOt[d][r]
+    float* Qs = dOt + HS * LDQ;      // (BQ, HS)   Qs[r][d]
+    float* dOs = Qs + DKV_BQ * HS;   // (BQ, HS)   dOs[r][d]
+    float* Ps = dOs + DKV_BQ * HS;   // (BQ, LDK)  P[r][c]
+    float* dSs = Ps + DKV_BQ * LDK;  // (BQ, LDK)  dS[r][c]
+    float* Ls = dSs + DKV_BQ * LDK;  // (BQ)
+    float* Ds = Ls + DKV_BQ;         // (BQ)
+
+    const int C = NH * HS;
+    const int kt = blockIdx.x;  // low key tiles see the most queries: they go first
+    const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + (size_t)h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float* obase = dout + (size_t)b * T * C + (size_t)h * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int c0 = kt * DKV_BK;
+
+    load_rows<DKV_BK, HS, true>(Kt, LDK, kbase, stride, c0, T);
+    load_rows<DKV_BK, HS, true>(Vt, LDK, vbase, stride, c0, T);
+
+    float dk[4][DT], dv[4][DT];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int d = 0; d < DT; d++) { dk[i][d] = 0.0f; dv[i][d] = 0.0f; }
+
+    const int num_qt = (T + DKV_BQ - 1) / DKV_BQ;
+    for (int qt = c0 / DKV_BQ; qt < num_qt; qt++) {
+        const int r0 = qt * DKV_BQ;
+        __syncthreads();
+        load_rows<DKV_BQ, HS, true>(Qt, LDQ, qbase, stride, r0, T);
+        load_rows<DKV_BQ, HS, true>(dOt, LDQ, obase, C, r0, T);
+        load_rows<DKV_BQ, HS, false>(Qs, HS, qbase, stride, r0, T);
+        load_rows<DKV_BQ, HS, false>(dOs, HS, obase, C, r0, T);
+        for (int i = threadIdx.x; i < DKV_BQ; i += blockDim.x) {
+            const int r = r0 + i;
+            Ls[i] = (r < T) ? lse[(size_t)bh * T + r] : 0.0f;
+            Ds[i] = (r < T) ? Dvec[(size_t)bh * T + r] : 0.0f;
+        }
+        __syncthreads();
+
+        float st[4][2], dpt[4][2];  // keys ty*4+i, queries tx*2+j
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) { st[i][j] = 0.0f; dpt[i][j] = 0.0f; }
+        mma_tile<4, 2>(st, Kt, LDK, ty * 4, Qt, LDQ, tx * 2, HS);
+        mma_tile<4, 2>(dpt, Vt, LDK, ty * 4, dOt, LDQ, tx * 2, HS);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int c = c0 + ty * 4 + i;
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int rl = tx * 2 + j, r = r0 + rl;
+                const float p = (r < T && c <= r) ? expf(st[i][j] * scale - Ls[rl]) : 0.0f;
+                st[i][j] = p;
+                dpt[i][j] = p * (dpt[i][j] - Ds[rl]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int rl = tx * 2 + j;
+            *reinterpret_cast<float4*>(&Ps[rl * LDK + ty * 4]) = make_float4(st[0][j], st[1][j], st[2][j], st[3][j]);
+            *reinterpret_cast<float4*>(&dSs[rl * LDK + ty * 4]) = make_float4(dpt[0][j], dpt[1][j], dpt[2][j], dpt[3][j]);
+        }
+        __syncthreads();
+        mma_tile<4, DT>(dv, Ps, LDK, ty * 4, dOs, HS, tx * DT, DKV_BQ);
+        mma_tile<4, DT>(dk, dSs, LDK, ty * 4, Qs, HS, tx * DT, DKV_BQ);
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int c = c0 + ty * 4 + i;
+        if (c >= T) continue;
+        float* dst = dqkv + ((size_t)b * T + c) * stride + (size_t)h * HS + tx * DT;
+#pragma unroll
+        for (int d = 0; d < DT; d++) {
+            dst[C + d] = dk[i][d] * scale;
+            dst[2 * C + d] = dv[i][d];
+        }
+    }
+}
+
+// dQ of 64 queries per block, walking key tiles of 32. grid (ceil(T/64), B*NH).
+template <int HS>
+__global__ void __launch_bounds__(ATT_THREADS) attention_backward_dq_kernel(
+    float* dqkv, const float* dout, const float* qkv, const float* lse, const float* Dvec, int T, int NH) {
+    constexpr int LDQ = DQ_BQ + 4, LDK = DQ_BK + 4;
+    constexpr int DT = HS / 16;
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Qt = smem;               // (HS, LDQ)  Qt[d][r]
+    float* dOt = Qt + HS * LDQ;     // (HS, LDQ)  dOt[d][r]
+    float* Kt = dOt + HS * LDQ;     // (HS, LDK)  Kt[d][c]
+    float* Vt = Kt + HS * LDK;      // (HS, LDK)  Vt[d][c]
+    float* Ks = Vt + HS * LDK;      // (BK, HS)   Ks[c][d]
+    float* dSt = Ks + DQ_BK * HS;   // (BK, LDQ)  dSt[c][r] = dS[r][c]
+    float* Ls = dSt + DQ_BK * LDQ;  // (BQ)
+    float* Ds = Ls + DQ_BQ;         // (BQ)
+
+    const int C = NH * HS;
+    const int num_qt = (T + DQ_BQ - 1) / DQ_BQ;
+    const int qt = num_qt - 1 - blockIdx.x;
+    const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + (size_t)h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float* obase = dout + (size_t)b * T * C + (size_t)h * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int r0 = qt * DQ_BQ;
+
+    load_rows<DQ_BQ, HS, true>(Qt, LDQ, qbase, stride, r0, T);
+    load_rows<DQ_BQ, HS, true>(dOt, LDQ, obase, C, r0, T);
+    for (int i = threadIdx.x; i < DQ_BQ; i += blockDim.x) {
+        const int r = r0 + i;
+        Ls[i] = (r < T) ? lse[(size_t)bh * T + r] : 0.0f;
+        Ds[i] = (r < T) ? Dvec[(size_t)bh * T + r] : 0.0f;
+    }
+
+    float dq[4][DT];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int d = 0; d < DT; d++) dq[i][d] = 0.0f;
+
+    const int last_kt = min(r0 + DQ_BQ - 1, T - 1) / DQ_BK;
+    for (int kt = 0; kt <= last_kt; kt++) {
+        const int c0 = kt * DQ_BK;
+        __syncthreads();
+        load_rows<DQ_BK, HS, true>(Kt, LDK, kbase, stride, c0, T);
+        load_rows<DQ_BK, HS, true>(Vt, LDK, vbase, stride, c0, T);
+        load_rows<DQ_BK, HS, false>(Ks, HS, kbase, stride, c0, T);
+        __syncthreads();
+
+        float s[4][2], dp[4][2];  // queries ty*4+i, keys tx*2+j
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) { s[i][j] = 0.0f; dp[i][j] = 0.0f; }
+        mma_tile<4, 2>(s, Qt, LDQ, ty * 4, Kt, LDK, tx * 2, HS);
+        mma_tile<4, 2>(dp, dOt, LDQ, ty * 4, Vt, LDK, tx * 2, HS);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int rl = ty * 4 + i, r = r0 + rl;
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int c = c0 + tx * 2 + j;
+                const float p = (r < T && c <= r) ? expf(s[i][j] * scale - Ls[rl]) : 0.0f;
+                s[i][j] = p * (dp[i][j] - Ds[rl]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            *reinterpret_cast<float4*>(&dSt[(tx * 2 + j) * LDQ + ty * 4]) = make_float4(s[0][j], s[1][j], s[2][j], s[3][j]);
+        }
+        __syncthreads();
+        mma_tile<4, DT>(dq, dSt, LDQ, ty * 4, Ks, HS, tx * DT, DQ_BK);
+    }
+
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int r = r0 + ty * 4 + i;
+        if (r >= T) continue;
+        float* dst = dqkv + ((size_t)b * T + r) * stride + (size_t)h * HS + tx * DT;
+#pragma unroll
+        for (int d = 0; d < DT; d++) dst[d] = dq[i][d] * scale;
+    }
+}
+
+// Shared memory the fused kernels need for head size HS (0: HS unsupported).
+static size_t attention_fused_smem_bytes(int HS) {
+    size_t f = 0, a = 0, b = 0;
+    switch (HS) {
+        case 16: f = attention_forward_smem_floats<16>(); a = attention_dkdv_smem_floats<16>(); b = attention_dq_smem_floats<16>(); break;
+        case 32: f = attention_forward_smem_floats<32>(); a = attention_dkdv_smem_floats<32>(); b = attention_dq_smem_floats<32>(); break;
+        case 64: f = attention_forward_smem_floats<64>(); a = attention_dkdv_smem_floats<64>(); b = attention_dq_smem_floats<64>(); break;
+        case 128: f = attention_forward_smem_floats<128>(); a = attention_dkdv_smem_floats<128>(); b = attention_dq_smem_floats<128>(); break;
+        default: return 0;
+    }
+    size_t m = f > a ? f : a;
+    return (m > b ? m : b) * sizeof(float);
+}
+
+template <int HS>
+static void attention_fused_setup_hs(void) {
+    cudaCheck(cudaFuncSetAttribute(attention_forward_fused_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(attention_forward_smem_floats<HS>() * sizeof(float))));
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(attention_dkdv_smem_floats<HS>() * sizeof(float))));
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dq_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(attention_dq_smem_floats<HS>() * sizeof(float))));
+}
+
+// raises the dynamic shared memory limit of the fused kernels for HS (once)
+static void attention_fused_setup(int HS) {
+    switch (HS) {
+        case 16: attention_fused_setup_hs<16>(); break;
+        case 32: attention_fused_setup_hs<32>(); break;
+        case 64: attention_fused_setup_hs<64>(); break;
+        case 128: attention_fused_setup_hs<128>(); break;
+        default: fatal("internal: fused attention does not support HS=%d", HS);
+    }
+}
+
+template <int HS>
+static void attention_forward_fused_hs(float* out, float* lse, const float* qkv, int B, int T, int NH) {
+    dim3 grid(ceil_div(T, FWD_BQ), B * NH);
+    attention_forward_fused_kernel<HS><<<grid, ATT_THREADS, attention_forward_smem_floats<HS>() * sizeof(float)>>>(
+        out, lse, qkv, T, NH);
+    launchCheck();
+}
+
+template <int HS>
+static void attention_backward_fused_hs(float* dqkv, float* Dvec, const float* dout, const float* qkv,
+                                        const float* out, const float* lse, int B, int T, int NH) {
+    const int block = 256;
+    attention_backward_D_kernel<<<ceil_div((size_t)B * T * NH, block), block>>>(Dvec, dout, out, B, T, NH, HS);
+    launchCheck();
+    dim3 grid1(ceil_div(T, DKV_BK), B * NH);
+    attention_backward_dkdv_kernel<HS><<<grid1, ATT_THREADS, attention_dkdv_smem_floats<HS>() * sizeof(float)>>>(
+        dqkv, dout, qkv, lse, Dvec, T, NH);
+    launchCheck();
+    dim3 grid2(ceil_div(T, DQ_BQ), B * NH);
+    attention_backward_dq_kernel<HS><<<grid2, ATT_THREADS, attention_dq_smem_floats<HS>() * sizeof(float)>>>(
+        dqkv, dout, qkv, lse, Dvec, T, NH);
+    launchCheck();
+}
+
+#define ATTENTION_FUSED 0
+#define ATTENTION_CUBLAS 1
+
+typedef struct {
+    int kind;                      // ATTENTION_FUSED or ATTENTION_CUBLAS
+    float* Dvec;                   // (B, NH, T) fused backward
+    AttentionCublasScratch cublas; // version 1 buffers (NULL when fused)
+} AttentionState;
+
+static void attention_forward(float* out,        // (B, T, C)
+                              float* lse,        // (B, NH, T)
+                              const float* qkv,  // (B, T, 3*C)
+                              AttentionState* at, int B, int T, int NH, int HS) {
+    if (at->kind == ATTENTION_CUBLAS) { attention_forward_cublas(out, lse, qkv, &at->cublas, B, T, NH, HS); return; }
+    switch (HS) {
+        case 16: attention_forward_fused_hs<16>(out, lse, qkv, B, T, NH); break;
+        case 32: attention_forward_fused_hs<32>(out, lse, qkv, B, T, NH); break;
+        case 64: attention_forward_fused_hs<64>(out, lse, qkv, B, T, NH); break;
+        case 128: attention_forward_fused_hs<128>(out, lse, qkv, B, T, NH); break;
+        default: fatal("internal: fused attention does not support HS=%d", HS);
+    }
+}
+
+// dqkv WRITTEN (=)
+static void attention_backward(float* dqkv,                         // (B, T, 3*C)
+                               const float* dout,                   // (B, T, C)
+                               const float* qkv, const float* out,  // (B, T, 3*C), (B, T, C)
+                               const float* lse,                    // (B, NH, T)
+                               AttentionState* at, int B, int T, int NH, int HS) {
+    if (at->kind == ATTENTION_CUBLAS) { attention_backward_cublas(dqkv, dout, qkv, &at->cublas, B, T, NH, HS); return; }
+    switch (HS) {
+        case 16: attention_backward_fused_hs<16>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+        case 32: attention_backward_fused_hs<32>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+        case 64: attention_backward_fused_hs<64>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+        case 128: attention_backward_fused_hs<128>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+        default: fatal("internal: fused attention does not support HS=%d", HS);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// GELU (dev/cuda/gelu_forward.cu v2, gelu_backward.cu v2) and residual (residual_forward.cu)
+
+#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+
+__device__ __forceinline__ float gelu(float x) {
+    float cube = 0.044715f * x * x * x;
+    return 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + cube)));
+}
+// sech^2 as 1 - tanh^2: no cosh, which overflows for large |x|
+__device__ __forceinline__ float gelu_grad(float x, float d) {
+    float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+    float local = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+    return local * d;
+}
+
+__global__ void gelu_forward_kernel4(float4* out, const float4* inp, size_t N4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N4) return;
+    float4 x = inp[i];
+    out[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+}
+
+// dinp may alias dout (each element is read, then written, by one thread)
+__global__ void gelu_backward_kernel4(float4* dinp, const float4* inp, const float4* dout, size_t N4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N4) return;
+    float4 x = inp[i], d = dout[i];
+    dinp[i] = make_float4(gelu_grad(x.x, d.x), gelu_grad(x.y, d.y), gelu_grad(x.z, d.z), gelu_grad(x.w, d.w));
+}
+
+// N = B*T*4C is a multiple of 4 and every tensor starts 16-byte aligned
+static void gelu_forward(float* out, const float* inp, size_t N) {  // (N), (N)
+    const int block = 256;
+    gelu_forward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)out, (const float4*)inp, N / 4);
+    launchCheck();
+}
+
+static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {  // (N) x3, dinp WRITTEN
+    const int block = 256;
+    gelu_backward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)dinp, (const float4*)inp, (const float4*)dout, N / 4);
+    launchCheck();
+}
+
+__global__ void residual_forward_kernel(float* out, const float* a, const float* b, size_t N) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < N) out[i] = a[i] + b[i];
+}
+__global__ void residual_forward_kernel4(float4* out, const float4* a, const float4* b, size_t N4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N4) return;
+    float4 x = a[i], y = b[i];
+    out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+}
+
+static void residual_forward(float* out, const float* inp1, const float* inp2, size_t N) {  // (N) x3
+    const int block = 256;
+    if (N % 4 == 0 && ((uintptr_t)out | (uintptr_t)inp1 | (uintptr_t)inp2) % 16 == 0) {
+        residual_forward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)out, (const float4*)inp1, (const float4*)inp2, N / 4);
+    } else {
+        residual_forward_kernel<<<ceil_div(N, block), block>>>(out, inp1, inp2, N);
+    }
+    launchCheck();
+}
+
+// ----------------------------------------------------------------------------
+// fused classifier (dev/cuda/fused_classifier.cu v2)
+
+typedef struct {
+    float m;     // running max
+    float s;     // sum of exp(x - m)
+    float best;  // argmax value
+    int arg;     // argmax index (smallest on ties)
+} SoftmaxStat;
+
+__device__ __forceinline__ SoftmaxStat stat_combine(SoftmaxStat a, SoftmaxStat b) {
+    SoftmaxStat r;
+    r.m = fmaxf(a.m, b.m);
+    r.s = a.s * expf(a.m - r.m) + b.s * expf(b.m - r.m);
+    if (b.best > a.best || (b.best == a.best && b.arg < a.arg)) { r.best = b.best; r.arg = b.arg; }
+    else { r.best = a.best; r.arg = a.arg; }
+    return r;
+}
+
+__device__ __forceinline__ SoftmaxStat stat_shfl_xor(SoftmaxStat v, int o) {
+    SoftmaxStat r;
+    r.m = __shfl_xor_sync(0xFFFFFFFFu, v.m, o);
+    r.s = __shfl_xor_sync(0xFFFFFFFFu, v.s, o);
+    r.best = __shfl_xor_sync(0xFFFFFFFFu, v.best, o);
+    r.arg = __shfl_xor_sync(0xFFFFFFFFu, v.arg, o);
+    return r;
+}
+
+__device__ SoftmaxStat block_stat_reduce(SoftmaxStat v) {
+    __shared__ SoftmaxStat warp_stats[32];
+    __shared__ SoftmaxStat result;
+    for (int o = 16; o > 0; o >>= 1) v = stat_combine(v, stat_shfl_xor(v, o));
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, num_warps = blockDim.x / 32;
+    if (lane == 0) warp_stats[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        SoftmaxStat x;
+        if (lane < num_warps) x = warp_stats[lane];
+        else { x.m = -FLT_MAX; x.s = 0.0f; x.best = -FLT_MAX; x.arg = 0x7FFFFFFF; }
+        for (int o = 16; o > 0; o >>= 1) x = stat_combine(x, stat_shfl_xor(x, o));
+        if (lane == 0) result = x;
+    }
+    __syncthreads();
+    return result;
+}
+
+// block per row: online max / sum / argmax over the first V columns, then
+// losses[r] = lse - logit[target] and (write_dlogits) dlogits = (p - onehot) * dloss[r]
+// over the logits, 0 in the padded columns
+__global__ void fused_classifier_kernel(float* logits, float* losses, int* argmax, const int* targets,
+                                        const float* dloss, int V, int Vp, int write_dlogits) {
+    int r = blockIdx.x;
+    float* x = logits + (size_t)r * Vp;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    SoftmaxStat st;
+    st.m = -FLT_MAX; st.s = 0.0f; st.best = -FLT_MAX; st.arg = 0x7FFFFFFF;
+    for (int i = threadIdx.x; i < Vp / 4; i += blockDim.x) {
+        float4 q = x4[i];
+        float e[4] = {q.x, q.y, q.z, q.w};
+        for (int k = 0; k < 4; k++) {
+            int v = 4 * i + k;
+            if (v >= V) break;
+            if (e[k] > st.m) { st.s = st.s * expf(st.m - e[k]) + 1.0f; st.m = e[k]; }
+            else st.s += expf(e[k] - st.m);
+            if (e[k] > st.best) { st.best = e[k]; st.arg = v; }
+        }
+    }
+    st = block_stat_reduce(st);
+    const float lse = st.m + logf(st.s);
+    const float dl = dloss != NULL ? dloss[r] : 0.0f;
+    const int target = targets[r];
+    if (argmax != NULL && threadIdx.x == 0) argmax[r] = st.arg;
+    float4* g4 = reinterpret_cast<float4*>(x);
+    for (int i = threadIdx.x; i < Vp / 4; i += blockDim.x) {
+        float4 q = x4[i];
+        float e[4] = {q.x, q.y, q.z, q.w};
+        float g[4];
+        for (int k = 0; k < 4; k++) {
+            int v = 4 * i + k;
+            if (v == target) losses[r] = lse - e[k];
+            g[k] = (v < V) ? (expf(e[k] - lse) - (v == target ? 1.0f : 0.0f)) * dl : 0.0f;
+        }
+        if (write_dlogits) g4[i] = make_float4(g[0], g[1], g[2], g[3]);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// AdamW (dev/cuda/adamw.cu v1: tensors start at any float offset) and the
+// global norm (dev/cuda/global_norm.cu v2, deterministic)
+
+__global__ void adamw_kernel(float* params, float* m, float* v, const float* grads, size_t n, float beta1,
+                             float beta2, float eps, float decay, float step_size, float b2s, float grad_scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float grad = grads[i] * grad_scale;
+    float mj = beta1 * m[i] + (1.0f - beta1) * grad;
+    float vj = beta2 * v[i] + (1.0f - beta2) * grad * grad;
+    m[i] = mj;
+    v[i] = vj;
+    params[i] = params[i] * decay - step_size * (mj / (sqrtf(vj) / b2s + eps));
+}
+
+__device__ double block_sum_double(double v) {  // the result is valid in thread 0
+    __shared__ double buf[32];
+    v = warp_sum_double(v);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) buf[warp] = v;
+    __syncthreads();
+    double r = 0.0;
+    if (warp == 0) {
+        r = (lane < (int)(blockDim.x / 32)) ? buf[lane] : 0.0;
+        r = warp_sum_double(r);
+    }
+    return r;
+}
+
+__global__ void norm_partial_kernel(double* partial, const float* x, size_t n) {
+    double s = 0.0;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        double xi = x[i];
+        s += xi * xi;
+    }
+    s = block_sum_double(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ void norm_final_kernel(double* out, const double* partial, int num_partials) {
+    double s = 0.0;
+    for (int i = threadIdx.x; i < num_partials; i += blockDim.x) s += partial[i];
+    s = block_sum_double(s);
+    if (threadIdx.x == 0) *out = s;
+}
+
+#define NORM_MAX_BLOCKS 1024
+
+// sqrt(sum x^2) in double; scratch holds NORM_MAX_BLOCKS + 1 doubles. Synchronizes.
+static double vector_norm(const float* x, size_t n, double* scratch) {
+    const int block = 512;
+    size_t want = (n + (size_t)block * 8 - 1) / ((size_t)block * 8);
+    int blocks = (int)(want < 1 ? 1 : (want > NORM_MAX_BLOCKS ? NORM_MAX_BLOCKS : want));
+    norm_partial_kernel<<<blocks, block>>>(scratch + 1, x, n);
+    launchCheck();
+    norm_final_kernel<<<1, 1024>>>(scratch, scratch + 1, blocks);
+    launchCheck();
+    double sumsq = 0.0;
+    cudaCheck(cudaMemcpy(&sumsq, scratch, sizeof(double), cudaMemcpyDeviceToHost));
+    return sqrt(sumsq);
+}
+
+// ----------------------------------------------------------------------------
+// the model
+
+#define NUM_ACTIVATION_TENSORS 19
+typedef struct {
+    float* encoded;   // (B, T, C)
+    float* ln1;       // (L, B, T, C)
+    float* ln1_mean;  // (L, B, T)
+    float* ln1_rstd;  // (L, B, T)
+    float* qkv;       // (L, B, T, 3*C)
+    float* atty;      // (L, B, T, C)
+    float* att_lse;   // (L, B, NH, T) log-sum-exp of each attention row
+    float* residual2; // (L, B, T, C)
+    float* ln2;       // (L, B, T, C)
+    float* ln2_mean;  // (L, B, T)
+    float* ln2_rstd;  // (L, B, T)
+    float* fch;       // (L, B, T, 4*C)
+    float* fch_gelu;  // (L, B, T, 4*C)
+    float* residual3; // (L, B, T, C)
+    float* lnf;       // (B, T, C)
+    float* lnf_mean;  // (B, T)
+    float* lnf_rstd;  // (B, T)
+    float* logits;    // (B, T, Vp): logits, then (backward) dlogits
+    float* losses;    // (B, T)
+} ActivationTensors;
+
+// Device memory of the activations, each tensor rounded up to 64 floats so every
+// tensor starts 256-byte aligned (the float4 kernels need 16).
+static float* alloc_activations(ActivationTensors* a, const GPT2Config* cfg, int B, int T, size_t* total_out) {
+    size_t C = (size_t)cfg->channels, NH = (size_t)cfg->num_heads, L = (size_t)cfg->num_layers;
+    size_t Vp = (size_t)cfg->padded_vocab_size, BT = (size_t)B * (size_t)T;
+    size_t sizes[NUM_ACTIVATION_TENSORS] = {
+        BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, L * NH * BT, L * BT * C, L * BT * C,
+        L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C, BT * C, BT, BT, BT * Vp, BT,
+    };
+    float** ptrs[NUM_ACTIVATION_TENSORS] = {
+        &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att_lse, &a->residual2,
+        &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch, &a->fch_gelu, &a->residual3, &a->lnf, &a->lnf_mean,
+        &a->lnf_rstd, &a->logits, &a->losses,
+    };
+    size_t total = 0;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) total += (sizes[i] + 63) / 64 * 64;
+    float* mem = (float*)gpuMalloc(total * sizeof(float), "the activations");
+    float* p = mem;
+    for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) {
+        *(ptrs[i]) = p;
+        p += (sizes[i] + 63) / 64 * 64;
+    }
+    *total_out = total;
+    return mem;
+}
+
+typedef struct {
+    GPT2Config config;
+    size_t param_sizes[NUM_PARAMETER_TENSORS];
+    size_t num_parameters;      // P
+    ParameterTensors params;    // device pointers into params_memory
+    float* params_memory;       // (P) device
+    float* params_host;         // (P) host: the checkpoint as loaded, and for saving
+    ParameterTensors grads;
+    float* grads_memory;        // (P) device
+    float* m_memory;            // (P) device, AdamW first moment
+    float* v_memory;            // (P) device, AdamW second moment
+    int B, T;                   // the largest batch the buffers hold
+    ActivationTensors acts;
+    float* acts_memory;
+    size_t num_activations;
+    // backward: one layer's activation gradients, reused by every layer
+    float* dresidual;           // (B, T, C) gradient of the residual stream
+    float* dbuf;                // (B, T, C)
+    float* dbuf4;               // (B, T, 4*C), also dqkv (B, T, 3*C)
+    float* mm_out;              // (B, T, C) attproj / fcproj output before the residual add
+    float* col_scratch;         // (ceil(BT/256), 4*C) partial column sums
+    double* norm_scratch;       // (NORM_MAX_BLOCKS + 1)
+    AttentionState attn;
+    // per-batch inputs and outputs
+    int* d_inputs;              // (B, T)
+    int* d_targets;             // (B, T)
+    float* d_dloss;             // (B, T)
+    int* d_argmax;              // (B, T)
+    float* dloss;               // (B, T) host: weight of each position in the mean loss
+    float* losses;              // (B, T) host
+    int* argmax;                // (B, T) host
+    EncoderBuckets buckets;
+    float* saved_logits;        // (B, T, Vp) host, parity mode: logits before the softmax
+    float* sample_logits;       // (Vp) host, the next-token logits while sampling
+    float* m_host;              // (P) host staging for the training state
+    float* v_host;              // (P)
+    // results of the last forward with targets
+    float mean_loss;
+    double loss_sum;
+    size_t num_scored;
+    int num_correct;
+    int num_examples;
+} GPT2;
+
+static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
+    memset(model, 0, sizeof(*model));
+    model->params_host = checkpoint_load(path, &model->config, &model->num_parameters);
+    fill_param_sizes(model->param_sizes, &model->config);
+    size_t bytes = model->num_parameters * sizeof(float);
+    model->params_memory = (float*)gpuMalloc(bytes, "the parameters");
+    cudaCheck(cudaMemcpy(model->params_memory, model->params_host, bytes, cudaMemcpyHostToDevice));
+    point_parameters(&model->params, model->params_memory, model->param_sizes);
+}
+
+// Allocates gradients, optimizer state, activations and scratch for batches up to (B, T).
+static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int keep_logits) {
+    const GPT2Config* cfg = &model->config;
+    size_t P = model->num_parameters, C = (size_t)cfg->channels, BT = (size_t)B * T;
+    int NH = cfg->num_heads, HS = cfg->channels / cfg->num_heads;
+    model->grads_memory = (float*)gpuMalloc(P * sizeof(float), "the gradients");
+    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+    model->m_memory = (float*)gpuMalloc(P * sizeof(float), "AdamW's first moment");
+    model->v_memory = (float*)gpuMalloc(P * sizeof(float), "AdamW's second moment");
+    cudaCheck(cudaMemset(model->m_memory, 0, P * sizeof(float)));
+    cudaCheck(cudaMemset(model->v_memory, 0, P * sizeof(float)));
+    model->B = B;
+    model->T = T;
+    model->acts_memory = alloc_activations(&model->acts, cfg, B, T, &model->num_activations);
+    model->dresidual = (float*)gpuMalloc(BT * C * sizeof(float), "the residual gradient");
+    model->dbuf = (float*)gpuMalloc(BT * C * sizeof(float), "an activation gradient");
+    model->dbuf4 = (float*)gpuMalloc(BT * 4 * C * sizeof(float), "the MLP activation gradient");
+    model->mm_out = (float*)gpuMalloc(BT * C * sizeof(float), "a matmul output");
+    model->col_scratch = (float*)gpuMalloc((size_t)ceil_div(BT, ROWS_PER_CHUNK) * 4 * C * sizeof(float),
+                                           "the column-sum scratch");
+    model->norm_scratch = (double*)gpuMalloc((NORM_MAX_BLOCKS + 1) * sizeof(double), "the norm scratch");
+    AttentionState* at = &model->attn;
+    memset(at, 0, sizeof(*at));
+    at->kind = attention_kind;
+    if (attention_kind == ATTENTION_FUSED) {
+        at->Dvec = (float*)gpuMalloc(BT * NH * sizeof(float), "the attention backward scratch");
+        attention_fused_setup(HS);
+    } else {
+        size_t n = BT * C, nn = BT * (size_t)NH * T;
+        AttentionCublasScratch* s = &at->cublas;
+        float** small[7] = {&s->q, &s->k, &s->v, &s->y, &s->dq, &s->dk, &s->dv};
+        for (int i = 0; i < 7; i++) *small[i] = (float*)gpuMalloc(n * sizeof(float), "the attention head buffers");
+        s->att = (float*)gpuMalloc(nn * sizeof(float), "the (B, NH, T, T) attention matrix");
+        s->datt = (float*)gpuMalloc(nn * sizeof(float), "the (B, NH, T, T) attention gradient");
+    }
+    model->d_inputs = (int*)gpuMalloc(BT * sizeof(int), "the inputs");
+    model->d_targets = (int*)gpuMalloc(BT * sizeof(int), "the targets");
+    model->d_dloss = (float*)gpuMalloc(BT * sizeof(float), "the loss weights");
+    model->d_argmax = (int*)gpuMalloc(BT * sizeof(int), "the predictions");
+    model->dloss = (float*)mallocCheck(BT * sizeof(float));
+    model->losses = (float*)mallocCheck(BT * sizeof(float));
+    model->argmax = (int*)mallocCheck(BT * sizeof(int));
+    EncoderBuckets* bk = &model->buckets;
+    bk->token = (int*)mallocCheck(BT * sizeof(int));
+    bk->start = (int*)mallocCheck((BT + 1) * sizeof(int));
+    bk->pos = (int*)mallocCheck(BT * sizeof(int));
+    bk->count = (int*)callocCheck((size_t)cfg->padded_vocab_size, sizeof(int));
+    bk->d_token = (int*)gpuMalloc(BT * sizeof(int), "the encoder buckets");
+    bk->d_start = (int*)gpuMalloc((BT + 1) * sizeof(int), "the encoder buckets");
+    bk->d_pos = (int*)gpuMalloc(BT * sizeof(int), "the encoder buckets");
+    model->saved_logits = keep_logits ? (float*)mallocCheck(BT * cfg->padded_vocab_size * sizeof(float)) : NULL;
+    model->sample_logits = (float*)mallocCheck((size_t)cfg->padded_vocab_size * sizeof(float));
+    model->m_host = (float*)mallocCheck(P * sizeof(float));
+    model->v_host = (float*)mallocCheck(P * sizeof(float));
+}
+
+static void gpt2_free(GPT2* model) {
+    float* dev[] = {model->params_memory, model->grads_memory, model->m_memory, model->v_memory, model->acts_memory,
+                    model->dresidual, model->dbuf, model->dbuf4, model->mm_out, model->col_scratch, model->d_dloss,
+                    model->attn.Dvec, model->attn.cublas.q, model->attn.cublas.k, model->attn.cublas.v,
+                    model->attn.cublas.y, model->attn.cublas.dq, model->attn.cublas.dk, model->attn.cublas.dv,
+                    model->attn.cublas.att, model->attn.cublas.datt};
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+    int* idev[] = {model->d_inputs, model->d_targets, model->d_argmax, model->buckets.d_token,
+                   model->buckets.d_start, model->buckets.d_pos};
+    for (size_t i = 0; i < sizeof(idev) / sizeof(idev[0]); i++) cudaCheck(cudaFree(idev[i]));
+    cudaCheck(cudaFree(model->norm_scratch));
+    free(model->params_host);
+    free(model->dloss);
+    free(model->losses);
+    free(model->argmax);
+    free(model->buckets.token);
+    free(model->buckets.start);
+    free(model->buckets.pos);
+    free(model->buckets.count);
+    free(model->saved_logits);
+    free(model->sample_logits);
+    free(model->m_host);
+    free(model->v_host);
+    memset(model, 0, sizeof(*model));
+}
+
+// Encoder, the L blocks and the final LayerNorm on model->d_inputs (B, T): fills acts up to lnf.
+static void gpt2_forward_trunk(GPT2* model, int B, int T) {
+    const GPT2Config* cfg = &model->config;
+    int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers, HS = C / NH;
+    if (B > model->B || T > model->T) fatal("internal: batch (%d, %d) exceeds the allocated (%d, %d)", B, T, model->B, model->T);
+    ParameterTensors p = model->params;
+    ActivationTensors a = model->acts;
+    size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
+    const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
+    encoder_forward(a.encoded, model->d_inputs, p.wte, p.wpe, B, T, C);
+    for (int l = 0; l < L; l++) {
+        const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
+        float* ln1 = a.ln1 + l * BTC;
+        float* ln1_mean = a.ln1_mean + l * BT;
+        float* ln1_rstd = a.ln1_rstd + l * BT;
+        float* qkv = a.qkv + l * BTC * 3;
+        float* atty = a.atty + l * BTC;
+        float* lse = a.att_lse + l * BT * NH;
+        float* residual2 = a.residual2 + l * BTC;
+        float* ln2 = a.ln2 + l * BTC;
+        float* ln2_mean = a.ln2_mean + l * BT;
+        float* ln2_rstd = a.ln2_rstd + l * BT;
+        float* fch = a.fch + l * BTC * 4;
+        float* fch_gelu = a.fch_gelu + l * BTC * 4;
+        float* residual3 = a.residual3 + l * BTC;
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
+        matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
+        attention_forward(atty, lse, qkv, &model->attn, B, T, NH, HS);
+        matmul_forward(model->mm_out, atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
+        residual_forward(residual2, residual, model->mm_out, BTC);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
+        matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
+        gelu_forward(fch_gelu, fch, BTC * 4);
+        matmul_forward(model->mm_out, fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
+        residual_forward(residual3, residual2, model->mm_out, BTC);
+    }
+    layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, p.lnfb, (int)BT, C);
+}
+
+// Full forward on host inputs (B, T). With targets: the loss (mean over all
+// positions, or over mask == 1 positions when mask != NULL), the example
+// accuracy with a mask, and (with_backward) the dlogits over acts.logits.
+static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
+                         int with_backward) {
+    const GPT2Config* cfg = &model->config;
+    int C = cfg->channels, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
+    int N = B * T;
+    cudaCheck(cudaMemcpy(model->d_inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
+    gpt2_forward_trunk(model, B, T);
+    ActivationTensors a = model->acts;
+    matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
+    if (model->saved_logits) {
+        cudaCheck(cudaMemcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    if (targets == NULL) return;
+    // the loss weights, exactly as train_gpt2.c computes them
+    size_t scored = 0;
+    for (int n = 0; n < N; n++) scored += mask ? (size_t)(mask[n] != 0) : 1;
+    for (int n = 0; n < N; n++) {
+        int counts = mask ? mask[n] != 0 : 1;
+        model->dloss[n] = counts && scored > 0 ? 1.0f / (float)scored : 0.0f;
+    }
+    cudaCheck(cudaMemcpy(model->d_targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(model->d_dloss, model->dloss, (size_t)N * sizeof(float), cudaMemcpyHostToDevice));
+    fused_classifier_kernel<<<N, 1024>>>(a.logits, a.losses, model->d_argmax, model->d_targets, model->d_dloss, V, Vp,
+                                         with_backward);
+    launchCheck();
+    cudaCheck(cudaMemcpy(model->losses, a.losses, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(model->argmax, model->d_argmax, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost));
+    double sum = 0.0;
+    for (int n = 0; n < N; n++) {
+        int counts = mask ? mask[n] != 0 : 1;
+        if (counts) sum += model->losses[n];
+    }
+    model->loss_sum = sum;
+    model->num_scored = scored;
+    model->mean_loss = scored > 0 ? (float)(sum / (double)scored) : 0.0f;
+    model->num_correct = 0;
+    model->num_examples = 0;
+    if (mask) {
+        for (int b = 0; b < B; b++) {
+            int any = 0, right = 1;
+            for (int t = 0; t < T; t++) {
+                int n = b * T + t;
+                if (mask[n]) {
+                    any = 1;
+                    if (model->argmax[n] != targets[n]) right = 0;
+                }
+            }
+            model->num_examples += any;
+            model->num_correct += any && right;
+        }
+    }
+}
+
+static void gpt2_zero_grad(GPT2* model) {
+    cudaCheck(cudaMemset(model->grads_memory, 0, model->num_parameters * sizeof(float)));
+}
+
+// Gradients of the mean loss of the last gpt2_forward (with_backward) with
+// respect to all parameters, accumulated into model->grads. The exact reverse
+// of gpt2_forward_trunk; inputs are the host token ids of that forward.
+static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
+    const GPT2Config* cfg = &model->config;
+    int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers, HS = C / NH, Vp = cfg->padded_vocab_size;
+    ParameterTensors p = model->params, g = model->grads;
+    ActivationTensors a = model->acts;
+    size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
+    float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
+    float* dres = model->dresidual;
+    float* scr = model->col_scratch;
+    cudaCheck(cudaMemset(dres, 0, BTC * sizeof(float)));
+    // a.logits holds dlogits (the classifier wrote them)
+    matmul_backward(model->dbuf, g.wte, NULL, scr, a.logits, a.lnf, p.wte, (int)BT, C, Vp);
+    layernorm_backward(dres, g.lnfw, g.lnfb, scr, model->dbuf, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw,
+                       a.lnf_mean, a.lnf_rstd, (int)BT, C);
+    for (int l = L - 1; l >= 0; l--) {
+        const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
+        // dres holds d(residual3): it is also d(fcproj out), and the start of d(residual2)
+        matmul_backward(model->dbuf4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c, scr, dres,
+                        a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
+        gelu_backward(model->dbuf4, a.fch + l * BTC * 4, model->dbuf4, BTC * 4);
+        matmul_backward(model->dbuf, g.fcw + l * 4 * c * c, g.fcb + l * 4 * c, scr, model->dbuf4,
+                        a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
+        layernorm_backward(dres, g.ln2w + l * c, g.ln2b + l * c, scr, model->dbuf, a.residual2 + l * BTC,
+                           p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
+        // dres holds d(residual2): also d(attproj out), and the start of d(residual)
+        matmul_backward(model->dbuf, g.attprojw + l * c * c, g.attprojb + l * c, scr, dres, a.atty + l * BTC,
+                        p.attprojw + l * c * c, (int)BT, C, C);
+        attention_backward(model->dbuf4, model->dbuf, a.qkv + l * BTC * 3, a.atty + l * BTC, a.att_lse + l * BT * NH,
+                           &model->attn, B, T, NH, HS);
+        matmul_backward(model->dbuf, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL, scr, model->dbuf4,
+                        a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
+        layernorm_backward(dres, g.ln1w + l * c, g.ln1b + l * c, scr, model->dbuf, residual, p.ln1w + l * c,
+                           a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
+    }
+    encoder_backward(g.wte, g.wpe, dres, inputs, &model->buckets, B, T, C, Vp);
+}
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+    int decay_matrices_only;  // --decay-params matrices
+} AdamWSettings;
+
+// One AdamW step t (1-based), the arithmetic of train_gpt2.c's gpt2_adamw_update
+// (see there); one launch per tensor for its weight decay; qkvb is skipped
+// when the model has no QKV bias.
+static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
+    double bc1 = 1.0 - pow((double)s->beta1, (double)t);
+    double bc2_sqrt = sqrt(1.0 - pow((double)s->beta2, (double)t));
+    float step_size = (float)((double)lr / bc1);
+    float b2s = (float)bc2_sqrt;
+    size_t offset = 0;
+    const int block = 512;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = model->param_sizes[i];
+        if (i == P_QKVB && model->config.no_qkv_bias) { offset += n; continue; }
+        float wd = (s->decay_matrices_only && !param_is_matrix(i)) ? 0.0f : s->weight_decay;
+        float decay = 1.0f - lr * wd;
+        adamw_kernel<<<ceil_div(n, block), block>>>(model->params_memory + offset, model->m_memory + offset,
+                                                    model->v_memory + offset, model->grads_memory + offset, n,
+                                                    s->beta1, s->beta2, s->eps, decay, step_size, b2s, grad_scale);
+        launchCheck();
+        offset += n;
+    }
+}
+
+typedef struct {
+    float loss;
+    float grad_norm;   // before clipping
+    float lr;
+    float grad_scale;  // clip / norm when clipped, else 1
+    int num_correct, num_examples;
+} StepResult;
+
+// One training step: forward, backward, global norm, clip, AdamW. Returns with
+// r->loss or r->grad_norm not finite (and the parameters untouched) when training diverged.
+static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
+                            int step, const LrSchedule* sched, const AdamWSettings* opt, float grad_clip,
+                            StepResult* r) {
+    gpt2_forward(model, inputs, targets, mask, B, T, 1);
+    gpt2_zero_grad(model);
+    gpt2_backward(model, inputs, B, T);
+    double norm = vector_norm(model->grads_memory, model->num_parameters, model->norm_scratch);
+    r->loss = model->mean_loss;
+    r->grad_norm = (float)norm;
+    r->lr = lr_at(sched, step);
+    r->num_correct = model->num_correct;
+    r->num_examples = model->num_examples;
+    r->grad_scale = 1.0f;
+    if (!isfinite(r->loss) || !isfinite(norm)) return;
+    if (grad_clip > 0.0f && norm > (double)grad_clip) r->grad_scale = (float)((double)grad_clip / norm);
+    gpt2_adamw_update(model, opt, r->lr, r->grad_scale, step);
+    cudaCheck(cudaDeviceSynchronize());
+}
+
+// ----------------------------------------------------------------------------
+// sampling
+
+// Logits (Vp, host) of the position after tokens[0..n-1], using at most the last
+// model->T tokens (a sliding window when the sample grows longer).
+static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n) {
+    int start = n > model->T ? n - model->T : 0;
+    int len = n - start;
+    cudaCheck(cudaMemcpy(model->d_inputs, tokens + start, (size_t)len * sizeof(int), cudaMemcpyHostToDevice));
+    gpt2_forward_trunk(model, 1, len);
+    int C = model->config.channels, Vp = model->config.padded_vocab_size;
+    matmul_forward(model->acts.logits, model->acts.lnf + (size_t)(len - 1) * C, model->params.wte, NULL, 1, C, Vp);
+    cudaCheck(cudaMemcpy(model->sample_logits, model->acts.logits, (size_t)Vp * sizeof(float), cudaMemcpyDeviceToHost));
+    return model->sample_logits;
+}
+
+// Generates gen_tokens tokens after start_token into tokens[1..]; returns the count.
+static int gpt2_sample(GPT2* model, Sampler* sampler, Rng* rng, int start_token, int gen_tokens, int* tokens) {
+    tokens[0] = start_token;
+    for (int i = 1; i <= gen_tokens; i++) {
+        const float* logits = gpt2_next_token_logits(model, tokens, i);
+        tokens[i] = sampler_pick(sampler, logits, model->config.vocab_size, rng_float(rng));
+    }
+    return gen_tokens;
+}
+
+// ----------------------------------------------------------------------------
+// main
+
+typedef struct {
+    double loss;
+    double acc;  // example data only, else NAN
+} EvalResult;
+
+// Mean validation loss over `max_batches` batches (-1 = all) from the start of
+// the validation data: train_gpt2.c's evaluate.
+static EvalResult evaluate(GPT2* model, DataLoader* val, int max_batches) {
+    dataloader_reset(val);
+    size_t n = val->batches_per_epoch;
+    if (max_batches > 0 && (size_t)max_batches < n) n = (size_t)max_batches;
+    double loss_sum = 0.0;
+    size_t scored = 0;
+    long long correct = 0, examples = 0;
+    for (size_t i = 0; i < n; i++) {
+        dataloader_next_batch(val);
+        gpt2_forward(model, val->inputs, val->targets, val->loss_mask, val->B, val->T, 0);
+        loss_sum += model->loss_sum;
+        scored += model->num_scored;
+        correct += model->num_correct;
+        examples += model->num_examples;
+    }
+    EvalResult r;
+    r.loss = scored > 0 ? loss_sum / (double)scored : NAN;
+    r.acc = val->kind == DATA_EXAMPLES && examples > 0 ? (double)correct / (double)examples : NAN;
+    return r;
+}
+
+static void print_row(const char* name, const char* fmt, ...) LLMC_PRINTF(2, 3);
+static void print_row(const char* name, const char* fmt, ...) {
+    char val[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    printf("| %-22s | %-50s |\n", name, val);
+}
+
+// text when a tokenizer is loaded, else the ids separated by spaces (malloc'd)
+static char* decode_tokens(const Tokenizer* tok, const int* tokens, int n) {
+    Json j = {NULL, 0, 0, 0};
+    json_puts(&j, "");
+    for (int i = 0; i < n; i++) {
+        const char* piece = tok->token_table ? tokenizer_decode(tok, tokens[i]) : NULL;
+        if (piece) {
+            json_puts(&j, piece);
+        } else {
+            char b[24];
+            snprintf(b, sizeof(b), i ? " %d" : "%d", tokens[i]);
+            json_puts(&j, b);
+        }
+    }
+    return j.buf;
+}
+
+// Copies the parameters and AdamW moments to the host and writes the model
+// file and the training state (both atomic).
+static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState* st_in) {
+    char* model_path = str_printf("%s/model_%06d.bin", dir, st_in->step);
+    char* state_path = str_printf("%s/state_%06d.bin", dir, st_in->step);
+    size_t bytes = model->num_parameters * sizeof(float);
+    cudaCheck(cudaMemcpy(model->params_host, model->params_memory, bytes, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(model->m_host, model->m_memory, bytes, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(model->v_host, model->v_memory, bytes, cudaMemcpyDeviceToHost));
+    TrainState st = *st_in;
+    st.model_checksum = hash_words(model->params_host, bytes);
+    checkpoint_save(model_path, &model->config, model->params_host);
+    train_state_save(state_path, &st, model->m_host, model->v_host, NULL);
+    printf("saved %s and %s\n", model_path, state_path);
+    free(model_path);
+    free(state_path);
+}
+
+// Exits 1 with a clear message when there is no usable GPU; fills prop.
+static void require_gpu(cudaDeviceProp* prop) {
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+        fflush(stdout);
+        fprintf(stderr, "error: no CUDA GPU is available (%s). train_gpt2fp32cu needs an NVIDIA GPU with a "
+                "working driver; on this machine use the CPU trainer ./train_gpt2 (same flags).\n",
+                err != cudaSuccess ? cudaGetErrorString(err) : "the device count is 0");
+        exit(1);
+    }
+    cudaCheck(cudaSetDevice(0));
+    cudaCheck(cudaGetDeviceProperties(prop, 0));
+}
+
+static const char* const ATTENTION_CHOICES[] = {"auto", "fused", "cublas", NULL};
+
+int main(int argc, char** argv) {
+    TrainConfig cfg;
+    train_config_defaults(&cfg);
+    int tf32 = 1;
+    const char* attention_choice = "auto";
+    ArgSpec specs[TRAIN_CONFIG_MAX_SPECS + 2];
+    int nspecs = train_config_specs(&cfg, specs);
+    ArgSpec tf32_spec = {0, "tf32", ARG_INT, &tf32, "CUDA: TF32 tensor cores for the matmuls (1), or exact fp32 (0)", NULL};
+    ArgSpec attn_spec = {0, "attention", ARG_CHOICE, &attention_choice,
+                         "CUDA: attention kernels: fused (flash-style, no T x T buffer), cublas, or auto (fused "
+                         "when the head size allows)", ATTENTION_CHOICES};
+    specs[nspecs++] = tf32_spec;
+    specs[nspecs++] = attn_spec;
+    args_parse(argc, argv, specs, nspecs,
+               "[flags]\n  train:         ./train_gpt2fp32cu --model M.bin -i 'train*.bin' -j val.bin -o out/run\n"
+               "  resume:        ./train_gpt2fp32cu --resume out/run/state_000100.bin --steps 200\n"
+               "  parity grads:  ./train_gpt2fp32cu --model M.bin --parity-batch batch.bin --parity-out grads.bin --tf32 0\n"
+               "  parity steps:  ./train_gpt2fp32cu --model M.bin --parity-batch batch.bin --steps N "
+               "--parity-losses losses.bin -o DIR --tf32 0");
+    train_config_check(&cfg);
+    if (tf32 != 0 && tf32 != 1) fatal("--tf32 must be 0 or 1, got %d", tf32);
+    cudaDeviceProp prop;
+    require_gpu(&prop);
+    int parity = cfg.parity_batch[0] != '\0';
+    int parity_grads = cfg.parity_out[0] != '\0';
+
+    // ---- the model: from --model, or the model file beside the --resume state
+    int resuming = cfg.resume[0] != '\0';
+    TrainState resume_state;
+    memset(&resume_state, 0, sizeof(resume_state));
+    char* model_path = NULL;
+    if (resuming) {
+        if (parity) fatal("--resume cannot be combined with the parity mode (--parity-batch)");
+        train_state_read_header(cfg.resume, &resume_state);
+        char* dir = path_dirname(cfg.resume);
+        model_path = str_printf("%s/model_%06d.bin", dir, resume_state.step);
+        free(dir);
+        if (!path_exists(model_path)) {
+            fatal("training state %s is for step %d, but its model file %s is missing (a state file "
+                  "resumes with the model_NNNNNN.bin of the same step beside it)",
+                  cfg.resume, resume_state.step, model_path);
+        }
+    } else {
+        model_path = str_dup(cfg.model);
+    }
+    GPT2 model;
+    gpt2_build_from_checkpoint(&model, model_path);
+    const GPT2Config* mc = &model.config;
+    if (resuming) {
+        if (resume_state.num_parameters != model.num_parameters) {
+            fatal("training state %s holds %zu parameters but model %s has %zu: they do not belong together",
+                  cfg.resume, resume_state.num_parameters, model_path, model.num_parameters);
+        }
+        uint64_t h = hash_words(model.params_host, model.num_parameters * sizeof(float));
+        if (h != resume_state.model_checksum) {
+            fatal("model %s does not match training state %s (checksum differs): the model file was "
+                  "replaced after the state was written", model_path, cfg.resume);
+        }
+    }
+
+    // ---- attention kernels
+    int HS = mc->channels / mc->num_heads;
+    size_t fused_smem = attention_fused_smem_bytes(HS);
+    int fused_ok = fused_smem > 0 && fused_smem <= prop.sharedMemPerBlockOptin;
+    int attention_kind = ATTENTION_CUBLAS;
+    if (strcmp(attention_choice, "fused") == 0) {
+        if (!fused_ok) {
+            fatal("--attention fused: the fused kernels support head sizes 16, 32, 64, 128 within the GPU's %zu "
+                  "bytes of shared memory per block; this model has HS=%d%s. Use --attention cublas or auto",
+                  (size_t)prop.sharedMemPerBlockOptin, HS, fused_smem ? " (too much shared memory)" : "");
+        }
+        attention_kind = ATTENTION_FUSED;
+    } else if (strcmp(attention_choice, "auto") == 0) {
+        attention_kind = fused_ok ? ATTENTION_FUSED : ATTENTION_CUBLAS;
+    }
+
+    // ---- the batch geometry
+    ParityBatch pb;
+    memset(&pb, 0, sizeof(pb));
+    int B, T, data_kind = DATA_TOKENS, example_len = 0;
+    if (parity) {
+        parity_batch_read(&pb, cfg.parity_batch, mc->vocab_size, mc->max_seq_len);
+        B = pb.B;
+        T = pb.T;
+    } else {
+        B = cfg.batch_size;
+        data_kind = data_kind_of(cfg.train_data, "-i", &example_len);
+        if (data_kind == DATA_EXAMPLES) {
+            if (cfg.seq_len != 0 && cfg.seq_len != example_len - 1) {
+                fatal("-t %d does not fit the example shards of -i %s: they hold E=%d tokens per example, "
+                      "so T must be E-1 = %d (drop -t)", cfg.seq_len, cfg.train_data, example_len, example_len - 1);
+            }
+            T = example_len - 1;
+        } else {
+            T = cfg.seq_len > 0 ? cfg.seq_len : mc->max_seq_len;
+        }
+        if (T > mc->max_seq_len) {
+            fatal("-t %d is longer than the model's context maxT=%d (model %s): use -t %d or less "
+                  "(-t 0 = the model's context)", T, mc->max_seq_len, model_path, mc->max_seq_len);
+        }
+    }
+    if (resuming && (resume_state.B != B || resume_state.T != T)) {
+        fatal("training state %s was written with -b %d -t %d; resume with the same batch geometry "
+              "(got -b %d -t %d)", cfg.resume, resume_state.B, resume_state.T, B, T);
+    }
+    if (resuming && resume_state.seed != (uint64_t)cfg.seed) {
+        fatal("training state %s was written with --seed %llu; resume with the same seed (got --seed %lld) "
+              "so the data order continues", cfg.resume, (unsigned long long)resume_state.seed, cfg.seed);
+    }
+
+    // ---- data
+    DataLoader train_loader, val_loader;
+    int have_train = 0, have_val = 0;
+    if (!parity) {
+        dataloader_init(&train_loader, cfg.train_data, "-i", B, T, mc->vocab_size, 1, (uint64_t)cfg.seed);
+        have_train = 1;
+        if (cfg.val_data[0] && cfg.val_every > 0) {
+            dataloader_init(&val_loader, cfg.val_data, "-j", B, T, mc->vocab_size, 0, 0);
+            have_val = 1;
+            if (val_loader.kind != train_loader.kind) {
+                fatal("-j %s and -i %s hold different kinds of shards (token vs example); use one kind",
+                      cfg.val_data, cfg.train_data);
+            }
+        }
+        if (resuming && (resume_state.data_batches_per_epoch != train_loader.batches_per_epoch ||
+                         resume_state.data_num_shards != (int)train_loader.num_shards)) {
+            fatal("the training data differs from the run being resumed: %d shards and %llu batches per "
+                  "epoch then, %zu and %zu now; resume with the same -i, -b and -t",
+                  resume_state.data_num_shards, (unsigned long long)resume_state.data_batches_per_epoch,
+                  train_loader.num_shards, train_loader.batches_per_epoch);
+        }
+    }
+    int total_steps = cfg.steps;
+    if (total_steps == -1) {
+        if (parity) {
+            total_steps = 1;
+        } else {
+            if (train_loader.batches_per_epoch > (size_t)INT32_MAX) fatal("one epoch has too many batches; pass --steps");
+            total_steps = (int)train_loader.batches_per_epoch;
+        }
+    }
+    int start_step = resuming ? resume_state.step : 0;
+    const char* out_dir = cfg.output_dir;
+    char* resume_dir = NULL;
+    if (resuming && !out_dir[0]) { resume_dir = path_dirname(cfg.resume); out_dir = resume_dir; }
+    if (parity && !parity_grads && !out_dir[0]) fatal("--parity-losses saves the final model: give an output folder with -o DIR");
+
+    // ---- tokenizer (samples only)
+    Tokenizer tokenizer;
+    memset(&tokenizer, 0, sizeof(tokenizer));
+    int sampling = !parity && cfg.sample_every > 0;
+    if (sampling && cfg.tokenizer[0]) {
+        if (path_exists(cfg.tokenizer)) tokenizer_init(&tokenizer, cfg.tokenizer);
+        else warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
+    }
+
+    // ---- GPU buffers and cuBLAS
+    cublasCheck(cublasCreate(&g_cublas));
+    cublasCheck(cublasSetMathMode(g_cublas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    gpt2_allocate(&model, B, T, attention_kind, parity_grads);
+    LrSchedule sched;
+    sched.kind = lr_schedule_kind(cfg.lr_schedule);
+    sched.max_lr = cfg.lr;
+    sched.warmup = cfg.warmup;
+    sched.total_steps = total_steps;
+    sched.min_lr_frac = cfg.min_lr_frac;
+    AdamWSettings opt;
+    opt.beta1 = cfg.beta1;
+    opt.beta2 = cfg.beta2;
+    opt.eps = cfg.eps;
+    opt.weight_decay = cfg.weight_decay;
+    opt.decay_matrices_only = strcmp(cfg.decay_params, "matrices") == 0;
+    size_t gpu_free = 0, gpu_total = 0;
+    cudaCheck(cudaMemGetInfo(&gpu_free, &gpu_total));
+    int driver = 0, runtime = 0;
+    cudaCheck(cudaDriverGetVersion(&driver));
+    cudaCheck(cudaRuntimeGetVersion(&runtime));
+    char gpu_desc[400];
+    snprintf(gpu_desc, sizeof(gpu_desc), "%s (sm_%d%d, %d SMs, %.1f GiB), driver %d.%d, runtime %d.%d", prop.name,
+             prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, driver / 1000,
+             (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10);
+    const char* attention_desc = attention_kind == ATTENTION_FUSED ? "fused (flash-style, fp32 SIMT)"
+                                                                   : "cublas (strided-batched + softmax kernels)";
+
+    // ---- the resolved configuration
+    printf("+------------------------+----------------------------------------------------+\n");
+    print_row("setting", "value");
+    printf("+------------------------+----------------------------------------------------+\n");
+    print_row("mode", "%s", parity_grads ? "parity: one forward/backward" : parity ? "parity: N steps on one batch"
+              : resuming ? "train (resumed)" : "train");
+    print_row("model", "%s", model_path);
+    print_row("maxT / V / Vp", "%d / %d / %d", mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size);
+    print_row("L / NH / C / HS", "%d / %d / %d / %d", mc->num_layers, mc->num_heads, mc->channels, HS);
+    print_row("qkv bias", "%s", mc->no_qkv_bias ? "off (qkvb held at 0)" : "on");
+    print_row("parameters", "%zu", model.num_parameters);
+    if (parity) {
+        print_row("parity batch", "%s (B=%d T=%d, mask %s)", cfg.parity_batch, B, T, pb.mask ? "yes" : "no");
+    } else {
+        print_row("train data (-i)", "%s", cfg.train_data);
+        print_row("  kind", "%s, %zu shard(s), %zu batches/epoch", data_kind == DATA_EXAMPLES ?
+                  "example shards" : "token shards", train_loader.num_shards, train_loader.batches_per_epoch);
+        print_row("val data (-j)", "%s", have_val ? cfg.val_data : "(none)");
+        if (have_val) {
+            print_row("  val batches (-m)", "%zu of %zu", cfg.val_batches > 0 && (size_t)cfg.val_batches <
+                      val_loader.batches_per_epoch ? (size_t)cfg.val_batches : val_loader.batches_per_epoch,
+                      val_loader.batches_per_epoch);
+            print_row("  val every (-v)", "%d", cfg.val_every);
+        }
+    }
+    print_row("B x T (-b, -t)", "%d x %d = %d tokens/step", B, T, B * T);
+    print_row("steps", "%d%s", total_steps, resuming ? " (total)" : "");
+    if (resuming) print_row("resume from", "%s (step %d)", cfg.resume, start_step);
+    print_row("lr (-l)", "%g, %s, warmup %d, floor %g", (double)cfg.lr, cfg.lr_schedule, cfg.warmup,
+              (double)(cfg.lr * cfg.min_lr_frac));
+    print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
+    print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
+              "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
+    if (cfg.grad_clip > 0) print_row("grad clip", "%g (global norm)", (double)cfg.grad_clip);
+    else print_row("grad clip", "off");
+    if (sampling) {
+        print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg.sample_every,
+                  cfg.gen_tokens, (double)cfg.temperature, cfg.top_k, (double)cfg.top_p);
+        print_row("tokenizer", "%s", tokenizer.token_table ? cfg.tokenizer : "(none: token ids)");
+    }
+    print_row("seed", "%lld", cfg.seed);
+    print_row("output (-o)", "%s", out_dir[0] ? out_dir : "(none: no log, no checkpoints)");
+    if (out_dir[0] && cfg.save_every > 0) print_row("save every", "%d steps and at the end", cfg.save_every);
+    else if (out_dir[0]) print_row("save every", "at the end");
+    print_row("GPU", "%s", prop.name);
+    print_row("  memory", "%.1f GiB used of %.1f GiB", (gpu_total - gpu_free) / 1073741824.0, gpu_total / 1073741824.0);
+    print_row("matmuls", "cuBLAS, %s", tf32 ? "TF32 tensor cores (--tf32 1)" : "exact fp32 (--tf32 0)");
+    print_row("attention", "%s", attention_desc);
+    print_row("commit", "%s", GIT_COMMIT);
+    printf("+------------------------+----------------------------------------------------+\n");
+
+    // ---- parity mode 1: one forward/backward, write everything, exit
+    if (parity_grads) {
+        gpt2_forward(&model, pb.inputs, pb.targets, pb.mask, B, T, 1);
+        gpt2_zero_grad(&model);
+        gpt2_backward(&model, pb.inputs, B, T);
+        float* grads_host = (float*)mallocCheck(model.num_parameters * sizeof(float));
+        cudaCheck(cudaMemcpy(grads_host, model.grads_memory, model.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
+        parity_grads_write(cfg.parity_out, B, T, mc->padded_vocab_size, model.num_parameters, mc->num_layers,
+                           mc->channels, model.mean_loss, model.saved_logits, grads_host);
+        printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)model.mean_loss, cfg.parity_out);
+        free(grads_host);
+        parity_batch_free(&pb);
+        gpt2_free(&model);
+        cublasCheck(cublasDestroy(g_cublas));
+        free(model_path);
+        return 0;
+    }
+
+    // ---- log
+    Logger logger;
+    memset(&logger, 0, sizeof(logger));
+    Json j = {NULL, 0, 0, 0};
+    if (out_dir[0]) {
+        logger_open(&logger, out_dir, resuming ? (long long)start_step : -1);
+        json_begin(&j);
+        if (resuming) {
+            json_key_object(&j, "resume");
+            json_key_string(&j, "state", cfg.resume);
+            json_key_int(&j, "from_step", start_step);
+            json_end_object(&j);
+        }
+        json_key_object(&j, "config");
+        train_config_json(&j, specs, nspecs);
+        json_key_string(&j, "model_file", model_path);
+        json_key_int(&j, "max_seq_len", mc->max_seq_len);
+        json_key_int(&j, "vocab_size", mc->vocab_size);
+        json_key_int(&j, "padded_vocab_size", mc->padded_vocab_size);
+        json_key_int(&j, "n_layer", mc->num_layers);
+        json_key_int(&j, "n_head", mc->num_heads);
+        json_key_int(&j, "n_embd", mc->channels);
+        json_key_bool(&j, "qkv_bias", !mc->no_qkv_bias);
+        json_key_int(&j, "num_parameters", (long long)model.num_parameters);
+        json_key_int(&j, "B", B);
+        json_key_int(&j, "T", T);
+        json_key_int(&j, "total_steps", total_steps);
+        json_key_string(&j, "data_kind", parity ? "parity_batch" : data_kind == DATA_EXAMPLES ? "examples" : "tokens");
+        json_key_string(&j, "blas", tf32 ? "cuBLAS (TF32)" : "cuBLAS (fp32)");
+        json_key_string(&j, "attention_kernels", attention_kind == ATTENTION_FUSED ? "fused" : "cublas");
+        json_end_object(&j);
+        json_key_string(&j, "commit", GIT_COMMIT);
+        json_key_string(&j, "hardware", gpu_desc);
+        json_key_string(&j, "trainer", "train_gpt2fp32cu");
+        json_end(&j);
+        logger_write(&logger, &j);
+    }
+
+    // ---- training state
+    Rng sample_rng;
+    rng_seed(&sample_rng, mix_seed((uint64_t)cfg.seed, 0x73616D706C65ULL));  // "sample"
+    double elapsed_before = 0.0;
+    if (resuming) {
+        train_state_load_body(cfg.resume, &resume_state, model.m_host, model.v_host, NULL);
+        size_t bytes = model.num_parameters * sizeof(float);
+        cudaCheck(cudaMemcpy(model.m_memory, model.m_host, bytes, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(model.v_memory, model.v_host, bytes, cudaMemcpyHostToDevice));
+        dataloader_seek(&train_loader, resume_state.data_epoch, (size_t)resume_state.data_cursor);
+        sample_rng.state = resume_state.sampler_rng;
+        elapsed_before = resume_state.elapsed_s;
+        if (resume_state.total_steps != total_steps) {
+            warn("the resumed run used --steps %d, this one %d: the learning-rate schedule changes",
+                 resume_state.total_steps, total_steps);
+        }
+    }
+    Sampler sampler;
+    memset(&sampler, 0, sizeof(sampler));
+    int* sample_tokens = NULL;
+    if (sampling) {
+        sampler_init(&sampler, mc->vocab_size, cfg.temperature, cfg.top_k, cfg.top_p);
+        sample_tokens = (int*)mallocCheck(((size_t)cfg.gen_tokens + 1) * sizeof(int));
+    }
+    int start_token = tokenizer.token_table && tokenizer.eot_token >= 0 && tokenizer.eot_token < mc->vocab_size
+                      ? tokenizer.eot_token : mc->vocab_size - 1;
+    float* parity_loss_values = parity ? (float*)callocCheck((size_t)total_steps, sizeof(float)) : NULL;
+    int last_saved = resuming ? start_step : -1;
+    if (start_step >= total_steps) {
+        printf("the state is already at step %d of %d: nothing to do (raise --steps to train longer)\n",
+               start_step, total_steps);
+    }
+    double t_start = now_seconds();
+    int exit_code = 0;
+    for (int step = start_step + 1; step <= total_steps; step++) {
+        const int *inputs, *targets, *mask;
+        if (parity) {
+            inputs = pb.inputs;
+            targets = pb.targets;
+            mask = pb.mask;
+        } else {
+            dataloader_next_batch(&train_loader);
+            inputs = train_loader.inputs;
+            targets = train_loader.targets;
+            mask = train_loader.loss_mask;
+        }
+        double t0 = now_seconds();
+        StepResult r;
+        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, &r);
+        double t1 = now_seconds();
+        if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
+            char* last = last_saved >= 0 ? str_printf("%s/model_%06d.bin", out_dir, last_saved) : NULL;
+            fflush(stdout);
+            fprintf(stderr, "error: the %s is %s at step %d (loss %g, grad norm %g, lr %g): training diverged. "
+                    "Stopping without saving; %s%s%s\n",
+                    !isfinite(r.loss) ? "loss" : "gradient norm",
+                    isnan(!isfinite(r.loss) ? r.loss : r.grad_norm) ? "NaN" : "infinite", step,
+                    (double)r.loss, (double)r.grad_norm, (double)r.lr,
+                    last ? "the last good checkpoint is " : "no checkpoint of this run was saved; it started from ",
+                    last ? last : model_path, ". Try a lower -l or --grad-clip.");
+            if (logger.fp) {
+                json_begin(&j);
+                json_key_int(&j, "step", step);
+                json_key_string(&j, "error", !isfinite(r.loss) ? "loss is not finite" : "gradient norm is not finite");
+                json_key_float(&j, "train_loss", r.loss);
+                json_key_float(&j, "grad_norm", r.grad_norm);
+                json_end(&j);
+                logger_write(&logger, &j);
+            }
+            free(last);
+            exit_code = 1;
+            break;
+        }
+        double param_norm = vector_norm(model.params_memory, model.num_parameters, model.norm_scratch);
+        double step_s = t1 - t0;
+        double tok_s = (double)B * T / step_s;
+        int has_acc = mask != NULL && r.num_examples > 0;
+        double train_acc = has_acc ? (double)r.num_correct / r.num_examples : NAN;
+        if (parity) parity_loss_values[step - start_step - 1] = r.loss;
+        printf("step %5d/%d | loss %.6f%s", step, total_steps, (double)r.loss, has_acc ? " | acc " : "");
+        if (has_acc) printf("%.4f", train_acc);
+        printf(" | lr %.3e | norm %.4f%s | %.1f ms | %.0f tok/s\n", (double)r.lr, (double)r.grad_norm,
+               r.grad_scale < 1.0f ? " (clipped)" : "", step_s * 1e3, tok_s);
+        EvalResult ev;
+        ev.loss = NAN;
+        ev.acc = NAN;
+        int evaluated = have_val && (step % cfg.val_every == 0 || step == total_steps);
+        if (evaluated) {
+            ev = evaluate(&model, &val_loader, cfg.val_batches);
+            printf("val loss %.6f", ev.loss);
+            if (!isnan(ev.acc)) printf(" | val acc %.4f", ev.acc);
+            printf("\n");
+        }
+        double elapsed = elapsed_before + (now_seconds() - t_start);
+        if (logger.fp) {
+            json_begin(&j);
+            json_key_int(&j, "step", step);
+            json_key_float(&j, "train_loss", r.loss);
+            if (has_acc) json_key_float(&j, "train_acc", train_acc);
+            else json_key_null(&j, "train_acc");
+            if (evaluated) {
+                json_key_float(&j, "val_loss", ev.loss);
+                if (!isnan(ev.acc)) json_key_float(&j, "val_acc", ev.acc);
+                else json_key_null(&j, "val_acc");
+            }
+            json_key_float(&j, "lr", r.lr);
+            json_key_float(&j, "grad_norm", r.grad_norm);
+            json_key_float(&j, "param_norm", param_norm);
+            json_key_float(&j, "tokens_per_s", tok_s);
+            json_key_float(&j, "elapsed_s", elapsed);
+            json_end(&j);
+            logger_write(&logger, &j);
+        }
+        if (sampling && (step % cfg.sample_every == 0 || step == total_steps)) {
+            gpt2_sample(&model, &sampler, &sample_rng, start_token, cfg.gen_tokens, sample_tokens);
+            char* text = decode_tokens(&tokenizer, sample_tokens + 1, cfg.gen_tokens);
+            printf("sample (step %d):\n", step);
+            if (tokenizer.token_table) {
+                for (int i = 1; i <= cfg.gen_tokens; i++) safe_print_piece(stdout, tokenizer_decode(&tokenizer, sample_tokens[i]));
+            } else {
+                fputs(text, stdout);
+            }
+            printf("\n---\n");
+            if (logger.fp) {
+                json_begin(&j);
+                json_key_int(&j, "step", step);
+                json_key_string(&j, "sample", text);
+                json_end(&j);
+                logger_write(&logger, &j);
+            }
+            free(text);
+        }
+        if (out_dir[0] && ((cfg.save_every > 0 && step % cfg.save_every == 0) || step == total_steps)) {
+            TrainState st;
+            memset(&st, 0, sizeof(st));
+            st.step = step;
+            st.total_steps = total_steps;
+            st.num_parameters = model.num_parameters;
+            st.B = B;
+            st.T = T;
+            st.data_epoch = have_train ? train_loader.epoch : 0;
+            st.data_cursor = have_train ? train_loader.cursor : 0;
+            st.data_batches_per_epoch = have_train ? train_loader.batches_per_epoch : 0;
+            st.data_num_shards = have_train ? (int)train_loader.num_shards : 0;
+            st.seed = (uint64_t)cfg.seed;
+            st.sampler_rng = sample_rng.state;
+            st.elapsed_s = elapsed_before + (now_seconds() - t_start);
+            st.has_init_params = 0;
+            save_checkpoint_pair(out_dir, &model, &st);
+            last_saved = step;
+        }
+    }
+    if (parity && exit_code == 0) {
+        parity_losses_write(cfg.parity_losses, parity_loss_values, total_steps - start_step);
+        printf("parity: wrote %d losses to %s\n", total_steps - start_step, cfg.parity_losses);
+    }
+
+    // ---- clean up
+    free(parity_loss_values);
+    free(sample_tokens);
+    if (sampling) sampler_free(&sampler);
+    json_free(&j);
+    logger_close(&logger);
+    tokenizer_free(&tokenizer);
+    if (have_train) dataloader_free(&train_loader);
+    if (have_val) dataloader_free(&val_loader);
+    parity_batch_free(&pb);
+    gpt2_free(&model);
+    cublasCheck(cublasDestroy(g_cublas));
+    free(model_path);
+    free(resume_dir);
+    return exit_code;
+}
