@@ -419,16 +419,13 @@ static void residual_backward(float* dinp1, float* dinp2, const float* dout, siz
     }
 }
 
-// exp(x) for x <= 0, vectorizable (the classifier calls it B*T*V times per
-// step, where libm's scalar expf was 15% of the step). Cephes' expf scheme:
-// x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a degree-7
-// polynomial for exp(r), then 2^k through the float exponent bits. Relative
-// error ~1e-7 (about 1 ulp). x below -87 is clamped to -87 (exp = 1.6e-38
-// instead of a denormal or 0: no visible difference after the sum); the
-// caller sends NaN rows to libm (the clamp would hide them).
+// exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
+// times per step, where libm's scalar expf took 15% of the step). Cephes'
+// expf scheme: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a
+// degree-7 polynomial for exp(r), then 2^k through the float exponent bits.
+// Relative error ~1e-7 (about 1 ulp). No clamping inside (a clamp stops GCC
+// from vectorizing): the caller guarantees the range.
 static inline float exp_nonpositive(float x) {
-    x = x >= -87.0f ? x : -87.0f;
-    x = x <= 0.0f ? x : 0.0f;
     int32_t ki = (int32_t)(x * 1.44269504088896341f - 0.5f); // round(x / ln2); x <= 0, so truncation
     float k = (float)ki;
     float r = x - k * 0.693359375f + k * 2.12194440e-4f;
@@ -446,41 +443,42 @@ static inline float exp_nonpositive(float x) {
     return p * scale;
 }
 
-// Softmax over the first V of the Vp logit columns (the padded columns get
-// probability 0), the loss -log p[target] of every position, and, when
-// argmax != NULL, the first index of the largest of the first V logits.
-// probs may alias logits.
+// In place: probs holds the logits on entry and the probabilities on return
+// (softmax over the first V of the Vp columns; the padded columns get
+// probability 0). Also the loss -log p[target] of every position and, when
+// argmax != NULL, the first index of the largest of the first V logits. (One
+// pointer for both on purpose: with two, GCC guards the vectorized exp loop
+// with an overlap check that in-place use always fails.)
 static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), (B*T) or NULL
-                                         float* probs,                // (B*T, Vp)
-                                         const float* logits,         // (B*T, Vp)
+                                         float* probs,                // (B*T, Vp) logits in, probabilities out
                                          const int* targets,          // (B*T)
                                          int N, int V, int Vp) {
     #pragma omp parallel for if ((size_t)N * Vp >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
-        const float* l = logits + (size_t)n * Vp;
         float* p = probs + (size_t)n * Vp;
-        float maxval = l[0], check = 0.0f; // check: NaN or inf when some logit is
-        #pragma omp simd reduction(max:maxval) reduction(+:check)
+        float maxval = p[0], minval = p[0], check = 0.0f; // check: NaN or inf when some logit is
+        #pragma omp simd reduction(max:maxval) reduction(min:minval) reduction(+:check)
         for (int v = 0; v < V; v++) {
-            maxval = l[v] > maxval ? l[v] : maxval;
-            check += l[v] * 0.0f;
+            maxval = p[v] > maxval ? p[v] : maxval;
+            minval = p[v] < minval ? p[v] : minval;
+            check += p[v] * 0.0f;
         }
         if (argmax != NULL) {
             int best = 0;
-            while (best < V - 1 && !(l[best] == maxval)) { best++; }
+            while (best < V - 1 && !(p[best] == maxval)) { best++; }
             argmax[n] = best;
         }
-        float target_logit = l[targets[n]];
+        float target_logit = p[targets[n]];
         double sum = 0.0;
-        #pragma omp simd reduction(+:sum)
-        for (int v = 0; v < V; v++) {
-            float e = exp_nonpositive(l[v] - maxval);
-            p[v] = e;
-            sum += e;
-        }
-        if (check != 0.0f) { // NaN or inf logits: libm, so the NaN reaches the loss
-            sum = 0.0;
-            for (int v = 0; v < V; v++) { p[v] = expf(l[v] - maxval); sum += p[v]; }
+        if (check == 0.0f && maxval - minval <= 86.0f) { // every p[v] - maxval in [-86, 0]
+            #pragma omp simd reduction(+:sum)
+            for (int v = 0; v < V; v++) {
+                float e = exp_nonpositive(p[v] - maxval);
+                p[v] = e;
+                sum += e;
+            }
+        } else { // NaN or inf logits (libm lets the NaN reach the loss), or a range over 86
+            for (int v = 0; v < V; v++) { p[v] = expf(p[v] - maxval); sum += p[v]; }
         }
         float inv = (float)(1.0 / sum);
         for (int v = 0; v < V; v++) { p[v] *= inv; }
@@ -490,19 +488,19 @@ static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), 
     }
 }
 
-// dlogits[n, v] = (p[n, v] - [v == target]) * dloss[n] for v < V, 0 for padded
-// columns. Writes (=) in place over the probabilities: dlogits may alias probs.
-static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp)
-                                          const float* probs,  // (B*T, Vp)
+// In place: dlogits holds the probabilities on entry and on return
+// dlogits[n, v] = (p[n, v] - [v == target]) * dloss[n] for v < V, 0 for the
+// padded columns. The one backward that writes (=) instead of accumulating:
+// it reuses the (B, T, Vp) buffer of the forward pass.
+static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp) probabilities in, dlogits out
                                           const int* targets,  // (B*T)
                                           const float* dloss,  // (B*T) d(mean loss)/d(loss[n])
                                           int N, int V, int Vp) {
     #pragma omp parallel for if ((size_t)N * Vp >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
-        const float* p = probs + (size_t)n * Vp;
         float* d = dlogits + (size_t)n * Vp;
         float g = dloss[n];
-        for (int v = 0; v < V; v++) { d[v] = p[v] * g; }
+        for (int v = 0; v < V; v++) { d[v] *= g; }
         d[targets[n]] -= g;
         for (int v = V; v < Vp; v++) { d[v] = 0.0f; }
     }
@@ -699,7 +697,7 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
     if (model->saved_logits) { memcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float)); }
     if (targets == NULL) { return; }
-    softmax_crossentropy_forward(a.losses, mask ? model->argmax : NULL, a.logits, a.logits, targets, N, V, Vp);
+    softmax_crossentropy_forward(a.losses, mask ? model->argmax : NULL, a.logits, targets, N, V, Vp);
     size_t scored = 0;
     for (int n = 0; n < N; n++) { scored += mask ? (size_t)(mask[n] != 0) : 1; }
     double sum = 0.0;
@@ -760,7 +758,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
     float* dlogits = a.logits; // in place over the probabilities
-    softmax_crossentropy_backward(dlogits, a.logits, targets, model->dloss, (int)BT, V, Vp);
+    softmax_crossentropy_backward(dlogits, targets, model->dloss, (int)BT, V, Vp);
     matmul_backward(d.lnf, g.wte, NULL, dlogits, a.lnf, p.wte, (int)BT, C, Vp);
     layernorm_backward(d.residual3 + (size_t)(L - 1) * BTC, g.lnfw, g.lnfb, d.lnf,
                        a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, a.lnf_mean, a.lnf_rstd, (int)BT, C);
@@ -1131,6 +1129,7 @@ int main(int argc, char** argv) {
         }
     }
     int total_steps = cfg.steps;
+    if (total_steps == -1 && resuming) { total_steps = resume_state.total_steps; } // the run's planned end
     if (total_steps == -1) {
         if (parity) { total_steps = 1; }
         else {
@@ -1204,8 +1203,12 @@ int main(int argc, char** argv) {
     print_row("B x T (-b, -t)", "%d x %d = %d tokens/step", B, T, B * T);
     print_row("steps", "%d%s", total_steps, resuming ? " (total)" : "");
     if (resuming) { print_row("resume from", "%s (step %d)", cfg.resume, start_step); }
-    print_row("lr (-l)", "%g, %s, warmup %d, floor %g", (double)cfg.lr, cfg.lr_schedule, cfg.warmup,
-              (double)(cfg.lr * cfg.min_lr_frac));
+    if (sched.kind == LR_CONSTANT) {
+        print_row("lr (-l)", "%g, constant after %d warmup steps", (double)cfg.lr, cfg.warmup);
+    } else {
+        print_row("lr (-l)", "%g, %s decay to %g after %d warmup steps", (double)cfg.lr, cfg.lr_schedule,
+                  (double)(cfg.lr * cfg.min_lr_frac), cfg.warmup);
+    }
     print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
     print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
               "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");

@@ -115,7 +115,7 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     SPEC(0, "tokenizer", ARG_STRING, &c->tokenizer, "tokenizer file to decode samples (missing = print token ids)", NULL);
     SPEC('b', "batch-size", ARG_INT, &c->batch_size, "B, sequences per step", NULL);
     SPEC('t', "seq-len", ARG_INT, &c->seq_len, "T, tokens per sequence (0 = the model's context, or E-1 for example shards)", NULL);
-    SPEC('x', "steps", ARG_INT, &c->steps, "total optimizer steps (-1 = one epoch of the training data)", NULL);
+    SPEC('x', "steps", ARG_INT, &c->steps, "total optimizer steps (-1 = one epoch of the training data; with --resume, the resumed run's total)", NULL);
     SPEC('l', "lr", ARG_FLOAT, &c->lr, "peak learning rate", NULL);
     SPEC(0, "lr-schedule", ARG_CHOICE, &c->lr_schedule, "decay after warmup", LR_SCHEDULE_NAMES);
     SPEC('u', "warmup", ARG_INT, &c->warmup, "linear warmup steps", NULL);
