@@ -3,7 +3,7 @@
 What it checks: `make asan` builds ./train_gpt2_asan (-fsanitize=address,undefined,
 -fno-sanitize-recover=all, so any finding exits non-zero), and these runs exit 0 with no sanitizer
 report: a few training steps on token shards with validation, sampling and checkpoints; resuming
-from a checkpoint; example shards (loss mask, accuracy, a partial validation batch); both parity
+from a checkpoint; samples longer than T (sliding window) with top-k and top-p; example shards (loss mask, accuracy, a partial validation batch); both parity
 modes. A bad-input run exits 1 with its message and no sanitizer report either.
 Run: python -m pytest -q tests/test_cpu_sanitizers.py   (the sanitized build takes ~10 s)
 """
@@ -57,6 +57,9 @@ def test_training_resume_and_parity_are_sanitizer_clean(files):
               "--steps", 4, "-v", 2, "--save-every", 2)
     run_clean("--resume", d / "run/state_000002.bin", "-i", d / "train_*.bin", "-j", d / "val.bin",
               "-b", 2, "-t", 32, "--steps", 4, "-v", 2, "-s", 2, "-g", 5, "--tokenizer", "")
+    # samples longer than T slide a T-token window; top-k and top-p sort the probabilities
+    run_clean("--model", d / "model.bin", "-i", d / "train_*.bin", "-b", 2, "-t", 16, "--steps", 1, "-v", 0,
+              "-s", 1, "-g", 40, "--tokenizer", "", "--temperature", 0.8, "--top-k", 20, "--top-p", 0.9)
     run_clean(*common, "-i", d / "ex_train.bin", "-j", d / "ex_val.bin", "-b", 3, "-o", d / "ex",
               "--steps", 3, "-v", 3, "-m", -1, "--decay-params", "matrices")
     rng = np.random.default_rng(1)
