@@ -13,8 +13,8 @@ and greedy choices are never near-ties):
     folder, and from vocab.json + merges.txt alone) encodes "Hello world" as
     [15496, 995] and agrees with tiktoken on a mixed text; merges.txt starts
     with GPT-2's first merges and has 50000 lines after the version line;
-  - greedy generation from transformers equals `python -m dev.sample --greedy`
-    token for token (24 new tokens after "Once upon a time");
+  - greedy generation from transformers equals dev.sample's --greedy command
+    line token for token (24 new tokens after "Once upon a time");
   - a model with another vocabulary (V=101) exports without a tokenizer and
     says so; a missing checkpoint or an existing --out-dir without --force
     exits 1 with a message.
@@ -38,6 +38,7 @@ from conftest import REPO, random_params
 from dev.checkpoint import ModelConfig, write_checkpoint
 from dev.export_hf import main as export_main
 from dev.model import GPT
+from dev.sample import main as sample_main
 
 LOGITS_TOL = 1e-5
 CONFIG = ModelConfig(max_seq_len=32, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)
@@ -109,9 +110,9 @@ def test_greedy_generation_matches_dev_sample(exported, tmp_path):
     ckpt, out = exported
     n_new = 24
     js = tmp_path / "sample.json"
-    r = run_module("dev.sample", "--model", ckpt, "--prompt", "Once upon a time", "--greedy",
-                   "--max-new-tokens", n_new, "--out-json", js)
-    assert r.returncode == 0, r.stderr
+    # dev.sample's command line, in this process (saves a torch import)
+    assert sample_main(["--model", str(ckpt), "--prompt", "Once upon a time", "--greedy",
+                        "--max-new-tokens", str(n_new), "--out-json", str(js)]) == 0
     got = json.loads(js.read_text())
     prompt = got["prompt_ids"]
     assert prompt == [7454, 2402, 257, 640]
@@ -130,14 +131,13 @@ def test_greedy_generation_matches_dev_sample(exported, tmp_path):
     assert ours == theirs, f"greedy continuations differ at new token {first}: {ours} vs {theirs}"
 
 
-def test_other_vocab_exports_without_tokenizer(tmp_path):
+def test_other_vocab_exports_without_tokenizer(tmp_path, capsys):
     from transformers import GPT2LMHeadModel
     cfg = ModelConfig(max_seq_len=8, vocab_size=101, n_layer=1, n_head=2, n_embd=16)
     ckpt = tmp_path / "m.bin"
     write_checkpoint(ckpt, cfg, random_params(cfg, seed=2))
-    r = run_module("dev.export_hf", ckpt, "--out-dir", tmp_path / "hf")
-    assert r.returncode == 0, r.stderr
-    assert "tokenizer: NOT exported" in r.stdout
+    assert export_main([str(ckpt), "--out-dir", str(tmp_path / "hf")]) == 0
+    assert "tokenizer: NOT exported" in capsys.readouterr().out
     assert not (tmp_path / "hf" / "vocab.json").exists()
     hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     idx = torch.arange(8).view(1, 8) * 11 % 101
