@@ -2,7 +2,8 @@
 
 Contract: `python -m dev.plot LOG.jsonl [LOG2.jsonl ...] --out-dir DIR
 [--labels A B ...]` writes
-  DIR/<prefix>loss.png       train loss and validation loss against step (log y)
+  DIR/<prefix>loss.png       train loss and validation loss against step (log y
+                             when the losses span more than a factor 10)
   DIR/<prefix>accuracy.png   only when some log has accuracy (example data):
                              train and validation accuracy against step on a
                              log x-axis (the delayed-generalization figure)
@@ -116,8 +117,11 @@ def _figure(groups, keys, ylabel, x_log, y_log, title, window):
         ax.set_ylabel(ylabel if single else f"{names[panel_keys[0]]} {ylabel}")
         if x_log:
             ax.set_xscale("log")
-        if y_log:
-            ax.set_yscale("log")
+        ys = [np.asarray(ln.get_ydata(), dtype=np.float64) for ln in ax.get_lines()]
+        ys = np.concatenate(ys) if ys else np.zeros(0)
+        ys = ys[np.isfinite(ys)]
+        if y_log and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 10:
+            ax.set_yscale("log")  # a log axis only when the values span more than a decade
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     if title:
