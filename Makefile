@@ -107,6 +107,7 @@ clean:
 #   make cuda-emu              the workbenches and the trainer built for the CPU emulator
 #                              (dev/cuda/emu: runs kernels on the CPU) into dev/cuda/bin/emu/
 #   make cuda-info             what the detection below found
+#   make clean-cuda            removes the CUDA binaries (make clean removes the CPU ones)
 # Variables: NVCC (path to nvcc), GPU_ARCHS ("sm_80 sm_90", default: the GPU's own
 # compute capability from nvidia-smi, else sm_80 sm_86 sm_89 sm_90, which CUDA 13
 # supports), CUBLAS_INC / CUBLAS_LIB (folders with cublas_v2.h and libcublas).
@@ -131,7 +132,7 @@ else
 endif
 # the wheel ships only libcublas.so.13 (no unversioned link): link that file by name
 CUBLAS_LINK := $(if $(wildcard $(CUBLAS_LIB)/libcublas.so),-lcublas,$(if $(wildcard $(CUBLAS_LIB)/libcublas.so.*),-l:$(notdir $(firstword $(wildcard $(CUBLAS_LIB)/libcublas.so.*))),-lcublas))
-CUBLAS_LDFLAGS := $(if $(CUBLAS_LIB),-L$(CUBLAS_LIB) -Xlinker -rpath,$(abspath $(CUBLAS_LIB))) $(CUBLAS_LINK)
+CUBLAS_LDFLAGS := $(if $(CUBLAS_LIB),-L$(CUBLAS_LIB) -Xlinker -rpath -Xlinker $(abspath $(CUBLAS_LIB))) $(CUBLAS_LINK)
 GPU_CC := $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d '. \r' | grep -E '^[0-9]+$$')
 ifeq ($(origin GPU_ARCHS),undefined)
   ifneq ($(GPU_CC),)
@@ -155,7 +156,7 @@ EMU_FLAGS ?= -std=c++20 -O2 -g -Wall -Wextra -Wno-unused-function -Wno-unknown-p
 EMU_INC := -include dev/cuda/emu/cuda_emu.h -Idev/cuda/emu/include
 EMU_DEPS := dev/cuda/emu/cuda_emu.h dev/cuda/emu/translate.py
 
-.PHONY: cuda-info cuda-check-tools cuda-workbenches cuda-emu
+.PHONY: cuda-info cuda-check-tools cuda-workbenches cuda-emu clean-cuda
 
 cuda-info:
 	@echo "train_gpt2fp32cu: nvcc: $(if $(NVCC),$(NVCC),NOT FOUND (put nvcc on PATH or pass NVCC=...))"
@@ -167,8 +168,11 @@ cuda-check-tools: cuda-info
 	@test -n "$(NVCC)" || { echo "error: nvcc not found: install the CUDA toolkit or pass NVCC=/path/to/nvcc" >&2; exit 1; }
 	@test -n "$(CUBLAS_INC)" || { echo "error: cuBLAS not found: install the CUDA toolkit or pip install nvidia-cublas (see requirements.txt)" >&2; exit 1; }
 
+# CUDA_TRAINER_OUT: where the binary goes (tests/test_cuda_build.py builds a one-arch
+# copy elsewhere, so it never replaces the ./train_gpt2fp32cu built for the GPU)
+CUDA_TRAINER_OUT ?= train_gpt2fp32cu
 train_gpt2fp32cu: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) | cuda-check-tools
-	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I$(CUBLAS_INC) -DGIT_COMMIT='"$(GIT_COMMIT)"' $< -o $@ $(CUBLAS_LDFLAGS)
+	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I$(CUBLAS_INC) -DGIT_COMMIT='"$(GIT_COMMIT)"' $< -o $(CUDA_TRAINER_OUT) $(CUBLAS_LDFLAGS)
 
 dev/cuda/bin/%: dev/cuda/%.cu dev/cuda/common.h | cuda-check-tools
 	@mkdir -p dev/cuda/bin
@@ -188,4 +192,7 @@ dev/cuda/bin/emu/train_gpt2fp32cu: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) $(EMU
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_INC) -I. -DGIT_COMMIT='"$(GIT_COMMIT)"' $@.cpp -o $@
 
 cuda-emu: $(addprefix dev/cuda/bin/emu/,$(CUDA_WORKBENCHES)) dev/cuda/bin/emu/train_gpt2fp32cu
+
+clean-cuda:
+	rm -rf train_gpt2fp32cu dev/cuda/bin
 # ---- end CUDA trainer ----

@@ -1,0 +1,165 @@
+"""Parity of the CUDA trainer (train_gpt2_fp32.cu) with the PyTorch reference, transformers and
+the CPU trainer, with TF32 off.
+
+What it checks, on each backend (gpu: the real binary on a GPU, skipped without one; emu: the same
+source in the CPU emulator, see tests/test_gpu_helpers.py), with a tiny model whose 16 tensors
+are all random: one forward/backward of `--parity-batch B --parity-out G --tf32 0` gives
+  - logits (B, T, Vp) within 1e-4 max abs of dev.model.GPT's (and of transformers' for the first
+    V columns), the loss within 1e-5 relative, and each of the 16 gradients, by name, within
+    1e-4 * max|g| max abs: the tolerances of the CPU trainer's parity tests (fp32 throughout;
+    only the order of the sums differs);
+  - for both attention implementations (--attention fused and cublas), for plain batches, a
+    loss mask, T shorter than the context and not a multiple of the kernels' 64-row tiles,
+    and a model without the QKV bias (whose gradient must then be exactly zero);
+  - for head sizes 16, 32, 64 and 128 (the fused kernels' templates) and 24 (which only the
+    cuBLAS path supports: --attention auto falls back to it, --attention fused is refused);
+  - the CUDA trainer against the CPU trainer on the same batch (same tolerances);
+  - with TF32 on (--tf32 1): logits within 1e-2 and gradients within 1e-2 * max|g| (TF32 keeps
+    10 mantissa bits, a relative error of ~5e-4 per product).
+Run: python -m pytest -q tests/test_gpu_parity.py   (the gpu variants need a GPU)
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dev.checkpoint import PARAM_NAMES, write_checkpoint
+from dev.configs import NAMED_CONFIGS
+from dev.model import GPT, cross_entropy_loss, to_hf
+from dev.parity_files import read_parity_grads, write_parity_batch
+from conftest import random_params
+from test_cpu_helpers import assert_close, grad_tolerance, hf_grads, run_trainer
+from test_gpu_helpers import BACKENDS, cuda_trainer
+
+LOGIT_ATOL = 1e-4
+LOSS_RTOL = 1e-5
+TINY = NAMED_CONFIGS["tiny"]
+
+
+def make_case(tmp_path, config, seed, B, T, mask_frac=None):
+    """A random model and batch on disk; returns (model_path, batch_path, (x, y, mask))."""
+    model_path = tmp_path / "model.bin"
+    write_checkpoint(model_path, config, random_params(config, seed))
+    rng = np.random.default_rng(seed + 100)
+    x = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
+    y = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
+    mask = None
+    if mask_frac is not None:
+        mask = (rng.random((B, T)) < mask_frac).astype(np.int32)
+        mask[0, -1] = 1
+    batch_path = tmp_path / "batch.bin"
+    write_parity_batch(batch_path, x, y, mask)
+    return model_path, batch_path, (x, y, mask)
+
+
+def run_parity(binary, model_path, batch_path, out_path, *extra):
+    run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", out_path, *extra,
+                binary=binary)
+    return read_parity_grads(out_path)
+
+
+def reference(model_path, x, y, mask):
+    model = GPT.from_checkpoint(model_path)
+    logits, loss = model(torch.from_numpy(x).long(), torch.from_numpy(y).long(),
+                         None if mask is None else torch.from_numpy(mask))
+    loss.backward()
+    return logits.detach().numpy(), loss.item(), model.grads_numpy()
+
+
+def check_against(got, logits, loss, grads, what, logit_atol=LOGIT_ATOL, grad_rel=1e-4, loss_rtol=LOSS_RTOL):
+    assert_close(f"logits vs {what}", got["logits"], logits, logit_atol)
+    rel = abs(got["loss"] - loss) / abs(loss)
+    assert rel <= loss_rtol, f"loss {got['loss']:.9g} vs {what} {loss:.9g}: rel {rel:.2e} > {loss_rtol}"
+    for name in PARAM_NAMES:
+        atol = grad_rel * float(np.max(np.abs(grads[name]))) if grads[name].size else 0.0
+        assert_close(f"d{name} vs {what}", got["grads"][name], grads[name], atol)
+
+
+CASES = {
+    "plain": dict(B=3, T=64, mask_frac=None),   # T = the model's context, one full 64-row tile
+    "short_T": dict(B=2, T=17, mask_frac=None),  # T < maxT, not a multiple of any tile
+    "masked": dict(B=4, T=23, mask_frac=0.3),    # loss over mask == 1 positions only
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("attention", ["fused", "cublas"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_parity_with_reference_model(tmp_path, backend, attention, case):
+    binary = cuda_trainer(backend)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, TINY, seed=7, **CASES[case])
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0, "--attention", attention)
+    logits, loss, grads = reference(model_path, x, y, mask)
+    check_against(got, logits, loss, grads, "reference")
+    assert np.all(got["grads"]["wte"][TINY.vocab_size:] == 0), "dwte rows V..Vp-1 must be exactly zero"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["plain", "masked"])
+def test_parity_with_transformers(tmp_path, backend, case):
+    binary = cuda_trainer(backend)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, TINY, seed=11, **CASES[case])
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0)
+    hf = to_hf(GPT.from_checkpoint(model_path))
+    hf.zero_grad()
+    V = TINY.vocab_size
+    hf_logits = hf(torch.from_numpy(x).long()).logits
+    loss = cross_entropy_loss(hf_logits, torch.from_numpy(y).long(), V,
+                              None if mask is None else torch.from_numpy(mask))
+    loss.backward()
+    assert_close("logits[:, :, :V] vs transformers", got["logits"][..., :V], hf_logits.detach().numpy(), LOGIT_ATOL)
+    rel = abs(got["loss"] - loss.item()) / abs(loss.item())
+    assert rel <= LOSS_RTOL, f"loss {got['loss']:.9g} vs transformers {loss.item():.9g}: rel {rel:.2e}"
+    ref = hf_grads(hf)
+    for name in PARAM_NAMES:
+        assert_close(f"d{name} vs transformers", got["grads"][name], ref[name], grad_tolerance(ref[name]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parity_without_qkv_bias(tmp_path, backend):
+    binary = cuda_trainer(backend)
+    config = dataclasses.replace(TINY, qkv_bias=False)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, config, seed=3, B=2, T=32)
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0)
+    assert np.all(got["grads"]["qkvb"] == 0), "qkvb gets no gradient when the QKV bias is off"
+    check_against(got, *reference(model_path, x, y, mask), "reference")
+
+
+# (n_embd, n_head): HS = 16, 32, 64, 128 run the fused templates; 24 only the cuBLAS path
+HEAD_SIZES = {16: (64, 4), 32: (64, 2), 64: (128, 2), 128: (128, 1), 24: (96, 4)}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hs", list(HEAD_SIZES))
+def test_head_sizes(tmp_path, backend, hs):
+    binary = cuda_trainer(backend)
+    C, NH = HEAD_SIZES[hs]
+    config = dataclasses.replace(TINY, n_layer=1, n_embd=C, n_head=NH, max_seq_len=80)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, config, seed=hs, B=2, T=70)
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0, "--attention", "auto")
+    check_against(got, *reference(model_path, x, y, mask), f"reference (HS={hs})")
+    if hs == 24:
+        r = run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", tmp_path / "g2.bin",
+                        "--attention", "fused", binary=binary, check=False)
+        assert r.returncode == 1 and "--attention fused" in r.stderr and "HS=24" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["plain", "masked"])
+def test_cuda_matches_cpu_trainer(tmp_path, backend, case):
+    binary = cuda_trainer(backend)
+    model_path, batch_path, _ = make_case(tmp_path, TINY, seed=21, **CASES[case])
+    got = run_parity(binary, model_path, batch_path, tmp_path / "cuda.bin", "--tf32", 0)
+    cpu = run_parity(None, model_path, batch_path, tmp_path / "cpu.bin")
+    check_against(got, cpu["logits"], cpu["loss"], cpu["grads"], "the CPU trainer")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tf32_stays_close(tmp_path, backend):
+    binary = cuda_trainer(backend)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, TINY, seed=5, **CASES["masked"])
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 1)
+    check_against(got, *reference(model_path, x, y, mask), "reference (TF32)", logit_atol=1e-2, grad_rel=1e-2,
+                  loss_rtol=1e-3)

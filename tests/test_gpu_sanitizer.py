@@ -1,0 +1,80 @@
+"""compute-sanitizer finds no error in the CUDA trainer (needs a GPU and compute-sanitizer).
+
+What it checks, with `compute-sanitizer --tool memcheck --error-exitcode 99` (out-of-bounds and
+misaligned accesses, invalid frees, errors returned by CUDA calls):
+  - one forward/backward in parity mode with each attention implementation (--attention fused and
+    cublas), T not a multiple of the kernels' tiles and a loss mask;
+  - 3 training steps on token shards with validation, sampling and checkpoints;
+  - 3 steps on example shards whose validation set ends in a partial batch;
+and with `--tool racecheck` (shared-memory data races) the fused attention's forward and backward
+in parity mode. Each run must exit 0 and report 0 errors (racecheck: 0 hazards).
+Skipped, with the reason, without a GPU or without compute-sanitizer. CPU-only machines get the
+closest check there is from tests/test_gpu_*.py's emu variants: the emulator runs every thread
+with real barriers and flags divergent shuffles.
+Run: python -m pytest -q tests/test_gpu_sanitizer.py
+"""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from dev.checkpoint import write_checkpoint
+from dev.configs import NAMED_CONFIGS
+from dev.parity_files import write_parity_batch
+from conftest import random_params
+from test_cpu_train import example_data, token_data
+from test_gpu_helpers import REPO, compute_sanitizer, cuda_trainer
+
+TINY = NAMED_CONFIGS["tiny"]
+
+
+@pytest.fixture
+def sanitized(tmp_path):
+    binary = cuda_trainer("gpu")  # skips without a GPU
+    tool = compute_sanitizer()
+    if tool is None:
+        pytest.skip("compute-sanitizer not found (it ships with the CUDA toolkit)")
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=3, scale=0.05))
+
+    def run(tool_name, *args):
+        cmd = [tool, "--tool", tool_name, "--error-exitcode", "99", binary, *map(str, args)]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+        text = r.stdout + r.stderr
+        assert r.returncode == 0, f"{tool_name} exit {r.returncode}: {' '.join(cmd)}\n{text[-6000:]}"
+        summary = re.findall(r"(ERROR SUMMARY: \d+ error|RACECHECK SUMMARY: \d+ hazard)", text)
+        assert summary, f"no sanitizer summary in the output:\n{text[-3000:]}"
+        assert all(re.search(r": 0 (error|hazard)", s) for s in summary), "\n".join(summary) + "\n" + text[-6000:]
+        return r
+    return run
+
+
+def parity_batch(tmp_path, B=3, T=45):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, TINY.vocab_size, (B, T))
+    y = rng.integers(0, TINY.vocab_size, (B, T))
+    mask = (rng.random((B, T)) < 0.6).astype(np.int32)
+    mask[0, -1] = 1
+    write_parity_batch(tmp_path / "batch.bin", x, y, mask)
+    return tmp_path / "batch.bin"
+
+
+@pytest.mark.parametrize("attention", ["fused", "cublas"])
+def test_memcheck_parity(tmp_path, sanitized, attention):
+    batch = parity_batch(tmp_path)
+    sanitized("memcheck", "--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out",
+              tmp_path / "g.bin", "--attention", attention)
+
+
+@pytest.mark.parametrize("kind", ["tokens", "examples"])
+def test_memcheck_training(tmp_path, sanitized, kind):
+    data = (token_data if kind == "tokens" else example_data)(tmp_path, TINY)
+    sanitized("memcheck", "--model", tmp_path / "model.bin", *data, "-o", tmp_path / "run", "--steps", 3,
+              "-v", 2, "-m", -1, "-s", 3, "-g", 4)
+
+
+def test_racecheck_fused_attention(tmp_path, sanitized):
+    batch = parity_batch(tmp_path, B=1, T=70)
+    sanitized("racecheck", "--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out",
+              tmp_path / "g.bin", "--attention", "fused")

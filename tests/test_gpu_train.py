@@ -1,0 +1,213 @@
+"""Training with the CUDA trainer: AdamW against torch, determinism, resume (also across trainers),
+divergence and GPU-specific errors.
+
+What it checks, on each backend (gpu: the real binary on a GPU, skipped without one; emu: the
+same source in the CPU emulator, see tests/test_gpu_helpers.py), tiny model, --tf32 0:
+  - 10 AdamW steps on one batch (`--parity-batch --steps 10 --parity-losses`) with weight decay,
+    clipping active on some steps and warmup + cosine give torch.optim.AdamW's losses within 1e-4
+    and its parameters within 2e-5 (the key bias, whose true gradient is zero, within lr * steps):
+    the CPU trainer's test, see tests/test_cpu_train.py for the reasoning;
+  - two runs with the same seed (token shards, validation, sampling) are bit-identical (model,
+    state, every logged value and sample): the kernels use no atomics and reduce in fixed order;
+  - 10 steps straight equal 5 steps, a checkpoint, and 5 more after --resume, bit for bit;
+  - resume across trainers: a run trained to step 5 by one trainer and resumed by the other to
+    step 10 matches the CPU trainer's straight 10-step run: losses within 1e-4, parameters within
+    1e-4 (lr = 3e-3, five steps: a few percent of one step; the key bias within lr * steps);
+  - a NaN loss stops training with the step named, exit 1, and the last good checkpoint kept;
+  - no GPU and out of GPU memory give a clear message and exit 1 (emu only: it can pretend
+    either with CUDA_EMU_NO_GPU=1 and CUDA_EMU_MAX_ALLOC; test_cuda_build.py checks the no-GPU
+    message of the real binary on a machine without one).
+Run: python -m pytest -q tests/test_gpu_train.py   (the gpu variants need a GPU)
+"""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from dev.checkpoint import PARAM_NAMES, read_checkpoint, write_checkpoint
+from dev.configs import NAMED_CONFIGS
+from dev.model import GPT
+from dev.parity_files import read_parity_losses, write_parity_batch
+from conftest import random_params
+from test_cpu_helpers import assert_close, lr_at, read_log, run_trainer, step_records, torch_train_steps
+from test_cpu_train import example_data, log_values, same_files, token_data
+from test_gpu_helpers import BACKENDS, cuda_trainer
+
+TINY = NAMED_CONFIGS["tiny"]
+OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
+           weight_decay=0.1)
+STEPS = 10
+LOSS_ATOL = 1e-4
+PARAM_ATOL = 2e-5
+TRAIN_LR = 3e-3
+
+
+def compare_params(got, want, atol, key_bias_atol, what):
+    """assert_close per tensor; the key bias block (qkvb[:, C:2C]) gets key_bias_atol: its true
+    gradient is zero (softmax ignores a constant added to every score of a row), so AdamW turns
+    rounding noise into steps of up to lr either way and two correct trainers drift apart there."""
+    C = TINY.n_embd
+    for name in PARAM_NAMES:
+        g, w = got[name], want[name]
+        if name == "qkvb":
+            assert_close(f"qkvb key block {what}", g[:, C:2 * C], w[:, C:2 * C], key_bias_atol)
+            g = np.concatenate([g[:, :C], g[:, 2 * C:]], axis=1)
+            w = np.concatenate([w[:, :C], w[:, 2 * C:]], axis=1)
+        assert_close(f"{name} {what}", g, w, atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("decay_params,masked,grad_clip", [("all", False, 1.5), ("matrices", True, 2.0)])
+def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_clip):
+    binary = cuda_trainer(backend)
+    model_path = tmp_path / "model.bin"
+    write_checkpoint(model_path, TINY, random_params(TINY, seed=5, scale=0.05))
+    rng = np.random.default_rng(9)
+    B, T = 4, 32
+    x = rng.integers(0, TINY.vocab_size, (B, T))
+    y = rng.integers(0, TINY.vocab_size, (B, T))
+    mask = (rng.random((B, T)) < 0.5).astype(np.int32) if masked else None
+    write_parity_batch(tmp_path / "batch.bin", x, y, mask)
+    out = tmp_path / "run"
+    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
+                "--parity-losses", tmp_path / "losses.bin", "-o", out, "--tf32", 0,
+                "-l", OPT["lr"], "--warmup", OPT["warmup"], "--lr-schedule", OPT["schedule"],
+                "--min-lr-frac", OPT["min_lr_frac"], "--beta1", OPT["beta1"], "--beta2", OPT["beta2"],
+                "--eps", OPT["eps"], "--weight-decay", OPT["weight_decay"],
+                "--grad-clip", grad_clip, "--decay-params", decay_params, binary=binary)
+    losses = read_parity_losses(tmp_path / "losses.bin")
+    model = GPT.from_checkpoint(model_path)
+    ref_losses, ref_norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,
+                                              grad_clip=grad_clip, **OPT)
+    assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), f"clip on some steps only: {ref_norms}"
+    assert_close("losses", losses, ref_losses, LOSS_ATOL)
+    log = step_records(read_log(out / "log.jsonl"))
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    want_lr = [lr_at(s, OPT["lr"], OPT["warmup"], STEPS, OPT["schedule"], OPT["min_lr_frac"]) for s in range(1, STEPS + 1)]
+    assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
+    assert_close("logged grad_norm", [r["grad_norm"] for r in log], ref_norms, 1e-4 * ref_norms.max())
+    _, params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
+    compare_params(params, model.params_numpy(), PARAM_ATOL, OPT["lr"] * STEPS, f"after {STEPS} steps")
+
+
+def train(binary, tmp_path, out, data_args, steps, extra=()):
+    """tests/test_cpu_train.py's training run, on `binary` (None = the CPU trainer)."""
+    args = ["--model", tmp_path / "model.bin", *data_args, "-o", out, "--steps", steps, "-l", TRAIN_LR,
+            "--warmup", 2, "--weight-decay", 0.05, "-v", 3, "-m", 2, "-s", 4, "-g", 6, "--seed", 42, *extra]
+    if binary is not None:
+        args += ["--tf32", 0]
+    return run_trainer(*args, binary=binary)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_is_bit_identical(tmp_path, backend):
+    binary = cuda_trainer(backend)
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=1, scale=0.05))
+    data = token_data(tmp_path, TINY)
+    train(binary, tmp_path, tmp_path / "a", data, 8)
+    train(binary, tmp_path, tmp_path / "b", data, 8)
+    assert same_files(tmp_path / "a/model_000008.bin", tmp_path / "b/model_000008.bin")
+    assert same_files(tmp_path / "a/state_000008.bin", tmp_path / "b/state_000008.bin")
+    a, b = log_values(tmp_path / "a/log.jsonl"), log_values(tmp_path / "b/log.jsonl")
+    assert a == b
+    assert sum(1 for _, sample, _ in a if sample is not None) == 2, "samples at steps 4 and 8"
+    assert sum(1 for *_, v in a if v[2] is not None) == 3, "validation at steps 3, 6 and 8"
+    header = read_log(tmp_path / "a/log.jsonl")[0]
+    assert header["trainer"] == "train_gpt2fp32cu" and header["config"]["tf32"] == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["tokens", "examples"])
+def test_resume_is_bit_identical(tmp_path, backend, kind):
+    binary = cuda_trainer(backend)
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=2, scale=0.05))
+    data = (token_data if kind == "tokens" else example_data)(tmp_path, TINY)
+    train(binary, tmp_path, tmp_path / "full", data, 10, extra=("--save-every", 5))
+    part = tmp_path / "part"
+    part.mkdir()
+    for f in ("model_000005.bin", "state_000005.bin"):
+        shutil.copy(tmp_path / "full" / f, part / f)
+    lines = (tmp_path / "full/log.jsonl").read_text().splitlines(keepends=True)
+    keep = [ln for ln in lines if not any(f'"step": {s},' in ln for s in range(6, 11))]
+    (part / "log.jsonl").write_text("".join(keep))
+    r = run_trainer("--resume", part / "state_000005.bin", *data, "--steps", 10, "-l", TRAIN_LR, "--warmup", 2,
+                    "--weight-decay", 0.05, "-v", 3, "-m", 2, "-s", 4, "-g", 6, "--seed", 42, "--tf32", 0,
+                    binary=binary)
+    assert "resume" in r.stdout
+    for f in ("model_000010.bin", "state_000010.bin"):
+        assert same_files(tmp_path / "full" / f, part / f), f"{f} differs after resuming"
+    assert log_values(part / "log.jsonl") == log_values(tmp_path / "full/log.jsonl")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("first", ["cpu", "cuda"])
+def test_resume_across_trainers(tmp_path, backend, first):
+    """One trainer runs 10 steps checkpointing at 5 (so the schedule spans 10); the other resumes
+    its step-5 checkpoint to step 10. Both are compared with the CPU trainer's straight run."""
+    binary = cuda_trainer(backend)
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=4, scale=0.05))
+    data = token_data(tmp_path, TINY)
+    train(None, tmp_path, tmp_path / "cpu", data, 10, extra=("--save-every", 5))
+    run1, run2 = (None, binary) if first == "cpu" else (binary, None)
+    src = tmp_path / "cpu"
+    if run1 is not None:
+        src = tmp_path / "first"
+        train(run1, tmp_path, src, data, 10, extra=("--save-every", 5))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in ("model_000005.bin", "state_000005.bin"):
+        shutil.copy(src / f, mixed / f)
+    lines = (src / "log.jsonl").read_text().splitlines(keepends=True)
+    (mixed / "log.jsonl").write_text("".join(ln for ln in lines if not any(f'"step": {s},' in ln for s in range(6, 11))))
+    args = ["--resume", mixed / "state_000005.bin", *data, "--steps", 10, "-l", TRAIN_LR, "--warmup", 2,
+            "--weight-decay", 0.05, "-v", 3, "-m", 2, "-s", 4, "-g", 6, "--seed", 42]
+    if run2 is not None:
+        args += ["--tf32", 0]
+    r = run_trainer(*args, binary=run2)
+    assert "resume" in r.stdout
+    ref = step_records(read_log(tmp_path / "cpu/log.jsonl"))
+    got = step_records(read_log(mixed / "log.jsonl"))
+    assert [x["step"] for x in got] == list(range(1, 11)), "the log continues where the state left off"
+    assert_close("train losses", [x["train_loss"] for x in got], [x["train_loss"] for x in ref], LOSS_ATOL)
+    val = [(a["val_loss"], b["val_loss"]) for a, b in zip(got, ref) if "val_loss" in a]
+    assert len(val) == 4, "validation at steps 3, 6, 9 and 10"
+    assert_close("val losses", [a for a, _ in val], [b for _, b in val], LOSS_ATOL)
+    _, want = read_checkpoint(tmp_path / "cpu/model_000010.bin")
+    _, params = read_checkpoint(mixed / "model_000010.bin")
+    compare_params(params, want, 1e-4, TRAIN_LR * 10, f"after resuming ({first} first)")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backend):
+    binary = cuda_trainer(backend)
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=0, scale=0.05))
+    rng = np.random.default_rng(0)
+    from dev.shards import write_token_shard
+    write_token_shard(tmp_path / "train.bin", rng.integers(0, TINY.vocab_size, 3000))
+    out = tmp_path / "run"
+    # lr 1e30 without clipping: weights ~1e30 after step 1, the logits of step 2 overflow to NaN
+    r = run_trainer("--model", tmp_path / "model.bin", "-i", tmp_path / "train.bin", "-b", 2, "-t", 32,
+                    "--steps", 6, "-v", 0, "-s", 0, "-l", 1e30, "--grad-clip", 0, "--lr-schedule", "constant",
+                    "-o", out, "--save-every", 1, binary=binary, check=False)
+    assert r.returncode == 1, r.stderr
+    assert "at step 2" in r.stderr and "training diverged" in r.stderr, r.stderr
+    assert "model_000001.bin" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "model_000001.bin", "state_000001.bin"]
+    read_checkpoint(out / "model_000001.bin")
+    last = read_log(out / "log.jsonl")[-1]
+    assert last["step"] == 2 and "error" in last
+
+
+def test_no_gpu_and_out_of_memory_messages(tmp_path):
+    binary = cuda_trainer("emu")
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=0, scale=0.05))
+    write_parity_batch(tmp_path / "batch.bin", np.zeros((2, 8), np.int32), np.zeros((2, 8), np.int32))
+    args = ["--model", tmp_path / "model.bin", "--parity-batch", tmp_path / "batch.bin", "--parity-out", tmp_path / "g.bin"]
+    r = run_trainer(*args, binary=binary, check=False, env={"CUDA_EMU_NO_GPU": "1"})
+    assert r.returncode == 1 and "error: no CUDA GPU is available" in r.stderr and "./train_gpt2" in r.stderr, r.stderr
+    # allocations over 100 kB fail: the first big one names its size and suggests -b / -t
+    r = run_trainer(*args, binary=binary, check=False, env={"CUDA_EMU_MAX_ALLOC": "100000"})
+    assert r.returncode == 1, r.stderr
+    assert "error: cannot allocate" in r.stderr and "MiB of GPU memory" in r.stderr, r.stderr
+    assert "smaller batch (-b) or sequence length (-t)" in r.stderr, r.stderr
