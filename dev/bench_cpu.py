@@ -112,6 +112,7 @@ def main(argv=None):
     from dev.shards import write_token_shard
 
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     cfg = resolve_config(args.config)
     B, T = args.batch_size, args.seq_len
     flops = flops_per_step(cfg, B, T)
@@ -153,7 +154,9 @@ def main(argv=None):
         f"CPU training step, {args.config} B={B} T={T}: {flops / 1e9:.1f} GFLOP/step "
         f"(tokens * (6 * N_mm + 12 * L * T * C), see dev/bench_cpu.py)",
         f"{cpu}, {args.threads} threads; torch {torch.__version__}; commit {commit}; "
-        f"{time.strftime('%Y-%m-%d %H:%M')}; median of {args.steps} steps after {args.warmup} warmup",
+        f"{time.strftime('%Y-%m-%d %H:%M')}; median of {args.steps} steps after {args.warmup} warmup; "
+        f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end (other work on "
+        f"the machine slows every trainer)",
         "",
         f"| {'trainer':<34} | {'ms/step':>8} | {'min ms':>7} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'vs eager':>8} |",
         f"|{'-' * 36}|{'-' * 10}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 10}|",
