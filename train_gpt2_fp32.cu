@@ -18,12 +18,13 @@ Rules the code follows:
   sums through scratch buffers), so the same inputs give the same bits run to run
   on one GPU (cuBLAS is deterministic on one GPU and stream).
 - Matmuls: cublasSgemm with TF32 tensor cores by default (--tf32 1); --tf32 0
-  keeps them exact fp32 (the parity tests use it). The fused attention runs in
-  fp32 on the SIMT cores either way.
-- Attention: the fused flash-style kernels (dev/cuda/attention_forward.cu and
-  attention_backward.cu, version 2) never store the T x T matrix; they need HS in
-  {16, 32, 64, 128} and enough shared memory. Otherwise (or with --attention
-  cublas) version 1: cuBLAS strided-batched products and softmax kernels, which
+  keeps them exact fp32 (the parity tests use it), and with it the attention.
+- Attention: flash-style fused kernels that never store the T x T matrix, in two
+  precisions (dev/cuda/attention_forward.cu and attention_backward.cu): version 3
+  on TF32 tensor cores (WMMA; HS in {16, 32, 64}, sm_80+), the default with
+  --tf32 1, and version 2 in fp32 on the SIMT cores (HS in {16, 32, 64, 128}),
+  the default with --tf32 0. Where neither fits (or with --attention cublas),
+  version 1: cuBLAS strided-batched products and softmax kernels, which
   recompute the attention matrix in the backward pass.
 - Every CUDA and cuBLAS call and every launch is checked (file:line, exit 1);
   offsets are size_t; no GPU, or not enough GPU memory, is a clear error.
@@ -44,6 +45,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include "llmc/args.h"
 #include "llmc/checkpoint.h"
@@ -949,7 +951,417 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_backward_dq_kernel(
     }
 }
 
-// Shared memory the fused kernels need for head size HS (0: HS unsupported).
+// ----------------------------------------------------------------------------
+// attention, version 3: the fused algorithm on TF32 tensor cores (WMMA m16n16k8), used
+// with --tf32 1 (dev/cuda/attention_forward.cu and attention_backward.cu, version 3)
+
+using namespace nvcuda;
+#define TC_THREADS 128  // 4 warps x 16 rows
+#define TC_PAD 4        // row padding (floats): keeps WMMA's 32-byte alignment
+
+template <int HS>
+__host__ __device__ constexpr int tc_region_floats() { return 64 * ((HS > 64 ? HS : 64) + TC_PAD); }
+// regions: 4 tiles (64, HS+pad) and 2 per-warp scratch (4 x 16, 64+pad), plus lse and D of 64 rows
+template <int HS>
+constexpr size_t attention_backward_tc_smem_floats() { return 6 * (size_t)tc_region_floats<HS>() + 128; }
+
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragA;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragBRow;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> FragBCol;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> FragC;
+
+template <class F>
+__device__ __forceinline__ void load_tf32(F& f, const float* p, int ld) {
+    wmma::load_matrix_sync(f, p, ld);
+#pragma unroll
+    for (int i = 0; i < f.num_elements; i++) f.x[i] = wmma::__float_to_tf32(f.x[i]);
+}
+
+// X (16 x 64) += A_w (16 x HS rows of A at Aw, ld lda) @ B^T where B is 64 rows (ld ldb) of
+// HS: X[i][j] = sum_d A[i][d] * B[j][d], into 4 accumulators of 16 columns
+template <int HS>
+__device__ __forceinline__ void mma_abt(FragC (&acc)[4], const float* Aw, int lda, const float* Bt, int ldb) {
+#pragma unroll
+    for (int k = 0; k < HS / 8; k++) {
+        FragA a;
+        load_tf32(a, Aw + k * 8, lda);
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            FragBCol b;  // element (kk, j) = B[16n + j][8k + kk]
+            load_tf32(b, Bt + n * 16 * ldb + k * 8, ldb);
+            wmma::mma_sync(acc[n], a, b, acc[n]);
+        }
+    }
+}
+
+// Y (16 x HS) += X_w (16 x 64 at Xw, ld ldx) @ M (64 x HS at Ms, ld ldm)
+template <int HS>
+__device__ __forceinline__ void mma_xm(FragC (&acc)[HS / 16], const float* Xw, int ldx, const float* Ms, int ldm) {
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        FragA a;
+        load_tf32(a, Xw + k * 8, ldx);
+#pragma unroll
+        for (int n = 0; n < HS / 16; n++) {
+            FragBRow b;  // element (kk, j) = M[8k + kk][16n + j]
+            load_tf32(b, Ms + k * 8 * ldm + n * 16, ldm);
+            wmma::mma_sync(acc[n], a, b, acc[n]);
+        }
+    }
+}
+
+template <int HS>
+constexpr size_t attention_forward_tc_smem_floats() { return 3 * (size_t)tc_region_floats<HS>(); }
+
+// grid (ceil(T/64), B*NH), 128 threads, dynamic shared attention_forward_tc_smem_floats<HS>()
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS) attention_forward_tc_kernel(float* out, float* lse, const float* qkv,
+                                                                          int T, int NH) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr int LDH = HS + TC_PAD;  // rows of the Q, K, V tiles and the P V scratch
+    constexpr int LDS = 64 + TC_PAD;  // rows of the S / P scratch
+    constexpr int R = tc_region_floats<HS>();
+    extern __shared__ __align__(128) float4 smem4[];  // WMMA pointers need 32-byte alignment
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* QS = smem;          // the Q tile (64, LDH), then each warp's S / P rows (16, LDS)
+    float* KO = smem + R;      // the K tile (64, LDH), then each warp's P V rows (16, LDH)
+    float* Vs = smem + 2 * R;  // the V tile (64, LDH)
+
+    const int C = NH * HS;
+    const int num_qt = (T + 63) / 64;
+    const int qt = num_qt - 1 - blockIdx.x;
+    const int b = blockIdx.y / NH, h = blockIdx.y % NH;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int r0 = qt * 64;
+
+    load_rows<64, HS, false>(QS, LDH, qbase, stride, r0, T);
+    __syncthreads();
+    FragA qf[HS / 8];  // this warp's 16 query rows, kept for every key tile
+#pragma unroll
+    for (int k = 0; k < HS / 8; k++) load_tf32(qf[k], QS + warp * 16 * LDH + k * 8, LDH);
+
+    // lane pair (2 rr, 2 rr + 1) owns row rr of the warp's 16: half of its keys and dims
+    const int rr = lane / 2, half = lane % 2;
+    const int r = r0 + warp * 16 + rr;
+    float m = -FLT_MAX, l = 0.0f, o[HS / 2];
+#pragma unroll
+    for (int d = 0; d < HS / 2; d++) o[d] = 0.0f;
+    float* Sw = QS + warp * 16 * LDS;
+    float* Ow = KO + warp * 16 * LDH;
+
+    const int last_kt = min(r0 + 63, T - 1) / 64;
+    for (int kt = 0; kt <= last_kt; kt++) {
+        const int c0 = kt * 64;
+        __syncthreads();  // Q fragments loaded / the last tile's K, V and P V scratch read
+        load_rows<64, HS, false>(KO, LDH, kbase, stride, c0, T);
+        load_rows<64, HS, false>(Vs, LDH, vbase, stride, c0, T);
+        __syncthreads();
+
+        FragC sf[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::fill_fragment(sf[n], 0.0f);
+#pragma unroll
+        for (int k = 0; k < HS / 8; k++) {
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                FragBCol kf;  // element (kk, j) = K[16n + j][8k + kk]
+                load_tf32(kf, KO + n * 16 * LDH + k * 8, LDH);
+                wmma::mma_sync(sf[n], qf[k], kf, sf[n]);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::store_matrix_sync(Sw + n * 16, sf[n], LDS, wmma::mem_row_major);
+        __syncwarp();
+
+        float* srow = Sw + rr * LDS + half * 32;
+        float mx = -FLT_MAX;
+        for (int j = 0; j < 32; j++) {
+            if (c0 + half * 32 + j <= r) mx = fmaxf(mx, srow[j] * scale);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
+        const float m_new = fmaxf(m, mx);
+        const float alpha = expf(m - m_new);
+        float sum = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            const float p = (c0 + half * 32 + j <= r) ? expf(srow[j] * scale - m_new) : 0.0f;
+            srow[j] = p;
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+        l = l * alpha + sum;
+        m = m_new;
+        __syncwarp();
+
+        FragC of[HS / 16];
+#pragma unroll
+        for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(of[n], 0.0f);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            FragA pf;
+            load_tf32(pf, Sw + k * 8, LDS);
+#pragma unroll
+            for (int n = 0; n < HS / 16; n++) {
+                FragBRow vf;  // element (kk, j) = V[8k + kk][16n + j]
+                load_tf32(vf, Vs + k * 8 * LDH + n * 16, LDH);
+                wmma::mma_sync(of[n], pf, vf, of[n]);
+            }
+        }
+        __syncthreads();  // every warp is done with the K tile: its region takes the P V rows
+#pragma unroll
+        for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(Ow + n * 16, of[n], LDH, wmma::mem_row_major);
+        __syncwarp();
+        const float* pv = Ow + rr * LDH + half * (HS / 2);
+#pragma unroll
+        for (int d = 0; d < HS / 2; d++) o[d] = o[d] * alpha + pv[d];
+    }
+
+    if (r < T) {
+        const float inv = 1.0f / l;
+        float* dst = out + ((size_t)b * T + r) * C + h * HS + half * (HS / 2);
+#pragma unroll
+        for (int d = 0; d < HS / 2; d++) dst[d] = o[d] * inv;
+        if (half == 0) lse[(size_t)blockIdx.y * T + r] = m + logf(l);
+    }
+#else
+    __trap();  // needs sm_80 (TF32 tensor cores); the host never launches it below
+#endif
+}
+
+// dK, dV of 64 keys per block (warp w: keys 16w..16w+15), walking the query tiles of 64 at
+// and below the diagonal. grid (ceil(T/64), B*NH), 128 threads.
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS) attention_backward_dkdv_tc_kernel(
+    float* dqkv, const float* dout, const float* qkv, const float* lse, const float* Dvec, int T, int NH) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr int LDH = HS + TC_PAD, LDS = 64 + TC_PAD;
+    constexpr int R = tc_region_floats<HS>();
+    extern __shared__ __align__(128) float4 smem4[];  // WMMA pointers need 32-byte alignment
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Ks = smem;          // (64, LDH) this block's keys
+    float* Vs = smem + R;      // (64, LDH)
+    float* Qs = smem + 2 * R;  // (64, LDH) the step's queries
+    float* dOs = smem + 3 * R; // (64, LDH)
+    float* SP = smem + 4 * R;  // per warp (16, LDS): S^T, then P^T; at the end dK
+    float* DP = smem + 5 * R;  // per warp (16, LDS): dP^T, then dS^T; at the end dV
+    float* Ls = smem + 6 * R;  // (64)
+    float* Ds = Ls + 64;       // (64)
+
+    const int C = NH * HS;
+    const int kt = blockIdx.x;
+    const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float* obase = dout + (size_t)b * T * C + h * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int c0 = kt * 64;
+    const int rr = lane / 2, half = lane % 2;  // lane pair: row rr of the warp's 16, half the columns
+    const int c = c0 + warp * 16 + rr;         // this lane's key
+    float* SPw = SP + warp * 16 * LDS;
+    float* DPw = DP + warp * 16 * LDS;
+
+    load_rows<64, HS, false>(Ks, LDH, kbase, stride, c0, T);
+    load_rows<64, HS, false>(Vs, LDH, vbase, stride, c0, T);
+    FragC dk[HS / 16], dv[HS / 16];
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) { wmma::fill_fragment(dk[n], 0.0f); wmma::fill_fragment(dv[n], 0.0f); }
+
+    const int num_qt = (T + 63) / 64;
+    for (int qt = kt; qt < num_qt; qt++) {
+        const int r0 = qt * 64;
+        __syncthreads();  // the previous step's Q, dO tiles are no longer read
+        load_rows<64, HS, false>(Qs, LDH, qbase, stride, r0, T);
+        load_rows<64, HS, false>(dOs, LDH, obase, C, r0, T);
+        for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+            Ls[i] = (r0 + i < T) ? lse[(size_t)bh * T + r0 + i] : 0.0f;
+            Ds[i] = (r0 + i < T) ? Dvec[(size_t)bh * T + r0 + i] : 0.0f;
+        }
+        __syncthreads();
+
+        FragC st[4], dpt[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) { wmma::fill_fragment(st[n], 0.0f); wmma::fill_fragment(dpt[n], 0.0f); }
+        mma_abt<HS>(st, Ks + warp * 16 * LDH, LDH, Qs, LDH);    // S^T[c][r] = k_c . q_r
+        mma_abt<HS>(dpt, Vs + warp * 16 * LDH, LDH, dOs, LDH);  // dP^T[c][r] = v_c . dO_r
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            wmma::store_matrix_sync(SPw + n * 16, st[n], LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(DPw + n * 16, dpt[n], LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        for (int j = 0; j < 32; j++) {
+            const int ql = half * 32 + j, r = r0 + ql;
+            const float p = (r < T && c <= r) ? expf(SPw[rr * LDS + ql] * scale - Ls[ql]) : 0.0f;
+            SPw[rr * LDS + ql] = p;
+            DPw[rr * LDS + ql] = p * (DPw[rr * LDS + ql] - Ds[ql]);
+        }
+        __syncwarp();
+        mma_xm<HS>(dv, SPw, LDS, dOs, LDH);  // dV[c] += sum_r P[r][c] dO[r]
+        mma_xm<HS>(dk, DPw, LDS, Qs, LDH);   // dK[c] += sum_r dS[r][c] Q[r]
+    }
+
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) {
+#pragma unroll
+        for (int i = 0; i < dk[n].num_elements; i++) dk[n].x[i] *= scale;
+        wmma::store_matrix_sync(SPw + n * 16, dk[n], LDS, wmma::mem_row_major);
+        wmma::store_matrix_sync(DPw + n * 16, dv[n], LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (c < T) {
+        float* dst = dqkv + ((size_t)b * T + c) * stride + h * HS;
+        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) {
+            dst[C + d] = SPw[rr * LDS + d];
+            dst[2 * C + d] = DPw[rr * LDS + d];
+        }
+    }
+#else
+    __trap();
+#endif
+}
+
+// dQ of 64 queries per block (warp w: queries 16w..16w+15), walking the key tiles of 64
+// up to the diagonal. grid (ceil(T/64), B*NH), 128 threads.
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS) attention_backward_dq_tc_kernel(
+    float* dqkv, const float* dout, const float* qkv, const float* lse, const float* Dvec, int T, int NH) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr int LDH = HS + TC_PAD, LDS = 64 + TC_PAD;
+    constexpr int R = tc_region_floats<HS>();
+    extern __shared__ __align__(128) float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Qs = smem;          // (64, LDH) this block's queries
+    float* dOs = smem + R;     // (64, LDH)
+    float* Ks = smem + 2 * R;  // (64, LDH) the step's keys
+    float* Vs = smem + 3 * R;  // (64, LDH)
+    float* SP = smem + 4 * R;  // per warp (16, LDS): S, then dS; at the end dQ
+    float* DP = smem + 5 * R;  // per warp (16, LDS): dP
+    float* Ls = smem + 6 * R;  // (64)
+    float* Ds = Ls + 64;       // (64)
+
+    const int C = NH * HS;
+    const int num_qt = (T + 63) / 64;
+    const int qt = num_qt - 1 - blockIdx.x;
+    const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float* obase = dout + (size_t)b * T * C + h * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int r0 = qt * 64;
+    const int rr = lane / 2, half = lane % 2;
+    const int rl = warp * 16 + rr, r = r0 + rl;  // this lane's query
+    float* SPw = SP + warp * 16 * LDS;
+    float* DPw = DP + warp * 16 * LDS;
+
+    load_rows<64, HS, false>(Qs, LDH, qbase, stride, r0, T);
+    load_rows<64, HS, false>(dOs, LDH, obase, C, r0, T);
+    for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+        Ls[i] = (r0 + i < T) ? lse[(size_t)bh * T + r0 + i] : 0.0f;
+        Ds[i] = (r0 + i < T) ? Dvec[(size_t)bh * T + r0 + i] : 0.0f;
+    }
+    FragC dq[HS / 16];
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(dq[n], 0.0f);
+
+    const int last_kt = min(r0 + 63, T - 1) / 64;
+    for (int kt = 0; kt <= last_kt; kt++) {
+        const int c0 = kt * 64;
+        __syncthreads();  // the previous step's K, V tiles are no longer read
+        load_rows<64, HS, false>(Ks, LDH, kbase, stride, c0, T);
+        load_rows<64, HS, false>(Vs, LDH, vbase, stride, c0, T);
+        __syncthreads();
+
+        FragC s[4], dp[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) { wmma::fill_fragment(s[n], 0.0f); wmma::fill_fragment(dp[n], 0.0f); }
+        mma_abt<HS>(s, Qs + warp * 16 * LDH, LDH, Ks, LDH);    // S[r][c] = q_r . k_c
+        mma_abt<HS>(dp, dOs + warp * 16 * LDH, LDH, Vs, LDH);  // dP[r][c] = dO_r . v_c
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            wmma::store_matrix_sync(SPw + n * 16, s[n], LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(DPw + n * 16, dp[n], LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        for (int j = 0; j < 32; j++) {
+            const int cl = half * 32 + j, cc = c0 + cl;
+            const float p = (r < T && cc <= r) ? expf(SPw[rr * LDS + cl] * scale - Ls[rl]) : 0.0f;
+            SPw[rr * LDS + cl] = p * (DPw[rr * LDS + cl] - Ds[rl]);  // dS
+        }
+        __syncwarp();
+        mma_xm<HS>(dq, SPw, LDS, Ks, LDH);  // dQ[r] += sum_c dS[r][c] K[c]
+    }
+
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) {
+#pragma unroll
+        for (int i = 0; i < dq[n].num_elements; i++) dq[n].x[i] *= scale;
+        wmma::store_matrix_sync(SPw + n * 16, dq[n], LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (r < T) {
+        float* dst = dqkv + ((size_t)b * T + r) * stride + h * HS;
+        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dst[d] = SPw[rr * LDS + d];
+    }
+#else
+    __trap();
+#endif
+}
+
+// Shared memory the tensor-core kernels need for head size HS (0: HS unsupported).
+static size_t attention_tc_smem_bytes(int HS) {
+    size_t f = 0, b = 0;
+    switch (HS) {
+        case 16: f = attention_forward_tc_smem_floats<16>(); b = attention_backward_tc_smem_floats<16>(); break;
+        case 32: f = attention_forward_tc_smem_floats<32>(); b = attention_backward_tc_smem_floats<32>(); break;
+        case 64: f = attention_forward_tc_smem_floats<64>(); b = attention_backward_tc_smem_floats<64>(); break;
+        default: return 0;
+    }
+    return (f > b ? f : b) * sizeof(float);
+}
+
+template <int HS>
+static void attention_tc_setup_hs(void) {
+    cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(attention_forward_tc_smem_floats<HS>() * sizeof(float))));
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(attention_backward_tc_smem_floats<HS>() * sizeof(float))));
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)(attention_backward_tc_smem_floats<HS>() * sizeof(float))));
+}
+
+template <int HS>
+static void attention_forward_tc_hs(float* out, float* lse, const float* qkv, int B, int T, int NH) {
+    dim3 grid(ceil_div(T, 64), B * NH);
+    attention_forward_tc_kernel<HS><<<grid, TC_THREADS, attention_forward_tc_smem_floats<HS>() * sizeof(float)>>>(
+        out, lse, qkv, T, NH);
+    launchCheck();
+}
+
+template <int HS>
+static void attention_backward_tc_hs(float* dqkv, float* Dvec, const float* dout, const float* qkv,
+                                     const float* out, const float* lse, int B, int T, int NH) {
+    const int block = 256;
+    attention_backward_D_kernel<<<ceil_div((size_t)B * T * NH, block), block>>>(Dvec, dout, out, B, T, NH, HS);
+    launchCheck();
+    size_t smem = attention_backward_tc_smem_floats<HS>() * sizeof(float);
+    dim3 grid(ceil_div(T, 64), B * NH);
+    attention_backward_dkdv_tc_kernel<HS><<<grid, TC_THREADS, smem>>>(dqkv, dout, qkv, lse, Dvec, T, NH);
+    launchCheck();
+    attention_backward_dq_tc_kernel<HS><<<grid, TC_THREADS, smem>>>(dqkv, dout, qkv, lse, Dvec, T, NH);
+    launchCheck();
+}
+
+// Shared memory the fp32 fused kernels need for head size HS (0: HS unsupported).
 static size_t attention_fused_smem_bytes(int HS) {
     size_t f = 0, a = 0, b = 0;
     switch (HS) {
@@ -1008,11 +1420,12 @@ static void attention_backward_fused_hs(float* dqkv, float* Dvec, const float* d
     launchCheck();
 }
 
-#define ATTENTION_FUSED 0
-#define ATTENTION_CUBLAS 1
+#define ATTENTION_FUSED 0       // version 2: fp32 on the SIMT cores
+#define ATTENTION_CUBLAS 1      // version 1: strided-batched SGEMMs + softmax kernels
+#define ATTENTION_FUSED_TF32 2  // version 3: TF32 tensor cores
 
 typedef struct {
-    int kind;                      // ATTENTION_FUSED or ATTENTION_CUBLAS
+    int kind;                      // ATTENTION_*
     float* Dvec;                   // (B, NH, T) fused backward
     AttentionCublasScratch cublas; // version 1 buffers (NULL when fused)
 } AttentionState;
@@ -1022,6 +1435,15 @@ static void attention_forward(float* out,        // (B, T, C)
                               const float* qkv,  // (B, T, 3*C)
                               AttentionState* at, int B, int T, int NH, int HS) {
     if (at->kind == ATTENTION_CUBLAS) { attention_forward_cublas(out, lse, qkv, &at->cublas, B, T, NH, HS); return; }
+    if (at->kind == ATTENTION_FUSED_TF32) {
+        switch (HS) {
+            case 16: attention_forward_tc_hs<16>(out, lse, qkv, B, T, NH); break;
+            case 32: attention_forward_tc_hs<32>(out, lse, qkv, B, T, NH); break;
+            case 64: attention_forward_tc_hs<64>(out, lse, qkv, B, T, NH); break;
+            default: fatal("internal: tensor-core attention does not support HS=%d", HS);
+        }
+        return;
+    }
     switch (HS) {
         case 16: attention_forward_fused_hs<16>(out, lse, qkv, B, T, NH); break;
         case 32: attention_forward_fused_hs<32>(out, lse, qkv, B, T, NH); break;
@@ -1038,6 +1460,15 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
                                const float* lse,                    // (B, NH, T)
                                AttentionState* at, int B, int T, int NH, int HS) {
     if (at->kind == ATTENTION_CUBLAS) { attention_backward_cublas(dqkv, dout, qkv, &at->cublas, B, T, NH, HS); return; }
+    if (at->kind == ATTENTION_FUSED_TF32) {
+        switch (HS) {
+            case 16: attention_backward_tc_hs<16>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+            case 32: attention_backward_tc_hs<32>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+            case 64: attention_backward_tc_hs<64>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
+            default: fatal("internal: tensor-core attention does not support HS=%d", HS);
+        }
+        return;
+    }
     switch (HS) {
         case 16: attention_backward_fused_hs<16>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
         case 32: attention_backward_fused_hs<32>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
@@ -1391,9 +1822,13 @@ static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int kee
     AttentionState* at = &model->attn;
     memset(at, 0, sizeof(*at));
     at->kind = attention_kind;
-    if (attention_kind == ATTENTION_FUSED) {
+    if (attention_kind == ATTENTION_FUSED || attention_kind == ATTENTION_FUSED_TF32) {
         at->Dvec = (float*)gpuMalloc(BT * NH * sizeof(float), "the attention backward scratch");
-        attention_fused_setup(HS);
+        if (attention_kind == ATTENTION_FUSED) attention_fused_setup(HS);
+        else if (HS == 16) attention_tc_setup_hs<16>();
+        else if (HS == 32) attention_tc_setup_hs<32>();
+        else if (HS == 64) attention_tc_setup_hs<64>();
+        else fatal("internal: tensor-core attention does not support HS=%d", HS);
     } else {
         size_t n = BT * C, nn = BT * (size_t)NH * T;
         AttentionCublasScratch* s = &at->cublas;
@@ -1762,7 +2197,7 @@ static void require_gpu(cudaDeviceProp* prop) {
     cudaCheck(cudaGetDeviceProperties(prop, 0));
 }
 
-static const char* const ATTENTION_CHOICES[] = {"auto", "fused", "cublas", NULL};
+static const char* const ATTENTION_CHOICES[] = {"auto", "fused-tf32", "fused", "cublas", NULL};
 
 int main(int argc, char** argv) {
     TrainConfig cfg;
@@ -1773,8 +2208,9 @@ int main(int argc, char** argv) {
     int nspecs = train_config_specs(&cfg, specs);
     ArgSpec tf32_spec = {0, "tf32", ARG_INT, &tf32, "CUDA: TF32 tensor cores for the matmuls (1), or exact fp32 (0)", NULL};
     ArgSpec attn_spec = {0, "attention", ARG_CHOICE, &attention_choice,
-                         "CUDA: attention kernels: fused (flash-style, no T x T buffer), cublas, or auto (fused "
-                         "when the head size allows)", ATTENTION_CHOICES};
+                         "CUDA: attention kernels: fused-tf32 (flash-style on TF32 tensor cores), fused (the same "
+                         "in fp32), cublas (batched SGEMMs), or auto (fused-tf32 with --tf32 1, fused with --tf32 0, "
+                         "where the head size allows)", ATTENTION_CHOICES};
     specs[nspecs++] = tf32_spec;
     specs[nspecs++] = attn_spec;
     args_parse(argc, argv, specs, nspecs,
@@ -1824,10 +2260,12 @@ int main(int argc, char** argv) {
         }
     }
 
-    // ---- attention kernels
+    // ---- attention kernels: auto = the tensor-core kernels with --tf32 1, the fp32 fused
+    // kernels with --tf32 0, each when the head size and shared memory allow, else cuBLAS
     int HS = mc->channels / mc->num_heads;
-    size_t fused_smem = attention_fused_smem_bytes(HS);
+    size_t fused_smem = attention_fused_smem_bytes(HS), tc_smem = attention_tc_smem_bytes(HS);
     int fused_ok = fused_smem > 0 && fused_smem <= prop.sharedMemPerBlockOptin;
+    int tc_ok = prop.major >= 8 && tc_smem > 0 && tc_smem <= prop.sharedMemPerBlockOptin;
     int attention_kind = ATTENTION_CUBLAS;
     if (strcmp(attention_choice, "fused") == 0) {
         if (!fused_ok) {
@@ -1836,8 +2274,16 @@ int main(int argc, char** argv) {
                   (size_t)prop.sharedMemPerBlockOptin, HS, fused_smem ? " (too much shared memory)" : "");
         }
         attention_kind = ATTENTION_FUSED;
+    } else if (strcmp(attention_choice, "fused-tf32") == 0) {
+        if (!tc_ok) {
+            fatal("--attention fused-tf32: the tensor-core kernels need an sm_80 or newer GPU (this one is sm_%d%d), "
+                  "head size 16, 32 or 64 (this model has HS=%d) and %zu bytes of shared memory per block (the GPU "
+                  "allows %zu). Use --attention fused, cublas or auto", prop.major, prop.minor, HS, tc_smem,
+                  (size_t)prop.sharedMemPerBlockOptin);
+        }
+        attention_kind = ATTENTION_FUSED_TF32;
     } else if (strcmp(attention_choice, "auto") == 0) {
-        attention_kind = fused_ok ? ATTENTION_FUSED : ATTENTION_CUBLAS;
+        attention_kind = (tf32 && tc_ok) ? ATTENTION_FUSED_TF32 : fused_ok ? ATTENTION_FUSED : ATTENTION_CUBLAS;
     }
 
     // ---- the batch geometry
@@ -1945,8 +2391,9 @@ int main(int argc, char** argv) {
     snprintf(gpu_desc, sizeof(gpu_desc), "%s (sm_%d%d, %d SMs, %.1f GiB), driver %d.%d, runtime %d.%d", prop.name,
              prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, driver / 1000,
              (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10);
-    const char* attention_desc = attention_kind == ATTENTION_FUSED ? "fused (flash-style, fp32 SIMT)"
-                                                                   : "cublas (strided-batched + softmax kernels)";
+    const char* attention_desc = attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32 (flash-style, TF32 tensor cores)"
+                                 : attention_kind == ATTENTION_FUSED ? "fused (flash-style, fp32 SIMT)"
+                                                                     : "cublas (strided-batched + softmax kernels)";
 
     // ---- the resolved configuration
     printf("+------------------------+----------------------------------------------------+\n");
@@ -2046,7 +2493,8 @@ int main(int argc, char** argv) {
         json_key_int(&j, "total_steps", total_steps);
         json_key_string(&j, "data_kind", parity ? "parity_batch" : data_kind == DATA_EXAMPLES ? "examples" : "tokens");
         json_key_string(&j, "blas", tf32 ? "cuBLAS (TF32)" : "cuBLAS (fp32)");
-        json_key_string(&j, "attention_kernels", attention_kind == ATTENTION_FUSED ? "fused" : "cublas");
+        json_key_string(&j, "attention_kernels", attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32"
+                        : attention_kind == ATTENTION_FUSED ? "fused" : "cublas");
         json_end_object(&j);
         json_key_string(&j, "commit", GIT_COMMIT);
         json_key_string(&j, "hardware", gpu_desc);

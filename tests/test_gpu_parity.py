@@ -14,8 +14,10 @@ are all random: one forward/backward of `--parity-batch B --parity-out G --tf32 
   - for head sizes 16, 32, 64 and 128 (the fused kernels' templates) and 24 (which only the
     cuBLAS path supports: --attention auto falls back to it, --attention fused is refused);
   - the CUDA trainer against the CPU trainer on the same batch (same tolerances);
-  - with TF32 on (--tf32 1): logits within 1e-2 and gradients within 1e-2 * max|g| (TF32 keeps
-    10 mantissa bits, a relative error of ~5e-4 per product).
+  - with TF32 on (--tf32 1, the default), for each attention implementation (auto picks the
+    tensor-core kernels) and the tensor-core head sizes: logits within 1e-2, the loss within 1e-3
+    relative and gradients within 1e-2 * max|g| (TF32 keeps 10 mantissa bits, a relative error of
+    ~5e-4 per product; measured in the emulator: ~1e-3 logits, ~5e-4 * max|g| gradients).
 Run: python -m pytest -q tests/test_gpu_parity.py   (the gpu variants need a GPU)
 """
 
@@ -156,10 +158,35 @@ def test_cuda_matches_cpu_trainer(tmp_path, backend, case):
     check_against(got, cpu["logits"], cpu["loss"], cpu["grads"], "the CPU trainer")
 
 
+TF32_TOL = dict(logit_atol=1e-2, grad_rel=1e-2, loss_rtol=1e-3)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_tf32_stays_close(tmp_path, backend):
+@pytest.mark.parametrize("attention", ["auto", "fused-tf32", "cublas"])
+def test_tf32_stays_close(tmp_path, backend, attention):
+    """--tf32 1 (the default): auto picks the tensor-core attention for HS=32."""
     binary = cuda_trainer(backend)
     model_path, batch_path, (x, y, mask) = make_case(tmp_path, TINY, seed=5, **CASES["masked"])
-    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 1)
-    check_against(got, *reference(model_path, x, y, mask), "reference (TF32)", logit_atol=1e-2, grad_rel=1e-2,
-                  loss_rtol=1e-3)
+    r = run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", tmp_path / "grads.bin",
+                    "--tf32", 1, "--attention", attention, binary=binary)
+    if attention == "auto":
+        assert "fused-tf32" in r.stdout, "with --tf32 1, auto should choose the tensor-core attention"
+    got = read_parity_grads(tmp_path / "grads.bin")
+    check_against(got, *reference(model_path, x, y, mask), f"reference (TF32, {attention})", **TF32_TOL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hs", [16, 64, 128])
+def test_tf32_head_sizes(tmp_path, backend, hs):
+    """The tensor-core kernels' templates (HS 16, 64; 32 above); HS=128 falls back to the fp32
+    fused kernels under auto and is refused by --attention fused-tf32."""
+    binary = cuda_trainer(backend)
+    C, NH = HEAD_SIZES[hs]
+    config = dataclasses.replace(TINY, n_layer=1, n_embd=C, n_head=NH, max_seq_len=80)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, config, seed=hs, B=2, T=70)
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 1, "--attention", "auto")
+    check_against(got, *reference(model_path, x, y, mask), f"reference (TF32, HS={hs})", **TF32_TOL)
+    if hs == 128:
+        r = run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", tmp_path / "g2.bin",
+                        "--attention", "fused-tf32", binary=binary, check=False)
+        assert r.returncode == 1 and "--attention fused-tf32" in r.stderr and "HS=128" in r.stderr, r.stderr

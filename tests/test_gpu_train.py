@@ -8,7 +8,8 @@ same source in the CPU emulator, see tests/test_gpu_helpers.py), tiny model, --t
     and its parameters within 2e-5 (the key bias, whose true gradient is zero, within lr * steps):
     the CPU trainer's test, see tests/test_cpu_train.py for the reasoning;
   - two runs with the same seed (token shards, validation, sampling) are bit-identical (model,
-    state, every logged value and sample): the kernels use no atomics and reduce in fixed order;
+    state, every logged value and sample), with TF32 off and on: the kernels use no atomics and
+    reduce in fixed order;
   - 10 steps straight equal 5 steps, a checkpoint, and 5 more after --resume, bit for bit;
   - resume across trainers: a run trained to step 5 by one trainer and resumed by the other to
     step 10 matches the CPU trainer's straight 10-step run: losses within 1e-4, parameters within
@@ -91,22 +92,23 @@ def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_c
     compare_params(params, model.params_numpy(), PARAM_ATOL, OPT["lr"] * STEPS, f"after {STEPS} steps")
 
 
-def train(binary, tmp_path, out, data_args, steps, extra=()):
+def train(binary, tmp_path, out, data_args, steps, extra=(), tf32=0):
     """tests/test_cpu_train.py's training run, on `binary` (None = the CPU trainer)."""
     args = ["--model", tmp_path / "model.bin", *data_args, "-o", out, "--steps", steps, "-l", TRAIN_LR,
             "--warmup", 2, "--weight-decay", 0.05, "-v", 3, "-m", 2, "-s", 4, "-g", 6, "--seed", 42, *extra]
     if binary is not None:
-        args += ["--tf32", 0]
+        args += ["--tf32", tf32]
     return run_trainer(*args, binary=binary)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_same_seed_is_bit_identical(tmp_path, backend):
+@pytest.mark.parametrize("tf32", [0, 1])
+def test_same_seed_is_bit_identical(tmp_path, backend, tf32):
     binary = cuda_trainer(backend)
     write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=1, scale=0.05))
     data = token_data(tmp_path, TINY)
-    train(binary, tmp_path, tmp_path / "a", data, 8)
-    train(binary, tmp_path, tmp_path / "b", data, 8)
+    train(binary, tmp_path, tmp_path / "a", data, 8, tf32=tf32)
+    train(binary, tmp_path, tmp_path / "b", data, 8, tf32=tf32)
     assert same_files(tmp_path / "a/model_000008.bin", tmp_path / "b/model_000008.bin")
     assert same_files(tmp_path / "a/state_000008.bin", tmp_path / "b/state_000008.bin")
     a, b = log_values(tmp_path / "a/log.jsonl"), log_values(tmp_path / "b/log.jsonl")
@@ -114,7 +116,8 @@ def test_same_seed_is_bit_identical(tmp_path, backend):
     assert sum(1 for _, sample, _ in a if sample is not None) == 2, "samples at steps 4 and 8"
     assert sum(1 for *_, v in a if v[2] is not None) == 3, "validation at steps 3, 6 and 8"
     header = read_log(tmp_path / "a/log.jsonl")[0]
-    assert header["trainer"] == "train_gpt2fp32cu" and header["config"]["tf32"] == 0
+    assert header["trainer"] == "train_gpt2fp32cu" and header["config"]["tf32"] == tf32
+    assert header["config"]["attention_kernels"] == ("fused-tf32" if tf32 else "fused")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

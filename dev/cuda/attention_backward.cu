@@ -14,10 +14,16 @@
 //      lse; a dQ kernel has a block per 64 queries walk the key tiles (32). Two passes
 //      instead of atomics: every element of dqkv is written once, the result is
 //      bit-reproducible. HS in {16, 32, 64, 128}.
+//   3: version 2's two passes on the TF32 tensor cores (WMMA m16n16k8): 4 warps own 16 keys
+//      (dK/dV kernel) or 16 queries (dQ kernel) each; the score-shaped products go through
+//      shared memory for the elementwise P and dS, the dK, dV, dQ accumulators stay in WMMA
+//      fragments. Tiles of 64 by 64. sm_80+, HS in {16, 32, 64}; TF32 inputs, fp32 sums.
 // Arithmetic (causal): version 2 does 7 products of B*NH*T*T/2*HS FMAs (S twice, dP
 // twice, dV, dK, dQ), i.e. 7*B*NH*T*T*HS FLOPs.
 // Build: make cuda-workbenches; run: dev/cuda/bin/attention_backward [version] [--check-only]
 #include "common.h"
+
+#include <mma.h>
 
 // ----------------------------------------------------------------------------
 // CPU reference (double): forward (for out and lse) and backward
@@ -517,6 +523,288 @@ static void attention_backward2(float* dqkv, float* Dvec, const float* dout, con
     }
 }
 
+
+// ----------------------------------------------------------------------------
+// version 3: TF32 tensor cores (WMMA)
+
+using namespace nvcuda;
+constexpr int TC_THREADS = 128;  // 4 warps x 16 rows
+constexpr int TC_PAD = 4;
+
+template <int HS>
+__host__ __device__ constexpr int tc_region_floats() { return 64 * ((HS > 64 ? HS : 64) + TC_PAD); }
+// regions: 4 tiles (64, HS+pad) and 2 per-warp scratch (4 x 16, 64+pad), plus lse and D of 64 rows
+template <int HS>
+constexpr size_t attention_backward_tc_smem_floats() { return 6 * (size_t)tc_region_floats<HS>() + 128; }
+
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragA;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragBRow;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> FragBCol;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> FragC;
+
+template <class F>
+__device__ __forceinline__ void load_tf32(F& f, const float* p, int ld) {
+    wmma::load_matrix_sync(f, p, ld);
+#pragma unroll
+    for (int i = 0; i < f.num_elements; i++) f.x[i] = wmma::__float_to_tf32(f.x[i]);
+}
+
+// X (16 x 64) += A_w (16 x HS rows of A at Aw, ld lda) @ B^T where B is 64 rows (ld ldb) of
+// HS: X[i][j] = sum_d A[i][d] * B[j][d], into 4 accumulators of 16 columns
+template <int HS>
+__device__ __forceinline__ void mma_abt(FragC (&acc)[4], const float* Aw, int lda, const float* Bt, int ldb) {
+#pragma unroll
+    for (int k = 0; k < HS / 8; k++) {
+        FragA a;
+        load_tf32(a, Aw + k * 8, lda);
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            FragBCol b;  // element (kk, j) = B[16n + j][8k + kk]
+            load_tf32(b, Bt + n * 16 * ldb + k * 8, ldb);
+            wmma::mma_sync(acc[n], a, b, acc[n]);
+        }
+    }
+}
+
+// Y (16 x HS) += X_w (16 x 64 at Xw, ld ldx) @ M (64 x HS at Ms, ld ldm)
+template <int HS>
+__device__ __forceinline__ void mma_xm(FragC (&acc)[HS / 16], const float* Xw, int ldx, const float* Ms, int ldm) {
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        FragA a;
+        load_tf32(a, Xw + k * 8, ldx);
+#pragma unroll
+        for (int n = 0; n < HS / 16; n++) {
+            FragBRow b;  // element (kk, j) = M[8k + kk][16n + j]
+            load_tf32(b, Ms + k * 8 * ldm + n * 16, ldm);
+            wmma::mma_sync(acc[n], a, b, acc[n]);
+        }
+    }
+}
+
+// dK, dV of 64 keys per block (warp w: keys 16w..16w+15), walking the query tiles of 64 at
+// and below the diagonal. grid (ceil(T/64), B*NH), 128 threads.
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS) attention_backward_dkdv_tc_kernel(
+    float* dqkv, const float* dout, const float* qkv, const float* lse, const float* Dvec, int T, int NH) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr int LDH = HS + TC_PAD, LDS = 64 + TC_PAD;
+    constexpr int R = tc_region_floats<HS>();
+    extern __shared__ __align__(128) float4 smem4[];  // WMMA pointers need 32-byte alignment
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Ks = smem;          // (64, LDH) this block's keys
+    float* Vs = smem + R;      // (64, LDH)
+    float* Qs = smem + 2 * R;  // (64, LDH) the step's queries
+    float* dOs = smem + 3 * R; // (64, LDH)
+    float* SP = smem + 4 * R;  // per warp (16, LDS): S^T, then P^T; at the end dK
+    float* DP = smem + 5 * R;  // per warp (16, LDS): dP^T, then dS^T; at the end dV
+    float* Ls = smem + 6 * R;  // (64)
+    float* Ds = Ls + 64;       // (64)
+
+    const int C = NH * HS;
+    const int kt = blockIdx.x;
+    const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float* obase = dout + (size_t)b * T * C + h * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int c0 = kt * 64;
+    const int rr = lane / 2, half = lane % 2;  // lane pair: row rr of the warp's 16, half the columns
+    const int c = c0 + warp * 16 + rr;         // this lane's key
+    float* SPw = SP + warp * 16 * LDS;
+    float* DPw = DP + warp * 16 * LDS;
+
+    load_rows<64, HS, false>(Ks, LDH, kbase, stride, c0, T);
+    load_rows<64, HS, false>(Vs, LDH, vbase, stride, c0, T);
+    FragC dk[HS / 16], dv[HS / 16];
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) { wmma::fill_fragment(dk[n], 0.0f); wmma::fill_fragment(dv[n], 0.0f); }
+
+    const int num_qt = (T + 63) / 64;
+    for (int qt = kt; qt < num_qt; qt++) {
+        const int r0 = qt * 64;
+        __syncthreads();  // the previous step's Q, dO tiles are no longer read
+        load_rows<64, HS, false>(Qs, LDH, qbase, stride, r0, T);
+        load_rows<64, HS, false>(dOs, LDH, obase, C, r0, T);
+        for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+            Ls[i] = (r0 + i < T) ? lse[(size_t)bh * T + r0 + i] : 0.0f;
+            Ds[i] = (r0 + i < T) ? Dvec[(size_t)bh * T + r0 + i] : 0.0f;
+        }
+        __syncthreads();
+
+        FragC st[4], dpt[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) { wmma::fill_fragment(st[n], 0.0f); wmma::fill_fragment(dpt[n], 0.0f); }
+        mma_abt<HS>(st, Ks + warp * 16 * LDH, LDH, Qs, LDH);    // S^T[c][r] = k_c . q_r
+        mma_abt<HS>(dpt, Vs + warp * 16 * LDH, LDH, dOs, LDH);  // dP^T[c][r] = v_c . dO_r
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            wmma::store_matrix_sync(SPw + n * 16, st[n], LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(DPw + n * 16, dpt[n], LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        for (int j = 0; j < 32; j++) {
+            const int ql = half * 32 + j, r = r0 + ql;
+            const float p = (r < T && c <= r) ? expf(SPw[rr * LDS + ql] * scale - Ls[ql]) : 0.0f;
+            SPw[rr * LDS + ql] = p;
+            DPw[rr * LDS + ql] = p * (DPw[rr * LDS + ql] - Ds[ql]);
+        }
+        __syncwarp();
+        mma_xm<HS>(dv, SPw, LDS, dOs, LDH);  // dV[c] += sum_r P[r][c] dO[r]
+        mma_xm<HS>(dk, DPw, LDS, Qs, LDH);   // dK[c] += sum_r dS[r][c] Q[r]
+    }
+
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) {
+#pragma unroll
+        for (int i = 0; i < dk[n].num_elements; i++) dk[n].x[i] *= scale;
+        wmma::store_matrix_sync(SPw + n * 16, dk[n], LDS, wmma::mem_row_major);
+        wmma::store_matrix_sync(DPw + n * 16, dv[n], LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (c < T) {
+        float* dst = dqkv + ((size_t)b * T + c) * stride + h * HS;
+        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) {
+            dst[C + d] = SPw[rr * LDS + d];
+            dst[2 * C + d] = DPw[rr * LDS + d];
+        }
+    }
+#else
+    __trap();
+#endif
+}
+
+// dQ of 64 queries per block (warp w: queries 16w..16w+15), walking the key tiles of 64
+// up to the diagonal. grid (ceil(T/64), B*NH), 128 threads.
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS) attention_backward_dq_tc_kernel(
+    float* dqkv, const float* dout, const float* qkv, const float* lse, const float* Dvec, int T, int NH) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr int LDH = HS + TC_PAD, LDS = 64 + TC_PAD;
+    constexpr int R = tc_region_floats<HS>();
+    extern __shared__ __align__(128) float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* Qs = smem;          // (64, LDH) this block's queries
+    float* dOs = smem + R;     // (64, LDH)
+    float* Ks = smem + 2 * R;  // (64, LDH) the step's keys
+    float* Vs = smem + 3 * R;  // (64, LDH)
+    float* SP = smem + 4 * R;  // per warp (16, LDS): S, then dS; at the end dQ
+    float* DP = smem + 5 * R;  // per warp (16, LDS): dP
+    float* Ls = smem + 6 * R;  // (64)
+    float* Ds = Ls + 64;       // (64)
+
+    const int C = NH * HS;
+    const int num_qt = (T + 63) / 64;
+    const int qt = num_qt - 1 - blockIdx.x;
+    const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float* obase = dout + (size_t)b * T * C + h * HS;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int r0 = qt * 64;
+    const int rr = lane / 2, half = lane % 2;
+    const int rl = warp * 16 + rr, r = r0 + rl;  // this lane's query
+    float* SPw = SP + warp * 16 * LDS;
+    float* DPw = DP + warp * 16 * LDS;
+
+    load_rows<64, HS, false>(Qs, LDH, qbase, stride, r0, T);
+    load_rows<64, HS, false>(dOs, LDH, obase, C, r0, T);
+    for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+        Ls[i] = (r0 + i < T) ? lse[(size_t)bh * T + r0 + i] : 0.0f;
+        Ds[i] = (r0 + i < T) ? Dvec[(size_t)bh * T + r0 + i] : 0.0f;
+    }
+    FragC dq[HS / 16];
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(dq[n], 0.0f);
+
+    const int last_kt = min(r0 + 63, T - 1) / 64;
+    for (int kt = 0; kt <= last_kt; kt++) {
+        const int c0 = kt * 64;
+        __syncthreads();  // the previous step's K, V tiles are no longer read
+        load_rows<64, HS, false>(Ks, LDH, kbase, stride, c0, T);
+        load_rows<64, HS, false>(Vs, LDH, vbase, stride, c0, T);
+        __syncthreads();
+
+        FragC s[4], dp[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) { wmma::fill_fragment(s[n], 0.0f); wmma::fill_fragment(dp[n], 0.0f); }
+        mma_abt<HS>(s, Qs + warp * 16 * LDH, LDH, Ks, LDH);    // S[r][c] = q_r . k_c
+        mma_abt<HS>(dp, dOs + warp * 16 * LDH, LDH, Vs, LDH);  // dP[r][c] = dO_r . v_c
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            wmma::store_matrix_sync(SPw + n * 16, s[n], LDS, wmma::mem_row_major);
+            wmma::store_matrix_sync(DPw + n * 16, dp[n], LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        for (int j = 0; j < 32; j++) {
+            const int cl = half * 32 + j, cc = c0 + cl;
+            const float p = (r < T && cc <= r) ? expf(SPw[rr * LDS + cl] * scale - Ls[rl]) : 0.0f;
+            SPw[rr * LDS + cl] = p * (DPw[rr * LDS + cl] - Ds[rl]);  // dS
+        }
+        __syncwarp();
+        mma_xm<HS>(dq, SPw, LDS, Ks, LDH);  // dQ[r] += sum_c dS[r][c] K[c]
+    }
+
+#pragma unroll
+    for (int n = 0; n < HS / 16; n++) {
+#pragma unroll
+        for (int i = 0; i < dq[n].num_elements; i++) dq[n].x[i] *= scale;
+        wmma::store_matrix_sync(SPw + n * 16, dq[n], LDS, wmma::mem_row_major);
+    }
+    __syncwarp();
+    if (r < T) {
+        float* dst = dqkv + ((size_t)b * T + r) * stride + h * HS;
+        for (int d = half * (HS / 2); d < (half + 1) * (HS / 2); d++) dst[d] = SPw[rr * LDS + d];
+    }
+#else
+    __trap();
+#endif
+}
+
+static bool attention_tc_supported(int HS, size_t smem_optin, int cc_major) {
+    if (cc_major < 8) return false;
+    size_t need = 0;
+    switch (HS) {
+        case 16: need = attention_backward_tc_smem_floats<16>(); break;
+        case 32: need = attention_backward_tc_smem_floats<32>(); break;
+        case 64: need = attention_backward_tc_smem_floats<64>(); break;
+        default: return false;
+    }
+    return need * sizeof(float) <= smem_optin;
+}
+
+template <int HS>
+static void attention_backward3_hs(float* dqkv, float* Dvec, const float* dout, const float* qkv, const float* out,
+                                   const float* lse, int B, int T, int NH) {
+    size_t n = (size_t)B * T * NH;
+    attention_backward_D_kernel<<<ceil_div(n, 256), 256>>>(Dvec, dout, out, B, T, NH, HS);
+    launchCheck();
+    size_t smem = attention_backward_tc_smem_floats<HS>() * sizeof(float);
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    cudaCheck(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid(ceil_div(T, 64), B * NH);
+    attention_backward_dkdv_tc_kernel<HS><<<grid, TC_THREADS, smem>>>(dqkv, dout, qkv, lse, Dvec, T, NH);
+    launchCheck();
+    attention_backward_dq_tc_kernel<HS><<<grid, TC_THREADS, smem>>>(dqkv, dout, qkv, lse, Dvec, T, NH);
+    launchCheck();
+}
+
+static void attention_backward3(float* dqkv, float* Dvec, const float* dout, const float* qkv, const float* out,
+                                const float* lse, int B, int T, int NH, int HS) {
+    switch (HS) {
+        case 16: attention_backward3_hs<16>(dqkv, Dvec, dout, qkv, out, lse, B, T, NH); break;
+        case 32: attention_backward3_hs<32>(dqkv, Dvec, dout, qkv, out, lse, B, T, NH); break;
+        case 64: attention_backward3_hs<64>(dqkv, Dvec, dout, qkv, out, lse, B, T, NH); break;
+        default: fprintf(stderr, "error: tensor-core attention supports HS in {16,32,64}, got %d\n", HS); exit(EXIT_FAILURE);
+    }
+}
+
 // ----------------------------------------------------------------------------
 
 static Scratch1 scratch1_alloc(int B, int T, int NH, int HS) {
@@ -536,12 +824,15 @@ static void run_version(int version, cublasHandle_t handle, float* dqkv, const f
                         const float* out, const float* lse, Scratch1* s1, float* Dvec, int B, int T, int NH,
                         int HS, int block_size) {
     if (version == 1) attention_backward1(handle, dqkv, dout, qkv, s1, B, T, NH, HS, block_size);
-    else attention_backward2(dqkv, Dvec, dout, qkv, out, lse, B, T, NH, HS);
+    else if (version == 2) attention_backward2(dqkv, Dvec, dout, qkv, out, lse, B, T, NH, HS);
+    else attention_backward3(dqkv, Dvec, dout, qkv, out, lse, B, T, NH, HS);
 }
 
-static void check_shape(int version, cublasHandle_t handle, size_t smem_optin, int B, int T, int NH, int HS) {
-    if (version == 2 && attention_backward_smem_bytes(HS) > smem_optin) {
-        printf("version 2, HS=%d: not supported on this device (shared memory), skipped\n", HS);
+static void check_shape(int version, cublasHandle_t handle, const cudaDeviceProp& prop, int B, int T, int NH, int HS) {
+    size_t smem_optin = prop.sharedMemPerBlockOptin;
+    if ((version == 2 && attention_backward_smem_bytes(HS) > smem_optin) ||
+        (version == 3 && !attention_tc_supported(HS, smem_optin, prop.major))) {
+        printf("version %d, HS=%d: not supported on this device (head size, shared memory or sm_80), skipped\n", version, HS);
         return;
     }
     int C = NH * HS;
@@ -564,9 +855,15 @@ static void check_shape(int version, cublasHandle_t handle, size_t smem_optin, i
     for (int block_size : {32, 128, 256, 1024}) {
         poison(d_dqkv, nqkv);
         run_version(version, handle, d_dqkv, d_dout, d_qkv, d_out, d_lse, &s1, d_D, B, T, NH, HS, block_size);
-        // fp32 sums of up to T products against a double reference
-        validate_result(d_dqkv, ref, "dqkv", nqkv, 1e-5f, 1e-4f);
-        if (version == 2) break;  // fixed 256-thread blocks
+        if (version == 3) {
+            // TF32 inputs (10 mantissa bits): the products of every step carry ~5e-4 relative
+            // error; gradients of size ~1 end up within a few 1e-3
+            validate_result(d_dqkv, ref, "dqkv", nqkv, 5e-3f, 5e-3f);
+        } else {
+            // fp32 sums of up to T products against a double reference
+            validate_result(d_dqkv, ref, "dqkv", nqkv, 1e-5f, 1e-4f);
+        }
+        if (version >= 2) break;  // fixed blocks
     }
     scratch1_free(&s1);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_dout)); cudaCheck(cudaFree(d_out));
@@ -575,7 +872,7 @@ static void check_shape(int version, cublasHandle_t handle, size_t smem_optin, i
 }
 
 int main(int argc, char** argv) {
-    const int num_versions = 2;
+    const int num_versions = 3;
     BenchArgs args = parse_bench_args(argc, argv, num_versions);
     require_gpu();
     cudaDeviceProp prop;
@@ -585,11 +882,11 @@ int main(int argc, char** argv) {
     cublasCheck(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH));
     for (int v = 1; v <= num_versions; v++) {
         if (args.version != 0 && args.version != v) continue;
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 2, 64, 2, 64);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 1, 200, 3, 32);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 2, 37, 2, 16);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 1, 70, 1, 128);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 3, 5, 4, 32);
+        check_shape(v, handle, prop, 2, 64, 2, 64);
+        check_shape(v, handle, prop, 1, 200, 3, 32);
+        check_shape(v, handle, prop, 2, 37, 2, 16);
+        check_shape(v, handle, prop, 1, 70, 1, 128);
+        check_shape(v, handle, prop, 3, 5, 4, 32);
     }
     printf("all checks passed\n");
     if (args.check_only) return 0;
@@ -609,14 +906,15 @@ int main(int argc, char** argv) {
     for (int v = 1; v <= num_versions; v++) {
         if (args.version != 0 && args.version != v) continue;
         if (v == 2 && attention_backward_smem_bytes(HS) > prop.sharedMemPerBlockOptin) continue;
+        if (v == 3 && !attention_tc_supported(HS, prop.sharedMemPerBlockOptin, prop.major)) continue;
         for (int block_size : {128, 256, 512}) {
             float ms = benchmark_kernel(10, [&]() {
                 run_version(v, handle, d_dqkv, d_dout, d_qkv, d_out, d_lse, &s1, d_D, B, T, NH, HS, block_size);
             });
             char what[64];
             snprintf(what, sizeof(what), "attention_backward v%d", v);
-            report_time(what, v == 1 ? block_size : ATT_THREADS, ms, 0, flops_causal);
-            if (v == 2) break;
+            report_time(what, v == 1 ? block_size : v == 2 ? ATT_THREADS : TC_THREADS, ms, 0, flops_causal);
+            if (v >= 2) break;
         }
     }
     scratch1_free(&s1);

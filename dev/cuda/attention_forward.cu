@@ -12,10 +12,17 @@
 //      keeping a running max and sum per row (online softmax); the T x T matrix never
 //      leaves shared memory. Each thread computes a 4x4 tile of scores and a 4 x HS/16
 //      tile of the output from shared memory (float4 loads). HS in {16, 32, 64, 128}.
+//   3: version 2's algorithm on the TF32 tensor cores (WMMA m16n16k8): 4 warps own 16
+//      query rows each; S = Q K^T and P V are WMMA products (inputs rounded to TF32,
+//      fp32 accumulation); S goes through shared memory for the online softmax, which a
+//      pair of lanes runs per row; the output accumulates in registers. sm_80+,
+//      HS in {16, 32, 64}. TF32 rounding: compare with a looser tolerance.
 // Arithmetic: 4*B*NH*T*T*HS FLOPs for the two products if computed in full (version 1),
 // about half that with the causal skip (version 2).
 // Build: make cuda-workbenches; run: dev/cuda/bin/attention_forward [version] [--check-only]
 #include "common.h"
+
+#include <mma.h>
 
 // ----------------------------------------------------------------------------
 // CPU reference (double)
@@ -329,6 +336,181 @@ static void attention_forward2(float* out, float* lse, const float* qkv, int B, 
     }
 }
 
+
+// ----------------------------------------------------------------------------
+// version 3: fused, TF32 tensor cores (WMMA)
+
+using namespace nvcuda;
+constexpr int TC_THREADS = 128;  // 4 warps x 16 query rows
+constexpr int TC_PAD = 4;        // row padding (floats): keeps WMMA's 32-byte alignment
+
+// one shared-memory region: 64 rows of max(HS, 64) + padding floats
+template <int HS>
+__host__ __device__ constexpr int tc_region_floats() { return 64 * ((HS > 64 ? HS : 64) + TC_PAD); }
+template <int HS>
+constexpr size_t attention_forward_tc_smem_floats() { return 3 * (size_t)tc_region_floats<HS>(); }
+
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragA;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> FragBRow;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> FragBCol;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> FragC;
+
+template <class F>
+__device__ __forceinline__ void load_tf32(F& f, const float* p, int ld) {
+    wmma::load_matrix_sync(f, p, ld);
+#pragma unroll
+    for (int i = 0; i < f.num_elements; i++) f.x[i] = wmma::__float_to_tf32(f.x[i]);
+}
+
+// grid (ceil(T/64), B*NH), 128 threads, dynamic shared attention_forward_tc_smem_floats<HS>()
+template <int HS>
+__global__ void __launch_bounds__(TC_THREADS) attention_forward_tc_kernel(float* out, float* lse, const float* qkv,
+                                                                          int T, int NH) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr int LDH = HS + TC_PAD;  // rows of the Q, K, V tiles and the P V scratch
+    constexpr int LDS = 64 + TC_PAD;  // rows of the S / P scratch
+    constexpr int R = tc_region_floats<HS>();
+    extern __shared__ __align__(128) float4 smem4[];  // WMMA pointers need 32-byte alignment
+    float* smem = reinterpret_cast<float*>(smem4);
+    float* QS = smem;          // the Q tile (64, LDH), then each warp's S / P rows (16, LDS)
+    float* KO = smem + R;      // the K tile (64, LDH), then each warp's P V rows (16, LDH)
+    float* Vs = smem + 2 * R;  // the V tile (64, LDH)
+
+    const int C = NH * HS;
+    const int num_qt = (T + 63) / 64;
+    const int qt = num_qt - 1 - blockIdx.x;
+    const int b = blockIdx.y / NH, h = blockIdx.y % NH;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const size_t stride = 3 * (size_t)C;
+    const float* qbase = qkv + (size_t)b * T * stride + h * HS;
+    const float* kbase = qbase + C;
+    const float* vbase = qbase + 2 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const int r0 = qt * 64;
+
+    load_rows<64, HS, false>(QS, LDH, qbase, stride, r0, T);
+    __syncthreads();
+    FragA qf[HS / 8];  // this warp's 16 query rows, kept for every key tile
+#pragma unroll
+    for (int k = 0; k < HS / 8; k++) load_tf32(qf[k], QS + warp * 16 * LDH + k * 8, LDH);
+
+    // lane pair (2 rr, 2 rr + 1) owns row rr of the warp's 16: half of its keys and dims
+    const int rr = lane / 2, half = lane % 2;
+    const int r = r0 + warp * 16 + rr;
+    float m = -FLT_MAX, l = 0.0f, o[HS / 2];
+#pragma unroll
+    for (int d = 0; d < HS / 2; d++) o[d] = 0.0f;
+    float* Sw = QS + warp * 16 * LDS;
+    float* Ow = KO + warp * 16 * LDH;
+
+    const int last_kt = min(r0 + 63, T - 1) / 64;
+    for (int kt = 0; kt <= last_kt; kt++) {
+        const int c0 = kt * 64;
+        __syncthreads();  // Q fragments loaded / the last tile's K, V and P V scratch read
+        load_rows<64, HS, false>(KO, LDH, kbase, stride, c0, T);
+        load_rows<64, HS, false>(Vs, LDH, vbase, stride, c0, T);
+        __syncthreads();
+
+        FragC sf[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::fill_fragment(sf[n], 0.0f);
+#pragma unroll
+        for (int k = 0; k < HS / 8; k++) {
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                FragBCol kf;  // element (kk, j) = K[16n + j][8k + kk]
+                load_tf32(kf, KO + n * 16 * LDH + k * 8, LDH);
+                wmma::mma_sync(sf[n], qf[k], kf, sf[n]);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::store_matrix_sync(Sw + n * 16, sf[n], LDS, wmma::mem_row_major);
+        __syncwarp();
+
+        float* srow = Sw + rr * LDS + half * 32;
+        float mx = -FLT_MAX;
+        for (int j = 0; j < 32; j++) {
+            if (c0 + half * 32 + j <= r) mx = fmaxf(mx, srow[j] * scale);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
+        const float m_new = fmaxf(m, mx);
+        const float alpha = expf(m - m_new);
+        float sum = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            const float p = (c0 + half * 32 + j <= r) ? expf(srow[j] * scale - m_new) : 0.0f;
+            srow[j] = p;
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+        l = l * alpha + sum;
+        m = m_new;
+        __syncwarp();
+
+        FragC of[HS / 16];
+#pragma unroll
+        for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(of[n], 0.0f);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            FragA pf;
+            load_tf32(pf, Sw + k * 8, LDS);
+#pragma unroll
+            for (int n = 0; n < HS / 16; n++) {
+                FragBRow vf;  // element (kk, j) = V[8k + kk][16n + j]
+                load_tf32(vf, Vs + k * 8 * LDH + n * 16, LDH);
+                wmma::mma_sync(of[n], pf, vf, of[n]);
+            }
+        }
+        __syncthreads();  // every warp is done with the K tile: its region takes the P V rows
+#pragma unroll
+        for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(Ow + n * 16, of[n], LDH, wmma::mem_row_major);
+        __syncwarp();
+        const float* pv = Ow + rr * LDH + half * (HS / 2);
+#pragma unroll
+        for (int d = 0; d < HS / 2; d++) o[d] = o[d] * alpha + pv[d];
+    }
+
+    if (r < T) {
+        const float inv = 1.0f / l;
+        float* dst = out + ((size_t)b * T + r) * C + h * HS + half * (HS / 2);
+#pragma unroll
+        for (int d = 0; d < HS / 2; d++) dst[d] = o[d] * inv;
+        if (half == 0) lse[(size_t)blockIdx.y * T + r] = m + logf(l);
+    }
+#else
+    __trap();  // needs sm_80 (TF32 tensor cores); the host never launches it below
+#endif
+}
+
+static bool attention_tc_supported(int HS, size_t smem_optin, int cc_major) {
+    if (cc_major < 8) return false;
+    size_t need = 0;
+    switch (HS) {
+        case 16: need = attention_forward_tc_smem_floats<16>(); break;
+        case 32: need = attention_forward_tc_smem_floats<32>(); break;
+        case 64: need = attention_forward_tc_smem_floats<64>(); break;
+        default: return false;
+    }
+    return need * sizeof(float) <= smem_optin;
+}
+
+template <int HS>
+static void attention_forward3_hs(float* out, float* lse, const float* qkv, int B, int T, int NH) {
+    size_t smem = attention_forward_tc_smem_floats<HS>() * sizeof(float);
+    cudaCheck(cudaFuncSetAttribute(attention_forward_tc_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid(ceil_div(T, 64), B * NH);
+    attention_forward_tc_kernel<HS><<<grid, TC_THREADS, smem>>>(out, lse, qkv, T, NH);
+    launchCheck();
+}
+
+static void attention_forward3(float* out, float* lse, const float* qkv, int B, int T, int NH, int HS) {
+    switch (HS) {
+        case 16: attention_forward3_hs<16>(out, lse, qkv, B, T, NH); break;
+        case 32: attention_forward3_hs<32>(out, lse, qkv, B, T, NH); break;
+        case 64: attention_forward3_hs<64>(out, lse, qkv, B, T, NH); break;
+        default: fprintf(stderr, "error: tensor-core attention supports HS in {16,32,64}, got %d\n", HS); exit(EXIT_FAILURE);
+    }
+}
+
 // ----------------------------------------------------------------------------
 
 struct Scratch {
@@ -349,12 +531,15 @@ static void scratch_free(Scratch* s) {
 static void run_version(int version, cublasHandle_t handle, float* out, float* lse, const float* qkv, Scratch* s,
                         int B, int T, int NH, int HS, int block_size) {
     if (version == 1) attention_forward1(handle, out, lse, s->q, s->k, s->v, s->y, s->att, qkv, B, T, NH, HS, block_size);
-    else attention_forward2(out, lse, qkv, B, T, NH, HS);
+    else if (version == 2) attention_forward2(out, lse, qkv, B, T, NH, HS);
+    else attention_forward3(out, lse, qkv, B, T, NH, HS);
 }
 
-static void check_shape(int version, cublasHandle_t handle, size_t smem_optin, int B, int T, int NH, int HS) {
-    if (version == 2 && !attention_fused_supported(HS, smem_optin)) {
-        printf("version 2, HS=%d: not supported on this device (shared memory), skipped\n", HS);
+static void check_shape(int version, cublasHandle_t handle, const cudaDeviceProp& prop, int B, int T, int NH, int HS) {
+    size_t smem_optin = prop.sharedMemPerBlockOptin;
+    if ((version == 2 && !attention_fused_supported(HS, smem_optin)) ||
+        (version == 3 && !attention_tc_supported(HS, smem_optin, prop.major))) {
+        printf("version %d, HS=%d: not supported on this device (head size, shared memory or sm_80), skipped\n", version, HS);
         return;
     }
     int C = NH * HS;
@@ -367,15 +552,22 @@ static void check_shape(int version, cublasHandle_t handle, size_t smem_optin, i
     float* d_lse = device_alloc<float>((size_t)B * NH * T);
     Scratch s = scratch_alloc(B, T, NH, HS);
     printf("version %d, B=%d T=%d NH=%d HS=%d\n", version, B, T, NH, HS);
-    // version 2 has a fixed 256-thread block; the block size varies version 1's kernels
+    // versions 2 and 3 have fixed blocks (256, 128 threads); the block size varies version 1's kernels
     for (int block_size : {32, 128, 256, 1024}) {
         poison(d_out, (size_t)B * T * C);
         poison(d_lse, (size_t)B * NH * T);
         run_version(version, handle, d_out, d_lse, d_qkv, &s, B, T, NH, HS, block_size);
-        // fp32 dot products of HS terms and sums of up to T terms vs a double reference
-        validate_result(d_out, ref, "out", (size_t)B * T * C, 1e-5f, 1e-4f);
-        validate_result(d_lse, ref_lse, "lse", (size_t)B * NH * T, 1e-5f, 1e-5f);
-        if (version == 2) break;
+        if (version == 3) {
+            // TF32 keeps 10 mantissa bits: each product is off by up to ~2^-11 relative, scores
+            // of size ~2 by ~2e-3, so probabilities and outputs by a few 1e-3
+            validate_result(d_out, ref, "out", (size_t)B * T * C, 5e-3f, 5e-3f);
+            validate_result(d_lse, ref_lse, "lse", (size_t)B * NH * T, 5e-3f, 1e-3f);
+        } else {
+            // fp32 dot products of HS terms and sums of up to T terms vs a double reference
+            validate_result(d_out, ref, "out", (size_t)B * T * C, 1e-5f, 1e-4f);
+            validate_result(d_lse, ref_lse, "lse", (size_t)B * NH * T, 1e-5f, 1e-5f);
+        }
+        if (version >= 2) break;
     }
     scratch_free(&s);
     cudaCheck(cudaFree(d_qkv)); cudaCheck(cudaFree(d_out)); cudaCheck(cudaFree(d_lse));
@@ -383,7 +575,7 @@ static void check_shape(int version, cublasHandle_t handle, size_t smem_optin, i
 }
 
 int main(int argc, char** argv) {
-    const int num_versions = 2;
+    const int num_versions = 3;
     BenchArgs args = parse_bench_args(argc, argv, num_versions);
     require_gpu();
     cudaDeviceProp prop;
@@ -393,11 +585,11 @@ int main(int argc, char** argv) {
     cublasCheck(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH));  // fp32 exact for the check
     for (int v = 1; v <= num_versions; v++) {
         if (args.version != 0 && args.version != v) continue;
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 2, 64, 2, 64);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 1, 200, 3, 32);  // T not a multiple of 64
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 2, 37, 2, 16);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 1, 70, 1, 128);
-        check_shape(v, handle, prop.sharedMemPerBlockOptin, 3, 5, 4, 32);    // T smaller than a tile
+        check_shape(v, handle, prop, 2, 64, 2, 64);
+        check_shape(v, handle, prop, 1, 200, 3, 32);  // T not a multiple of 64
+        check_shape(v, handle, prop, 2, 37, 2, 16);
+        check_shape(v, handle, prop, 1, 70, 1, 128);
+        check_shape(v, handle, prop, 3, 5, 4, 32);    // T smaller than a tile
     }
     printf("all checks passed\n");
     if (args.check_only) return 0;
@@ -416,12 +608,13 @@ int main(int argc, char** argv) {
     for (int v = 1; v <= num_versions; v++) {
         if (args.version != 0 && args.version != v) continue;
         if (v == 2 && !attention_fused_supported(HS, prop.sharedMemPerBlockOptin)) continue;
+        if (v == 3 && !attention_tc_supported(HS, prop.sharedMemPerBlockOptin, prop.major)) continue;
         for (int block_size : {128, 256, 512}) {
             float ms = benchmark_kernel(20, [&]() { run_version(v, handle, d_out, d_lse, d_qkv, &s, B, T, NH, HS, block_size); });
             char what[64];
             snprintf(what, sizeof(what), "attention_forward v%d", v);
-            report_time(what, v == 1 ? block_size : ATT_THREADS, ms, 0, flops_causal);
-            if (v == 2) break;
+            report_time(what, v == 1 ? block_size : v == 2 ? ATT_THREADS : TC_THREADS, ms, 0, flops_causal);
+            if (v >= 2) break;
         }
     }
     scratch_free(&s);

@@ -44,6 +44,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <type_traits>
 #include <map>
 #include <vector>
 
@@ -197,7 +198,8 @@ static inline void init_fiber(Fiber* f, char* stack) {
 }
 #endif
 
-static inline void* dynamic_shared() { return g_block.dyn_shared.data(); }
+// 256-byte aligned, like the GPU's (WMMA needs 32, float4 16)
+static inline void* dynamic_shared() { return (void*)(((uintptr_t)g_block.dyn_shared.data() + 255) & ~(uintptr_t)255); }
 
 // resolves the shuffles of warps whose lanes all wait in one; returns whether any did
 static bool resolve_warps(int n) {
@@ -322,7 +324,7 @@ struct LaunchCfg {
         auto it = g_max_dyn_shared.find(kernel);
         if (it != g_max_dyn_shared.end()) limit = it->second;
         if (shmem > (size_t)limit) fail("launch asks for more dynamic shared memory than allowed (cudaFuncSetAttribute)");
-        g_block.dyn_shared.assign(shmem, 0xFF);
+        g_block.dyn_shared.assign(shmem + 256, 0xFF);
         g_block.body = &body;
         g_gridDim = uint3{grid.x, grid.y, grid.z};
         g_blockDim = uint3{block.x, block.y, block.z};
@@ -380,6 +382,96 @@ static inline float atomicAdd(float* p, float v) { float old = *p; *p = old + v;
 static inline double atomicAdd(double* p, double v) { double old = *p; *p = old + v; return old; }
 static inline int atomicAdd(int* p, int v) { int old = *p; *p = old + v; return old; }
 static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned old = *p; *p = old + v; return old; }
+
+
+// ----------------------------------------------------------------------------
+// WMMA (nvcuda::wmma), the tf32 m16n16k8 shape and float accumulators only.
+// Emulated fragments hold the WHOLE tile in every lane (num_elements = rows * cols);
+// code may only apply the same operation to every element (as real code must, the
+// hardware's element-to-lane mapping being unspecified). Every operation is a warp
+// barrier first, as the real ones are warp-collective. __float_to_tf32 rounds to
+// 10 mantissa bits (nearest, ties away from zero like cvt.rna.tf32.f32).
+
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+namespace precision { struct tf32 {}; }
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+    static constexpr int rows = std::is_same<Use, matrix_b>::value ? K : M;
+    static constexpr int cols = std::is_same<Use, matrix_a>::value ? K : N;
+    static constexpr int num_elements = rows * cols;
+    float x[num_elements];
+};
+
+static inline float __float_to_tf32(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7F800000u) != 0x7F800000u) u = (u + 0x1000u) & 0xFFFFE000u;  // round half away, keep 10 bits
+    float r;
+    memcpy(&r, &u, 4);
+    return r;
+}
+
+template <class Use, int M, int N, int K, class T, class Layout>
+static inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const float* p, unsigned ldm) {
+    static_assert(!std::is_same<Use, accumulator>::value, "accumulators load with a layout argument");
+    __syncwarp();
+    if (((uintptr_t)p) % 32 != 0) ::emu::fail("wmma::load_matrix_sync: pointer not 32-byte aligned");
+    if (ldm % 4 != 0) ::emu::fail("wmma::load_matrix_sync: ldm not a multiple of 4");
+    using F = fragment<Use, M, N, K, T, Layout>;
+    for (int i = 0; i < F::rows; i++)
+        for (int j = 0; j < F::cols; j++)
+            f.x[i * F::cols + j] = std::is_same<Layout, row_major>::value ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm];
+}
+
+template <int M, int N, int K, class T>
+static inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const float* p, unsigned ldm, layout_t l) {
+    __syncwarp();
+    if (((uintptr_t)p) % 32 != 0) ::emu::fail("wmma::load_matrix_sync: pointer not 32-byte aligned");
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) f.x[i * N + j] = l == mem_row_major ? p[(size_t)i * ldm + j] : p[i + (size_t)j * ldm];
+}
+
+template <int M, int N, int K, class T>
+static inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
+    __syncwarp();
+    if (((uintptr_t)p) % 32 != 0) ::emu::fail("wmma::store_matrix_sync: pointer not 32-byte aligned");
+    if (ldm % 4 != 0) ::emu::fail("wmma::store_matrix_sync: ldm not a multiple of 4");
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float* q = l == mem_row_major ? &p[(size_t)i * ldm + j] : &p[i + (size_t)j * ldm];
+            *q = f.x[i * N + j];
+        }
+}
+
+template <class Use, int M, int N, int K, class T, class Layout>
+static inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float v) {
+    for (int i = 0; i < fragment<Use, M, N, K, T, Layout>::num_elements; i++) f.x[i] = v;
+}
+
+template <int M, int N, int K, class LA, class LB>
+static inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, precision::tf32, LA>& a,
+                            const fragment<matrix_b, M, N, K, precision::tf32, LB>& b,
+                            const fragment<accumulator, M, N, K, float>& c) {
+    __syncwarp();
+    float out[M * N];
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = c.x[i * N + j];
+            for (int k = 0; k < K; k++) acc += a.x[i * K + k] * b.x[k * N + j];
+            out[i * N + j] = acc;
+        }
+    memcpy(d.x, out, sizeof(out));
+}
+}  // namespace wmma
+}  // namespace nvcuda
 
 // ----------------------------------------------------------------------------
 // runtime API
