@@ -100,13 +100,15 @@ static inline void train_config_defaults(TrainConfig* c) {
     c->parity_losses = "";
 }
 
-#define TRAIN_CONFIG_MAX_SPECS 40
+#define TRAIN_CONFIG_MAX_SPECS 48
 
 // Writes the shared flag table into specs (room for TRAIN_CONFIG_MAX_SPECS);
-// returns the number written.
+// returns the number written. A trainer appends its own flags after them.
 static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     int n = 0;
-#define SPEC(s, l, t, d, h, ch) do { ArgSpec a_ = {s, l, t, d, h, ch}; specs[n++] = a_; } while (0)
+#define SPEC(s, l, t, d, h, ch) do { \
+        if (n >= TRAIN_CONFIG_MAX_SPECS) { fatal("internal: raise TRAIN_CONFIG_MAX_SPECS in llmc/train_config.h"); } \
+        ArgSpec a_ = {s, l, t, d, h, ch}; specs[n++] = a_; } while (0)
     SPEC('i', "train-data", ARG_STRING, &c->train_data, "training shards: a file or a quoted glob", NULL);
     SPEC('j', "val-data", ARG_STRING, &c->val_data, "validation shards (\"\" = no validation)", NULL);
     SPEC('o', "output-dir", ARG_STRING, &c->output_dir, "folder for log.jsonl and checkpoints (\"\" = none)", NULL);
