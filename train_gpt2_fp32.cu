@@ -1931,7 +1931,19 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
     int N = B * T;
+    // every host-to-device copy first: a copy from pageable memory waits for the GPU to drain
     cudaCheck(cudaMemcpy(model->d_inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
+    size_t scored = 0;
+    if (targets != NULL) {
+        // the loss weights, exactly as train_gpt2.c computes them
+        for (int n = 0; n < N; n++) scored += mask ? (size_t)(mask[n] != 0) : 1;
+        for (int n = 0; n < N; n++) {
+            int counts = mask ? mask[n] != 0 : 1;
+            model->dloss[n] = counts && scored > 0 ? 1.0f / (float)scored : 0.0f;
+        }
+        cudaCheck(cudaMemcpy(model->d_targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(model->d_dloss, model->dloss, (size_t)N * sizeof(float), cudaMemcpyHostToDevice));
+    }
     gpt2_forward_trunk(model, B, T);
     ActivationTensors a = model->acts;
     matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
@@ -1939,15 +1951,6 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
         cudaCheck(cudaMemcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float), cudaMemcpyDeviceToHost));
     }
     if (targets == NULL) return;
-    // the loss weights, exactly as train_gpt2.c computes them
-    size_t scored = 0;
-    for (int n = 0; n < N; n++) scored += mask ? (size_t)(mask[n] != 0) : 1;
-    for (int n = 0; n < N; n++) {
-        int counts = mask ? mask[n] != 0 : 1;
-        model->dloss[n] = counts && scored > 0 ? 1.0f / (float)scored : 0.0f;
-    }
-    cudaCheck(cudaMemcpy(model->d_targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(model->d_dloss, model->dloss, (size_t)N * sizeof(float), cudaMemcpyHostToDevice));
     fused_classifier_kernel<<<N, 1024>>>(a.logits, a.losses, model->d_argmax, model->d_targets, model->d_dloss, V, Vp,
                                          with_backward);
     launchCheck();
