@@ -191,6 +191,14 @@ dev/cuda/bin/emu/train_gpt2fp32cu: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) $(EMU
 	$(PYTHON) dev/cuda/emu/translate.py $< $@.cpp
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_INC) -I. -DGIT_COMMIT='"$(GIT_COMMIT)"' $@.cpp -o $@
 
+# the emulated trainer under AddressSanitizer + UBSan: out-of-bounds device-memory accesses
+# of any kernel become reports (tests/test_gpu_sanitizer.py runs it; no GPU needed)
+dev/cuda/bin/emu/train_gpt2fp32cu_asan: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) $(EMU_DEPS)
+	@mkdir -p dev/cuda/bin/emu
+	$(PYTHON) dev/cuda/emu/translate.py $< $@.cpp
+	$(EMU_CXX) $(filter-out -O2,$(EMU_FLAGS)) -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -fno-omit-frame-pointer $(EMU_INC) -I. -DGIT_COMMIT='"$(GIT_COMMIT)"' $@.cpp -o $@
+
 cuda-emu: $(addprefix dev/cuda/bin/emu/,$(CUDA_WORKBENCHES)) dev/cuda/bin/emu/train_gpt2fp32cu
 
 clean-cuda:

@@ -8,12 +8,16 @@ misaligned accesses, invalid frees, errors returned by CUDA calls):
   - 3 steps on example shards whose validation set ends in a partial batch;
 and with `--tool racecheck` (shared-memory data races) the fused attention's forward and backward
 in parity mode. Each run must exit 0 and report 0 errors (racecheck: 0 hazards).
-Skipped, with the reason, without a GPU or without compute-sanitizer. CPU-only machines get the
-closest check there is from tests/test_gpu_*.py's emu variants: the emulator runs every thread
-with real barriers and flags divergent shuffles.
+Skipped, with the reason, without a GPU or without compute-sanitizer.
+Everywhere (CI included), the closest CPU-side check: the trainer compiled for the CPU emulator
+(dev/cuda/emu) with AddressSanitizer and UBSan, where device memory is host memory of the exact
+size asked for, so an out-of-bounds read or write in any kernel is reported; it runs parity with
+each attention implementation, training with validation, sampling, checkpoints and a resume, and
+example shards, and must exit 0 with no report.
 Run: python -m pytest -q tests/test_gpu_sanitizer.py
 """
 
+import os
 import re
 import subprocess
 
@@ -25,7 +29,7 @@ from dev.configs import NAMED_CONFIGS
 from dev.parity_files import write_parity_batch
 from conftest import random_params
 from test_cpu_train import example_data, token_data
-from test_gpu_helpers import REPO, compute_sanitizer, cuda_trainer
+from test_gpu_helpers import EMU_DIR, REPO, _make, compute_sanitizer, cuda_trainer
 
 TINY = NAMED_CONFIGS["tiny"]
 
@@ -78,3 +82,29 @@ def test_racecheck_fused_attention(tmp_path, sanitized):
     batch = parity_batch(tmp_path, B=1, T=70)
     sanitized("racecheck", "--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out",
               tmp_path / "g.bin", "--attention", "fused")
+
+
+def test_emulated_trainer_under_address_sanitizer(tmp_path):
+    _make("dev/cuda/bin/emu/train_gpt2fp32cu_asan")
+    exe = f"{EMU_DIR}/train_gpt2fp32cu_asan"
+    env = dict(os.environ, ASAN_OPTIONS="detect_stack_use_after_return=0:detect_leaks=0:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1")
+
+    def run(*args):
+        r = subprocess.run([exe, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+        text = r.stdout + r.stderr
+        assert r.returncode == 0 and "ERROR: AddressSanitizer" not in text and "runtime error" not in text, \
+            f"exit {r.returncode}: {' '.join(map(str, args))}\n{text[-6000:]}"
+
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=3, scale=0.05))
+    batch = parity_batch(tmp_path)
+    for attention in ("fused-tf32", "fused", "cublas"):
+        run("--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out", tmp_path / f"{attention}.bin",
+            "--attention", attention, "--tf32", 1 if attention == "fused-tf32" else 0)
+    data = token_data(tmp_path, TINY)
+    # (the emulator under ASan takes seconds per step: few steps)
+    run("--model", tmp_path / "model.bin", *data, "-o", tmp_path / "run", "--steps", 2, "-v", 2, "-m", 1, "-s", 2,
+        "-g", 2, "--save-every", 1)
+    run("--resume", tmp_path / "run/state_000001.bin", *data, "--steps", 2, "-v", 0, "-s", 0)
+    run("--model", tmp_path / "model.bin", *example_data(tmp_path, TINY), "-o", tmp_path / "ex", "--steps", 1,
+        "-v", 1, "-m", -1, "-s", 0)
