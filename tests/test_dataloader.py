@@ -12,6 +12,7 @@ do and writes every batch to a file):
     (inputs = tokens 0..E-2, targets = 1..E-1, mask = mask bytes 1..E-1); training visits
     floor(N/B) batches per shard and epoch with distinct examples; validation visits every
     example once in order, the last batch of a shard padded with empty rows (num_rows < B).
+  - A 2.15 GB token shard (sparse file): the window past the 2 GiB mark is read exactly.
 Run: python -m pytest -q tests/test_dataloader.py   (compiles the probe with gcc)
 """
 
@@ -234,3 +235,32 @@ def test_example_validation_batches_cover_every_example_in_order(probe, tmp_path
     assert seen == list(range(sum(EXAMPLES))), "validation must visit every example once, in file order"
     partial = [batch["rows"] for batch in got["batches"] if batch["rows"] < b]
     assert partial == [EXAMPLES[0] % b, EXAMPLES[1] % b]
+
+
+def test_shard_over_2gb(probe, tmp_path):
+    """A token shard of 2.15 GB (sparse zeros, a known tail): the last window, whose byte offset is
+    past 2^31, is read exactly (offsets are size_t/off_t, not int). Takes a few seconds: the loader
+    scans every token once at start."""
+    N = 1_074_000_000  # 1024 + 2N = 2,148,001,024 bytes > 2^31
+    tail = (np.arange(200_000) * 7 % 65521).astype("<u2")
+    path = tmp_path / "big.bin"
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = (20240520, 1, N)
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.truncate(1024 + 2 * N)
+        f.seek(1024 + 2 * (N - tail.size))
+        f.write(tail.tobytes())
+    try:
+        b, t = 1, 1024
+        windows = (N - 1) // (b * t)
+        got = run_probe(probe, tmp_path, path, b, t, shuffle=0, seed=0, nbatches=1, seek=(0, windows - 1))
+        batch = got["batches"][0]
+        start = (windows - 1) * b * t
+        assert 1024 + 2 * start > 2**31, "the window must start past the 2 GiB mark"
+        want = tail[start - (N - tail.size):][:b * t + 1].astype(np.int64)
+        assert batch["unit"] == windows - 1
+        assert np.array_equal(batch["inputs"].reshape(-1), want[:-1]), "inputs of the last window"
+        assert np.array_equal(batch["targets"].reshape(-1), want[1:]), "targets of the last window"
+    finally:
+        path.unlink()
