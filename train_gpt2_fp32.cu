@@ -1479,7 +1479,7 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
 }
 
 // ----------------------------------------------------------------------------
-// GELU (dev/cuda/gelu_forward.cu v2, gelu_backward.cu v2) and residual (residual_forward.cu)
+// GELU (dev/cuda/gelu_forward.cu v3, gelu_backward.cu v2) and residual (residual_forward.cu v3)
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
 
@@ -1494,13 +1494,6 @@ __device__ __forceinline__ float gelu_grad(float x, float d) {
     return local * d;
 }
 
-__global__ void gelu_forward_kernel4(float4* out, const float4* inp, size_t N4) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= N4) return;
-    float4 x = inp[i];
-    out[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
-}
-
 // dinp may alias dout (each element is read, then written, by one thread)
 __global__ void gelu_backward_kernel4(float4* dinp, const float4* inp, const float4* dout, size_t N4) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -1509,10 +1502,22 @@ __global__ void gelu_backward_kernel4(float4* dinp, const float4* inp, const flo
     dinp[i] = make_float4(gelu_grad(x.x, d.x), gelu_grad(x.y, d.y), gelu_grad(x.z, d.z), gelu_grad(x.w, d.w));
 }
 
-// N = B*T*4C is a multiple of 4 and every tensor starts 16-byte aligned
-static void gelu_forward(float* out, const float* inp, size_t N) {  // (N), (N)
+// pre (N = rows * OC) gets the matmul's bias in place, out = gelu(pre)
+// (dev/cuda/gelu_forward.cu v3: one read and two writes instead of a bias pass and a GELU pass)
+__global__ void bias_gelu_forward_kernel4(float4* out, float4* pre, const float4* bias, size_t N4, int OC4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N4) return;
+    float4 x = pre[i], bb = bias[i % OC4];
+    x = make_float4(x.x + bb.x, x.y + bb.y, x.z + bb.z, x.w + bb.w);
+    pre[i] = x;
+    out[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+}
+
+// N = B*T*4C and OC = 4C are multiples of 4, and every tensor starts 16-byte aligned
+static void bias_gelu_forward(float* out, float* pre, const float* bias, size_t N, int OC) {  // (N), (N), (OC)
     const int block = 256;
-    gelu_forward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)out, (const float4*)inp, N / 4);
+    bias_gelu_forward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)out, (float4*)pre, (const float4*)bias,
+                                                                 N / 4, OC / 4);
     launchCheck();
 }
 
@@ -1522,23 +1527,28 @@ static void gelu_backward(float* dinp, const float* inp, const float* dout, size
     launchCheck();
 }
 
-__global__ void residual_forward_kernel(float* out, const float* a, const float* b, size_t N) {
+// out = inp1 + (inp2 + bias[i % C]): the bias of the matmul that made inp2, fused in
+// (dev/cuda/residual_forward.cu v3, and v1 with a bias where float4 does not fit)
+__global__ void residual_bias_forward_kernel(float* out, const float* a, const float* b, const float* bias, size_t N, int C) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < N) out[i] = a[i] + b[i];
+    if (i < N) out[i] = a[i] + (b[i] + bias[i % C]);
 }
-__global__ void residual_forward_kernel4(float4* out, const float4* a, const float4* b, size_t N4) {
+__global__ void residual_bias_forward_kernel4(float4* out, const float4* a, const float4* b, const float4* bias,
+                                              size_t N4, int C4) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N4) return;
-    float4 x = a[i], y = b[i];
-    out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    float4 x = a[i], y = b[i], z = bias[i % C4];
+    out[i] = make_float4(x.x + (y.x + z.x), x.y + (y.y + z.y), x.z + (y.z + z.z), x.w + (y.w + z.w));
 }
 
-static void residual_forward(float* out, const float* inp1, const float* inp2, size_t N) {  // (N) x3
+static void residual_bias_forward(float* out, const float* inp1, const float* inp2, const float* bias,  // (N) x3, (C)
+                                  size_t N, int C) {
     const int block = 256;
-    if (N % 4 == 0 && ((uintptr_t)out | (uintptr_t)inp1 | (uintptr_t)inp2) % 16 == 0) {
-        residual_forward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)out, (const float4*)inp1, (const float4*)inp2, N / 4);
+    if (C % 4 == 0 && ((uintptr_t)out | (uintptr_t)inp1 | (uintptr_t)inp2 | (uintptr_t)bias) % 16 == 0) {
+        residual_bias_forward_kernel4<<<ceil_div(N / 4, block), block>>>((float4*)out, (const float4*)inp1,
+                                                                         (const float4*)inp2, (const float4*)bias, N / 4, C / 4);
     } else {
-        residual_forward_kernel<<<ceil_div(N, block), block>>>(out, inp1, inp2, N);
+        residual_bias_forward_kernel<<<ceil_div(N, block), block>>>(out, inp1, inp2, bias, N, C);
     }
     launchCheck();
 }
@@ -1912,13 +1922,14 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
         attention_forward(atty, lse, qkv, &model->attn, B, T, NH, HS);
-        matmul_forward(model->mm_out, atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
-        residual_forward(residual2, residual, model->mm_out, BTC);
+        // the projections' biases are added by the kernels after them (fused passes)
+        matmul_forward(model->mm_out, atty, p.attprojw + l * c * c, NULL, (int)BT, C, C);
+        residual_bias_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
-        matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
-        gelu_forward(fch_gelu, fch, BTC * 4);
-        matmul_forward(model->mm_out, fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
-        residual_forward(residual3, residual2, model->mm_out, BTC);
+        matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, NULL, (int)BT, C, 4 * C);
+        bias_gelu_forward(fch_gelu, fch, p.fcb + l * 4 * c, BTC * 4, 4 * C);
+        matmul_forward(model->mm_out, fch_gelu, p.fcprojw + l * 4 * c * c, NULL, (int)BT, 4 * C, C);
+        residual_bias_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C);
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, p.lnfb, (int)BT, C);
 }

@@ -11,8 +11,9 @@ are all random: one forward/backward of `--parity-batch B --parity-out G --tf32 
   - for both attention implementations (--attention fused and cublas), for plain batches, a
     loss mask, T shorter than the context and not a multiple of the kernels' 64-row tiles,
     and a model without the QKV bias (whose gradient must then be exactly zero);
-  - for head sizes 16, 32, 64 and 128 (the fused kernels' templates) and 24 (which only the
-    cuBLAS path supports: --attention auto falls back to it, --attention fused is refused);
+  - for head sizes 16, 32, 64 and 128 (the fused kernels' templates) and 24 and 15 (which only
+    the cuBLAS path supports: --attention auto falls back to it, --attention fused is refused;
+    C = 30 also takes the scalar fallbacks of the float4 kernels);
   - the CUDA trainer against the CPU trainer on the same batch (same tolerances);
   - with TF32 on (--tf32 1, the default), for each attention implementation (auto picks the
     tensor-core kernels) and the tensor-core head sizes: logits within 1e-2, the loss within 1e-3
@@ -129,8 +130,9 @@ def test_parity_without_qkv_bias(tmp_path, backend):
     check_against(got, *reference(model_path, x, y, mask), "reference")
 
 
-# (n_embd, n_head): HS = 16, 32, 64, 128 run the fused templates; 24 only the cuBLAS path
-HEAD_SIZES = {16: (64, 4), 32: (64, 2), 64: (128, 2), 128: (128, 1), 24: (96, 4)}
+# (n_embd, n_head): HS = 16, 32, 64, 128 run the fused templates; 24 only the cuBLAS path;
+# 15 (C = 30, not a multiple of 4) also the kernels' scalar fallbacks for float4 paths
+HEAD_SIZES = {16: (64, 4), 32: (64, 2), 64: (128, 2), 128: (128, 1), 24: (96, 4), 15: (30, 2)}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -142,10 +144,10 @@ def test_head_sizes(tmp_path, backend, hs):
     model_path, batch_path, (x, y, mask) = make_case(tmp_path, config, seed=hs, B=2, T=70)
     got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0, "--attention", "auto")
     check_against(got, *reference(model_path, x, y, mask), f"reference (HS={hs})")
-    if hs == 24:
+    if hs in (24, 15):
         r = run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", tmp_path / "g2.bin",
                         "--attention", "fused", binary=binary, check=False)
-        assert r.returncode == 1 and "--attention fused" in r.stderr and "HS=24" in r.stderr, r.stderr
+        assert r.returncode == 1 and "--attention fused" in r.stderr and f"HS={hs}" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
