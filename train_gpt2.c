@@ -1092,6 +1092,11 @@ int main(int argc, char** argv) {
         } else {
             T = cfg.seq_len > 0 ? cfg.seq_len : mc->max_seq_len;
         }
+        if (T > mc->max_seq_len && data_kind == DATA_EXAMPLES) {
+            fatal("the example shards of -i %s hold E=%d tokens per example, so T = E-1 = %d, longer than "
+                  "the model's context maxT=%d (model %s): use a model with maxT >= %d",
+                  cfg.train_data, example_len, T, mc->max_seq_len, model_path, T);
+        }
         if (T > mc->max_seq_len) {
             fatal("-t %d is longer than the model's context maxT=%d (model %s): use -t %d or less "
                   "(-t 0 = the model's context)", T, mc->max_seq_len, model_path, mc->max_seq_len);

@@ -99,6 +99,9 @@ def case_args(d, name):
     if name == "example shard with wrong -t":
         write_example_shard(d / "ex.bin", np.ones((10, 8), dtype=np.int64), np.eye(8, dtype=np.uint8)[[1] * 10], 500)
         return base_args(d, **{"-i": d / "ex.bin", "-j": None, "-t": 16}), ["-t 16", "E=8", "T must be E-1 = 7"]
+    if name == "examples longer than the context":
+        write_example_shard(d / "long.bin", np.ones((4, 80), dtype=np.int64), np.eye(80, dtype=np.uint8)[[1] * 4], 500)
+        return base_args(d, **{"-i": d / "long.bin", "-j": None, "-t": None}), ["long.bin", "E=80", "maxT=64"]
     if name == "mixed shard kinds":
         write_example_shard(d / "ex_val.bin", np.ones((10, 33), dtype=np.int64),
                             np.eye(33, dtype=np.uint8)[[1] * 10], 500)
@@ -146,7 +149,7 @@ def case_args(d, name):
 CASES = [
     "missing model", "truncated model", "wrong magic", "wrong version", "inconsistent dims",
     "token id >= V", "token id >= V in val", "shard too small", "truncated shard", "empty glob",
-    "T > maxT", "example shard with wrong -t", "mixed shard kinds", "unknown flag",
+    "T > maxT", "example shard with wrong -t", "examples longer than the context", "mixed shard kinds", "unknown flag",
     "non-numeric value", "non-numeric float", "non-finite value", "missing value", "unknown choice",
     "zero batch size", "stray argument", "parity batch T > maxT", "parity batch token >= V",
     "parity losses without -o", "resume without its model", "resume from a non-state file",
