@@ -2,11 +2,11 @@
 
 What it checks, with `compute-sanitizer --tool memcheck --error-exitcode 99` (out-of-bounds and
 misaligned accesses, invalid frees, errors returned by CUDA calls):
-  - one forward/backward in parity mode with each attention implementation (--attention fused and
-    cublas), T not a multiple of the kernels' tiles and a loss mask;
+  - one forward/backward in parity mode with each attention implementation (--attention
+    fused-tf32, fused and cublas), T not a multiple of the kernels' tiles and a loss mask;
   - 3 training steps on token shards with validation, sampling and checkpoints;
   - 3 steps on example shards whose validation set ends in a partial batch;
-and with `--tool racecheck` (shared-memory data races) the fused attention's forward and backward
+and with `--tool racecheck` (shared-memory data races) both fused attentions' forward and backward
 in parity mode. Each run must exit 0 and report 0 errors (racecheck: 0 hazards).
 Skipped, with the reason, without a GPU or without compute-sanitizer.
 Everywhere (CI included), the closest CPU-side check: the trainer compiled for the CPU emulator
@@ -64,7 +64,7 @@ def parity_batch(tmp_path, B=3, T=45):
     return tmp_path / "batch.bin"
 
 
-@pytest.mark.parametrize("attention", ["fused", "cublas"])
+@pytest.mark.parametrize("attention", ["fused-tf32", "fused", "cublas"])
 def test_memcheck_parity(tmp_path, sanitized, attention):
     batch = parity_batch(tmp_path)
     sanitized("memcheck", "--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out",
@@ -78,10 +78,11 @@ def test_memcheck_training(tmp_path, sanitized, kind):
               "-v", 2, "-m", -1, "-s", 3, "-g", 4)
 
 
-def test_racecheck_fused_attention(tmp_path, sanitized):
+@pytest.mark.parametrize("attention", ["fused-tf32", "fused"])
+def test_racecheck_fused_attention(tmp_path, sanitized, attention):
     batch = parity_batch(tmp_path, B=1, T=70)
     sanitized("racecheck", "--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out",
-              tmp_path / "g.bin", "--attention", "fused")
+              tmp_path / "g.bin", "--attention", attention)
 
 
 def test_emulated_trainer_under_address_sanitizer(tmp_path):
