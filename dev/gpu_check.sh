@@ -71,30 +71,40 @@ status=0
 run_stage() {
   local name="$1" log="$2" limit="$3"; shift 3
   if [ "$what" = all ] && [ "$SECONDS" -ge "$budget" ]; then
-    echo "| $name | \`$*\` | skipped: past the ${budget} s budget, run \`bash dev/gpu_check.sh ${name%% *}\` | - |" >> "$summary"
+    echo "| $name | \`$(printf '%q ' "$@")\` | skipped: past the ${budget} s budget, run \`bash dev/gpu_check.sh ${name%% *}\` | - |" >> "$summary"
     status=1
     return
   fi
+  local cmd; cmd="$(printf '%q ' "$@")"; cmd="${cmd% }"
   local left=$((budget - SECONDS)); [ "$what" != all ] && left="$limit"
   [ "$left" -gt "$limit" ] && left="$limit"
   [ "$left" -lt 30 ] && left=30
   local t0=$SECONDS
-  echo "== $name: $* (limit ${left} s)" | tee -a "$log"
+  echo "== $name: $cmd (limit ${left} s)" | tee -a "$log"
   timeout --signal=TERM --kill-after=10 "$left" "$@" >> "$log" 2>&1
   local rc=$?
   echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$log"
-  echo "| $name | \`$*\` | $rc$([ $rc -eq 124 ] && echo ' (timed out)') | $((SECONDS - t0)) |" >> "$summary"
+  echo "| $name | \`$cmd\` | $rc$([ $rc -eq 124 ] && echo ' (timed out)') | $((SECONDS - t0)) |" >> "$summary"
   [ $rc -eq 0 ] || status=1
 }
 
 jobs="$(nproc)"
-if [ "$what" = all ] || [ "$what" = tests ] || [ "$what" = bench ]; then
-  run_stage "build" "$out/build.log" 300 make -j"$jobs" train_gpt2fp32cu cuda-workbenches dev/cuda/bin/emu/train_gpt2fp32cu train_gpt2
-  make -s cuda-info >> "$out/build.log" 2>&1
-fi
+case "$what" in
+  all) targets="train_gpt2fp32cu cuda-workbenches dev/cuda/bin/emu/train_gpt2fp32cu train_gpt2";;
+  tests) targets="train_gpt2fp32cu cuda-workbenches dev/cuda/bin/emu/train_gpt2fp32cu train_gpt2";;
+  bench) targets="train_gpt2fp32cu";;
+  workbenches) targets="cuda-workbenches";;
+esac
+# shellcheck disable=SC2086
+run_stage "build" "$out/build.log" 300 make -j"$jobs" $targets
+make -s cuda-info >> "$out/build.log" 2>&1
 if [ "$what" = all ] || [ "$what" = tests ]; then
-  # the GPU variants only (-k "not emu"): the emulator variants are CI's, on machines without a GPU
-  run_stage "tests" "$out/tests.log" 420 "$py" -m pytest -q -rs -k "not emu" tests/test_cuda_build.py \
+  # the GPU variants only (-k "not emu"): the emulator variants are CI's, on machines without a GPU.
+  # pytest-xdist, when installed, runs them 8 at a time (the build stage made every binary, so
+  # the workers' `make` calls find them up to date)
+  xdist=()
+  if "$py" -c "import xdist" 2>/dev/null; then xdist=(-n 8); fi
+  run_stage "tests" "$out/tests.log" 420 "$py" -m pytest -q -rs "${xdist[@]}" -k "not emu" tests/test_cuda_build.py \
       tests/test_gpu_helpers.py tests/test_gpu_parity.py tests/test_gpu_train.py tests/test_gpu_workbenches.py \
       tests/test_gpu_sanitizer.py tests/test_gpu_bench.py
 fi
@@ -102,7 +112,6 @@ if [ "$what" = all ] || [ "$what" = bench ]; then
   run_stage "bench" "$out/bench_gpu.log" 480 "$py" dev/bench_gpu.py --out "$out/bench_gpu.md" --json "$out/bench_gpu.json"
 fi
 if [ "$what" = all ] || [ "$what" = workbenches ]; then
-  make -s -j"$jobs" cuda-workbenches >> "$out/workbenches.log" 2>&1
   for f in dev/cuda/*.cu; do
     n="$(basename "$f" .cu)"
     run_stage "workbenches $n" "$out/workbenches.log" 120 "dev/cuda/bin/$n"
