@@ -29,7 +29,9 @@
 # Expected time
 #   2 CPU cores (AMD EPYC, OpenMP, OpenBLAS), measured here with train_gpt2:
 #     B=4: 453 ms/step (2,276 tok/s, ~100 GFLOP/s); B=8: 947 ms/step (2,170 tok/s).
-#     The default CPU run (B=4, 600 steps) is ~4.5 min of training plus validation.
+#     The default CPU run (B=4, 600 steps) is ~4.5 min of training plus validation
+#     on an idle machine; the two committed runs took 12.7 and 13.4 min sharing
+#     the 2 cores with other jobs.
 #     One epoch of full TinyStories (925,653,391 train tokens, the count llm.c's
 #     tinystories.py prints for the GPT-2 tokenizer) is 904k steps at B=4:
 #     ~4.7 days. Not a CPU job.
