@@ -1,7 +1,7 @@
 """The CUDA trainer compiles and links with nvcc, on any machine that has nvcc (CI included).
 
 What it checks (skipped, with the reason, when no nvcc is found):
-  - `make train_gpt2fp32cu GPU_ARCHS=sm_80` builds and links the trainer (one architecture to keep
+  - `make -B train_gpt2fp32cu GPU_ARCHS=sm_80` builds and links the trainer (one architecture to keep
     the build short on 2 cores; the default build covers sm_80..sm_90 or the GPU's own), into a
     temporary folder (CUDA_TRAINER_OUT) so it never replaces the ./train_gpt2fp32cu built for a GPU;
   - the compiler prints no warning;
@@ -30,7 +30,8 @@ def built(tmp_path_factory):
     if nvcc_path() is None:
         pytest.skip("nvcc not found (install the CUDA toolkit to build train_gpt2fp32cu)")
     out = tmp_path_factory.mktemp("cuda_build") / "train_gpt2fp32cu"
-    r = subprocess.run(["make", "train_gpt2fp32cu", "GPU_ARCHS=sm_80", f"CUDA_TRAINER_OUT={out}"],
+    # -B: build even when ./train_gpt2fp32cu is up to date (the output goes elsewhere)
+    r = subprocess.run(["make", "-B", "train_gpt2fp32cu", "GPU_ARCHS=sm_80", f"CUDA_TRAINER_OUT={out}"],
                        cwd=REPO, capture_output=True, text=True, timeout=1200)
     return out, r
 
