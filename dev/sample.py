@@ -304,19 +304,21 @@ def main(argv=None):
     print(f"sampling: temperature={args.temperature} top_k={args.top_k} top_p={args.top_p} "
           f"seed={args.seed} max_new_tokens={args.max_new_tokens} "
           f"stop_at_eot={'no' if stop_id is None else stop_id}", file=sys.stderr)
-    torch.set_grad_enabled(False)
-    rng = sampling_rng(args.seed)
-    samples = []
-    for k in range(args.num_samples):
-        new = generate(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k,
-                       args.top_p, rng, stop_id, args.device, args.context or None)
-        text = codec.decode(prompt_ids) + codec.separator + codec.decode(new) if codec else None
-        samples.append({"ids": new, "text": text})
-        if args.num_samples > 1:
-            print(f"--- sample {k + 1}/{args.num_samples}")
-        print(text if codec else ",".join(map(str, prompt_ids + new)))
-        if args.show_ids:
-            print(f"ids: {prompt_ids} + {new}")
+    # no_grad as a context, not set_grad_enabled(False): main() is also called
+    # in-process (tests, other tools), and must not switch autograd off for them.
+    with torch.no_grad():
+        rng = sampling_rng(args.seed)
+        samples = []
+        for k in range(args.num_samples):
+            new = generate(model, prompt_ids, args.max_new_tokens, args.temperature, args.top_k,
+                           args.top_p, rng, stop_id, args.device, args.context or None)
+            text = codec.decode(prompt_ids) + codec.separator + codec.decode(new) if codec else None
+            samples.append({"ids": new, "text": text})
+            if args.num_samples > 1:
+                print(f"--- sample {k + 1}/{args.num_samples}")
+            print(text if codec else ",".join(map(str, prompt_ids + new)))
+            if args.show_ids:
+                print(f"ids: {prompt_ids} + {new}")
     if args.out_json:
         payload = {"model": args.model, "prompt_ids": prompt_ids, "temperature": args.temperature,
                    "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,

@@ -75,3 +75,18 @@ def run_cli():
                               cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env=full_env)
     return run
+
+
+@pytest.fixture(autouse=True)
+def autograd_stays_on():
+    """Fail the test that switches autograd off globally and leaves it off.
+
+    Code called in-process (dev.sample.main, dev.export_hf.main) once did
+    torch.set_grad_enabled(False); every later test that called backward()
+    then failed far from the cause. This names the test that leaked it."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("this test left autograd switched off (torch.set_grad_enabled(False)); "
+                    "use `with torch.no_grad():` instead")
