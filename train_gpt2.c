@@ -55,6 +55,7 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #include "llmc/logger.h"
 #include "llmc/parity.h"
 #include "llmc/rand.h"
+#include "llmc/regularizers.h"
 #include "llmc/sampler.h"
 #include "llmc/schedule.h"
 #include "llmc/tokenizer.h"
@@ -290,10 +291,13 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
 // Causal self-attention. qkv holds Q, K, V as three C-wide blocks per
 // position; head h uses channels [h*HS, (h+1)*HS) of each block.
 // att[b,h,t,t2] = softmax over t2 <= t of (q_t . k_t2) / sqrt(HS); entries
-// t2 > t are not written and never read. out[b,t,h] = sum_t2 att * v_t2.
+// t2 > t are not written and never read. out[b,t,h] = sum_t2 att * D * v_t2,
+// where D = dropout_factor(drop_key, index of att[b,h,t,t2]) with dropout on
+// (drop != NULL) and 1 without; att keeps the weights before dropout.
 static void attention_forward(float* out,        // (B, T, C)
                               float* att,        // (B, NH, T, T)
                               const float* qkv,  // (B, T, 3*C)
+                              const DropoutConfig* drop, uint64_t drop_key,  // NULL: no dropout
                               int B, int T, int C, int NH) {
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
@@ -324,9 +328,11 @@ static void attention_forward(float* out,        // (B, T, C)
                 for (int t2 = 0; t2 <= t; t2++) { a[t2] *= inv; }
                 float* o = out + ((size_t)b * T + t) * C + (size_t)h * HS;
                 for (int i = 0; i < HS; i++) { o[i] = 0.0f; }
+                size_t row = (((size_t)b * NH + h) * T + t) * T; // index of att[b,h,t,0]
                 for (int t2 = 0; t2 <= t; t2++) {
                     const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * HS;
                     float w = a[t2];
+                    if (drop) { w *= dropout_factor(drop_key, row + t2, drop->threshold, drop->scale); }
                     for (int i = 0; i < HS; i++) { o[i] += w * v[i]; }
                 }
             }
@@ -336,10 +342,13 @@ static void attention_forward(float* out,        // (B, T, C)
 
 // Parallel over (b, h): each pair writes only its own head's slice of dqkv.
 // scratch: (threads, T) floats for one row of d(pre-softmax scores).
+// With dropout the weights that multiplied V were att * D (see the forward):
+// dv gets att * D * dout, and d(att) = D * (dout . v) enters the softmax backward.
 static void attention_backward(float* dqkv,                         // (B, T, 3*C)
                                const float* dout,                   // (B, T, C)
                                const float* qkv, const float* att,  // (B, T, 3*C), (B, NH, T, T)
                                float* scratch,                      // (threads, T)
+                               const DropoutConfig* drop, uint64_t drop_key,  // as in the forward
                                int B, int T, int C, int NH) {
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
@@ -349,17 +358,21 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
         for (int h = 0; h < NH; h++) {
             float* dpre = scratch + (size_t)thread_id() * T;
             for (int t = 0; t < T; t++) {
-                const float* a = att + (((size_t)b * NH + h) * T + t) * T;
+                size_t row = (((size_t)b * NH + h) * T + t) * T;
+                const float* a = att + row;
                 const float* d = dout + ((size_t)b * T + t) * C + (size_t)h * HS;
-                // d(att)[t2] = d . v_t2, and dv_t2 += att[t2] * d
+                // d(att)[t2] = D (d . v_t2), and dv_t2 += att[t2] D d  (D = 1 without dropout)
                 float dot_sum = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
                     const float* v = qkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * HS;
                     float* dv = dqkv + ((size_t)b * T + t2) * C3 + 2 * (size_t)C + (size_t)h * HS;
+                    float D = drop ? dropout_factor(drop_key, row + t2, drop->threshold, drop->scale) : 1.0f;
                     float datt = 0.0f;
                     #pragma omp simd reduction(+:datt)
                     for (int i = 0; i < HS; i++) { datt += d[i] * v[i]; }
-                    for (int i = 0; i < HS; i++) { dv[i] += a[t2] * d[i]; }
+                    float w = a[t2] * D;
+                    for (int i = 0; i < HS; i++) { dv[i] += w * d[i]; }
+                    datt *= D;
                     dpre[t2] = datt;
                     dot_sum += a[t2] * datt;
                 }
@@ -417,6 +430,14 @@ static void residual_backward(float* dinp1, float* dinp2, const float* dout, siz
         dinp1[i] += dout[i];
         dinp2[i] += dout[i];
     }
+}
+
+// Dropout at one site, in place: x[i] *= D_i with D_i = dropout_factor(key, i)
+// (0, or 1/(1-p)). Applied to the site's output in the forward pass and to the
+// gradient of that output in the backward pass (the same D_i multiplies both).
+static void dropout_apply(float* x, size_t n, uint64_t key, const DropoutConfig* d) { // (n)
+    #pragma omp parallel for if (n >= PAR_MIN_WORK)
+    for (size_t i = 0; i < n; i++) { x[i] *= dropout_factor(key, i, d->threshold, d->scale); }
 }
 
 // exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
@@ -590,6 +611,12 @@ typedef struct {
     float* dloss;                  // (B, T) weight of each position in the mean loss
     float* att_scratch;            // (threads, T)
     float* saved_logits;           // (B, T, Vp) parity mode: logits before the softmax
+    // research regularizers (llmc/regularizers.h)
+    uint64_t seed;                 // the run's --seed: the dropout masks and weight noise derive from it
+    DropoutConfig dropout;         // --dropout (p = 0: off)
+    int dropout_step;              // > 0: forward/backward are training step dropout_step, with dropout
+    float* init_params;            // (P) the parameters before step 1 (--decay-toward-init), else NULL
+    float* clean_params;           // (P) the clean parameters during a noisy step (--weight-noise), else NULL
     // results of the last forward with targets
     float mean_loss;               // mean over scored positions
     double loss_sum;               // sum over scored positions
@@ -637,10 +664,22 @@ static void gpt2_free(GPT2* model) {
     free(model->dloss);
     free(model->att_scratch);
     free(model->saved_logits);
+    free(model->init_params);
+    free(model->clean_params);
     memset(model, 0, sizeof(*model));
 }
 
+// The dropout of the current forward/backward: NULL when off (evaluation,
+// sampling, p = 0), and the key of each site of this step.
+static const DropoutConfig* active_dropout(const GPT2* model) {
+    return model->dropout_step > 0 && model->dropout.p > 0.0f ? &model->dropout : NULL;
+}
+static uint64_t site_key(const GPT2* model, int layer, int site) {
+    return dropout_key(model->seed, model->dropout_step, layer, site);
+}
+
 // Encoder, the L blocks and the final LayerNorm: fills acts up to lnf.
+// With dropout (active_dropout) at the four sites of llmc/regularizers.h.
 static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers;
@@ -651,7 +690,9 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
+    const DropoutConfig* drop = active_dropout(model);
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
+    if (drop) { dropout_apply(a.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop); }
     for (int l = 0; l < L; l++) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* ln1 = a.ln1 + l * BTC;
@@ -672,13 +713,15 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
         size_t c = (size_t)C;
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(atty, att, qkv, B, T, C, NH);
+        attention_forward(atty, att, qkv, drop, drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_forward(attproj, atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
+        if (drop) { dropout_apply(attproj, BTC, site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         residual_forward(residual2, residual, attproj, BTC);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
         matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
         gelu_forward(fch_gelu, fch, BTC * 4);
         matmul_forward(fcproj, fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
+        if (drop) { dropout_apply(fcproj, BTC, site_key(model, l, DROPOUT_SITE_MLP), drop); }
         residual_forward(residual3, residual2, fcproj, BTC);
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC,
@@ -757,6 +800,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
     ActivationTensors a = model->acts, d = model->grads_acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
+    const DropoutConfig* drop = active_dropout(model);
     float* dlogits = a.logits; // in place over the probabilities
     softmax_crossentropy_backward(dlogits, targets, model->dloss, (int)BT, V, Vp);
     matmul_backward(d.lnf, g.wte, NULL, dlogits, a.lnf, p.wte, (int)BT, C, Vp);
@@ -766,6 +810,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* dresidual = l == 0 ? d.encoded : d.residual3 + (size_t)(l - 1) * BTC;
         residual_backward(d.residual2 + l * BTC, d.fcproj + l * BTC, d.residual3 + l * BTC, BTC);
+        if (drop) { dropout_apply(d.fcproj + l * BTC, BTC, site_key(model, l, DROPOUT_SITE_MLP), drop); }
         matmul_backward(d.fch_gelu + l * BTC * 4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c,
                         d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
         gelu_backward(d.fch + l * BTC * 4, a.fch + l * BTC * 4, d.fch_gelu + l * BTC * 4, BTC * 4);
@@ -774,15 +819,18 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
         layernorm_backward(d.residual2 + l * BTC, g.ln2w + l * c, g.ln2b + l * c, d.ln2 + l * BTC,
                            a.residual2 + l * BTC, p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
         residual_backward(dresidual, d.attproj + l * BTC, d.residual2 + l * BTC, BTC);
+        if (drop) { dropout_apply(d.attproj + l * BTC, BTC, site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         matmul_backward(d.atty + l * BTC, g.attprojw + l * c * c, g.attprojb + l * c, d.attproj + l * BTC,
                         a.atty + l * BTC, p.attprojw + l * c * c, (int)BT, C, C);
         attention_backward(d.qkv + l * BTC * 3, d.atty + l * BTC, a.qkv + l * BTC * 3,
-                           a.att + l * BT * NH * (size_t)T, model->att_scratch, B, T, C, NH);
+                           a.att + l * BT * NH * (size_t)T, model->att_scratch, drop,
+                           drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_backward(d.ln1 + l * BTC, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL,
                         d.qkv + l * BTC * 3, a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
         layernorm_backward(dresidual, g.ln1w + l * c, g.ln1b + l * c, d.ln1 + l * BTC, residual,
                            p.ln1w + l * c, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
+    if (drop) { dropout_apply(d.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop); }
     encoder_backward(g.wte, g.wpe, d.encoded, inputs, B, T, C);
 }
 
@@ -806,6 +854,7 @@ static double vector_norm(const float* x, size_t n) {
 typedef struct {
     float beta1, beta2, eps, weight_decay;
     int decay_matrices_only; // --decay-params matrices
+    int decay_toward_init;   // --decay-toward-init: decay pulls toward model->init_params
 } AdamWSettings;
 
 // One AdamW step t (1-based) with learning rate lr on grads * grad_scale.
@@ -814,7 +863,9 @@ typedef struct {
 //   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
 //   p = p (1 - lr wd) - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // which is p - lr (m_hat / (sqrt(v_hat) + eps) + wd p), in torch.optim.AdamW's
-// order of operations. qkvb is skipped when the model has no QKV bias.
+// order of operations. With decay toward the initialization p0 (the
+// parameters before step 1) the decay term is p - (lr wd)(p - p0) instead of
+// p (1 - lr wd). qkvb is skipped when the model has no QKV bias.
 static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
     double bc1 = 1.0 - pow((double)s->beta1, (double)t);
     double bc2_sqrt = sqrt(1.0 - pow((double)s->beta2, (double)t));
@@ -825,11 +876,12 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
         size_t n = model->param_sizes[i];
         if (i == P_QKVB && model->config.no_qkv_bias) { offset += n; continue; }
         float wd = (s->decay_matrices_only && !param_is_matrix(i)) ? 0.0f : s->weight_decay;
-        float decay = 1.0f - lr * wd;
+        float decay = 1.0f - lr * wd, lr_wd = lr * wd;
         float* p = model->params_memory + offset;
         const float* g = model->grads_memory + offset;
         float* m = model->m_memory + offset;
         float* v = model->v_memory + offset;
+        const float* p0 = s->decay_toward_init ? model->init_params + offset : NULL;
         #pragma omp parallel for if (n >= PAR_MIN_WORK)
         for (size_t j = 0; j < n; j++) {
             float grad = g[j] * grad_scale;
@@ -837,7 +889,7 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
             float vj = s->beta2 * v[j] + (1.0f - s->beta2) * grad * grad;
             m[j] = mj;
             v[j] = vj;
-            float pj = p[j] * decay;
+            float pj = p0 ? p[j] - lr_wd * (p[j] - p0[j]) : p[j] * decay;
             p[j] = pj - step_size * (mj / (sqrtf(vj) / b2s + s->eps));
         }
         offset += n;
@@ -852,15 +904,48 @@ typedef struct {
     int num_correct, num_examples;
 } StepResult;
 
-// One training step on one batch: forward, backward, global norm, clip,
-// AdamW. Returns with result->loss or grad_norm not finite (and the
-// parameters untouched) when training diverged.
-static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask,
-                            int B, int T, int step, const LrSchedule* sched, const AdamWSettings* opt,
-                            float grad_clip, StepResult* r) {
+// Weight noise of training step `step`: params[j] += weight_noise_at(key, j) over
+// the spans of llmc/regularizers.h (not wte's padded rows, not a disabled qkvb).
+static void add_weight_noise(GPT2* model, float sigma, int step) {
+    uint64_t key = noise_key(model->seed, step);
+    size_t offset = 0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = weight_noise_span(&model->config, i, model->param_sizes[i]);
+        float* p = model->params_memory + offset;
+        #pragma omp parallel for if (n >= PAR_MIN_WORK)
+        for (size_t j = 0; j < n; j++) { p[j] += weight_noise_at(key, offset + j, sigma); }
+        offset += model->param_sizes[i];
+    }
+}
+
+// Forward and backward of training step `step` on one batch (loss, dlogits,
+// gradients), with the step's dropout masks when --dropout > 0 and at noisy
+// weights when weight_noise > 0: the clean parameters are kept aside, noise is
+// added, forward and backward run, and the clean parameters come back, so
+// the update (and the weight decay) applies to the clean weights.
+static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int* targets, const int* mask,
+                                       int B, int T, int step, float weight_noise) {
+    if (weight_noise > 0.0f) {
+        memcpy(model->clean_params, model->params_memory, model->num_parameters * sizeof(float));
+        add_weight_noise(model, weight_noise, step);
+    }
+    model->dropout_step = step;
     gpt2_forward(model, inputs, targets, mask, B, T);
     gpt2_zero_grad(model);
     gpt2_backward(model, inputs, targets, B, T);
+    model->dropout_step = 0;
+    if (weight_noise > 0.0f) {
+        memcpy(model->params_memory, model->clean_params, model->num_parameters * sizeof(float));
+    }
+}
+
+// One training step on one batch: forward, backward (gpt2_forward_backward_step),
+// global norm, clip, AdamW. Returns with result->loss or grad_norm not finite
+// (and the parameters untouched) when training diverged.
+static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask,
+                            int B, int T, int step, const LrSchedule* sched, const AdamWSettings* opt,
+                            float grad_clip, float weight_noise, StepResult* r) {
+    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, step, weight_noise);
     double norm = vector_norm(model->grads_memory, model->num_parameters);
     r->loss = model->mean_loss;
     r->grad_norm = (float)norm;
@@ -1005,8 +1090,9 @@ static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState*
     char* state_path = str_printf("%s/state_%06d.bin", dir, st_in->step);
     TrainState st = *st_in;
     st.model_checksum = hash_words(model->params_memory, model->num_parameters * sizeof(float));
+    st.has_init_params = model->init_params != NULL;
     checkpoint_save(model_path, &model->config, model->params_memory);
-    train_state_save(state_path, &st, model->m_memory, model->v_memory, NULL);
+    train_state_save(state_path, &st, model->m_memory, model->v_memory, model->init_params);
     printf("saved %s and %s\n", model_path, state_path);
     free(model_path);
     free(state_path);
@@ -1024,6 +1110,7 @@ int main(int argc, char** argv) {
                "  parity steps:  ./train_gpt2 --model M.bin --parity-batch batch.bin --steps N "
                "--parity-losses losses.bin -o DIR");
     train_config_check(&cfg);
+    warn_ineffective_regularizers(&cfg);
     if (cfg.threads > 0) {
 #ifdef _OPENMP
         omp_set_num_threads(cfg.threads);
@@ -1164,6 +1251,15 @@ int main(int argc, char** argv) {
 
     // ---- buffers
     gpt2_allocate(&model, B, T, parity_grads);
+    model.seed = (uint64_t)cfg.seed;
+    model.dropout = dropout_config(cfg.dropout);
+    if (cfg.weight_noise > 0.0f) { model.clean_params = (float*)mallocCheck(model.num_parameters * sizeof(float)); }
+    if (cfg.decay_toward_init) {
+        // the parameters before step 1; a resumed run reads them from its state file (below)
+        model.init_params = (float*)mallocCheck(model.num_parameters * sizeof(float));
+        memcpy(model.init_params, model.params_memory, model.num_parameters * sizeof(float));
+    }
+    if (resuming) { check_resume_regularizers(&resume_state, &cfg); }
     LrSchedule sched;
     sched.kind = lr_schedule_kind(cfg.lr_schedule);
     sched.max_lr = cfg.lr;
@@ -1176,6 +1272,7 @@ int main(int argc, char** argv) {
     opt.eps = cfg.eps;
     opt.weight_decay = cfg.weight_decay;
     opt.decay_matrices_only = strcmp(cfg.decay_params, "matrices") == 0;
+    opt.decay_toward_init = cfg.decay_toward_init;
 
     // ---- the resolved configuration
     char cpu[256];
@@ -1217,8 +1314,12 @@ int main(int argc, char** argv) {
     print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
     print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
               "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
+    print_row("  decay toward", "%s", cfg.decay_toward_init ? "the initial values (--decay-toward-init 1)" : "zero");
     if (cfg.grad_clip > 0) { print_row("grad clip", "%g (global norm)", (double)cfg.grad_clip); }
     else { print_row("grad clip", "off"); }
+    char reg[REGULARIZER_DESC_LEN];
+    print_row("dropout", "%s", describe_dropout(reg, sizeof(reg), cfg.dropout));
+    print_row("weight noise", "%s", describe_weight_noise(reg, sizeof(reg), cfg.weight_noise));
     if (sampling) {
         print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg.sample_every,
                   cfg.gen_tokens, (double)cfg.temperature, cfg.top_k, (double)cfg.top_p);
@@ -1240,10 +1341,8 @@ int main(int argc, char** argv) {
     printf("+------------------------+----------------------------------------------------+\n");
 
     // ---- parity mode 1: one forward/backward, write everything, exit
-    if (parity_grads) {
-        gpt2_forward(&model, pb.inputs, pb.targets, pb.mask, B, T);
-        gpt2_zero_grad(&model);
-        gpt2_backward(&model, pb.inputs, pb.targets, B, T);
+    if (parity_grads) { // the forward/backward of training step 1, dropout and weight noise included
+        gpt2_forward_backward_step(&model, pb.inputs, pb.targets, pb.mask, B, T, 1, cfg.weight_noise);
         parity_grads_write(cfg.parity_out, B, T, mc->padded_vocab_size, model.num_parameters, mc->num_layers,
                            mc->channels, model.mean_loss, model.saved_logits, model.grads_memory);
         printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)model.mean_loss,
@@ -1299,7 +1398,7 @@ int main(int argc, char** argv) {
     rng_seed(&sample_rng, mix_seed((uint64_t)cfg.seed, 0x73616D706C65ULL)); // "sample"
     double elapsed_before = 0.0;
     if (resuming) {
-        train_state_load_body(cfg.resume, &resume_state, model.m_memory, model.v_memory, NULL);
+        train_state_load_body(cfg.resume, &resume_state, model.m_memory, model.v_memory, model.init_params);
         dataloader_seek(&train_loader, resume_state.data_epoch, (size_t)resume_state.data_cursor);
         sample_rng.state = resume_state.sampler_rng;
         elapsed_before = resume_state.elapsed_s;
@@ -1339,7 +1438,7 @@ int main(int argc, char** argv) {
         }
         double t0 = now_seconds();
         StepResult r;
-        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, &r);
+        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, cfg.weight_noise, &r);
         double t1 = now_seconds();
         if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
             char* last = last_saved >= 0 ? str_printf("%s/model_%06d.bin", out_dir, last_saved) : NULL;
@@ -1438,7 +1537,6 @@ int main(int argc, char** argv) {
             st.seed = (uint64_t)cfg.seed;
             st.sampler_rng = sample_rng.state;
             st.elapsed_s = elapsed_before + (now_seconds() - t_start);
-            st.has_init_params = 0;
             save_checkpoint_pair(out_dir, &model, &st);
             last_saved = step;
         }

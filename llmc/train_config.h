@@ -16,6 +16,7 @@ validation set; --save-every 0 = only at the end; --grad-clip 0 = off;
 #ifndef LLMC_TRAIN_CONFIG_H
 #define LLMC_TRAIN_CONFIG_H
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +48,10 @@ typedef struct {
     const char* decay_params;  // --decay-params all|matrices
     float beta1, beta2, eps;   // --beta1 --beta2 --eps
     float grad_clip;           // --grad-clip (0 = off)
+    // research regularizers (llmc/regularizers.h)
+    float dropout;             // --dropout p at the four sites (0 = off)
+    int decay_toward_init;     // --decay-toward-init 1: weight decay pulls toward the initial values
+    float weight_noise;        // --weight-noise sigma of the Gaussian weight noise (0 = off)
     // evaluation, sampling, checkpoints
     int val_every;             // -v
     int val_batches;           // -m
@@ -85,6 +90,9 @@ static inline void train_config_defaults(TrainConfig* c) {
     c->beta2 = 0.999f;
     c->eps = 1e-8f;
     c->grad_clip = 1.0f;
+    c->dropout = 0.0f;
+    c->decay_toward_init = 0;
+    c->weight_noise = 0.0f;
     c->val_every = 20;
     c->val_batches = 20;
     c->sample_every = 20;
@@ -128,6 +136,9 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     SPEC(0, "beta2", ARG_FLOAT, &c->beta2, "AdamW beta2", NULL);
     SPEC(0, "eps", ARG_FLOAT, &c->eps, "AdamW epsilon", NULL);
     SPEC(0, "grad-clip", ARG_FLOAT, &c->grad_clip, "clip the global gradient norm to this (0 = off)", NULL);
+    SPEC(0, "dropout", ARG_FLOAT, &c->dropout, "dropout rate in training: embeddings, attention weights, attention and MLP outputs (0 = off)", NULL);
+    SPEC(0, "decay-toward-init", ARG_INT, &c->decay_toward_init, "1: weight decay pulls each parameter toward its initial value instead of 0", NULL);
+    SPEC(0, "weight-noise", ARG_FLOAT, &c->weight_noise, "std of Gaussian noise added to the weights for each step's forward/backward (0 = off)", NULL);
     SPEC('v', "val-every", ARG_INT, &c->val_every, "evaluate every N steps and at the end (0 = never)", NULL);
     SPEC('m', "val-batches", ARG_INT, &c->val_batches, "validation batches per evaluation (-1 = all)", NULL);
     SPEC('s', "sample-every", ARG_INT, &c->sample_every, "sample every N steps and at the end (0 = never)", NULL);
@@ -157,6 +168,9 @@ static inline void train_config_check(const TrainConfig* c) {
     if (c->beta2 < 0.0f || c->beta2 >= 1.0f) { fatal("--beta2 must be in [0, 1), got %g", (double)c->beta2); }
     if (c->eps <= 0.0f) { fatal("--eps must be > 0, got %g", (double)c->eps); }
     if (c->grad_clip < 0.0f) { fatal("--grad-clip must be >= 0 (0 = off), got %g", (double)c->grad_clip); }
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f)) { fatal("--dropout must be in [0, 1) (0 = off), got %g", (double)c->dropout); }
+    if (c->decay_toward_init != 0 && c->decay_toward_init != 1) { fatal("--decay-toward-init must be 0 or 1, got %d", c->decay_toward_init); }
+    if (!(c->weight_noise >= 0.0f) || isinf(c->weight_noise)) { fatal("--weight-noise must be a finite value >= 0 (0 = off), got %g", (double)c->weight_noise); }
     if (c->val_every < 0) { fatal("-v (val every) must be >= 0 (0 = never), got %d", c->val_every); }
     if (c->val_batches < -1 || c->val_batches == 0) { fatal("-m (val batches) must be >= 1, or -1 for all; got %d", c->val_batches); }
     if (c->sample_every < 0) { fatal("-s (sample every) must be >= 0 (0 = never), got %d", c->sample_every); }

@@ -16,7 +16,7 @@ Format (ours; README "Training state"): 256 int32 header, little-endian,
   meaning "absent", so older files still read)
 then AdamW's first moment m (P floats), second moment v (P floats), and when
 has_init_params = 1 the initial parameters (P floats; room for weight decay
-toward the initialization). Exactly 1024 + 4*P*(2 + has_init_params) bytes.
+toward the initialization, written with --decay-toward-init 1). Exactly 1024 + 4*P*(2 + has_init_params) bytes.
 64-bit values are split into (low, high) uint32 halves.
 
 A state file sits beside its model: DIR/state_NNNNNN.bin goes with

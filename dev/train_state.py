@@ -1,0 +1,42 @@
+"""Reader of the trainers' training-state file (DIR/state_NNNNNN.bin; README "Training state").
+
+Contract: read_train_state(path) -> dict with the header fields (step, total_steps,
+num_parameters, B, T, data_epoch, data_cursor, data_batches_per_epoch, data_num_shards, seed,
+sampler_rng, model_checksum, elapsed_s, has_init_params) and the float32 arrays m, v (P each) and
+init_params (P, or None when has_init_params is 0), after checking magic, version and the exact
+size (a UserError naming the file otherwise). The trainers write this file (llmc/train_state.h);
+Python only reads it, for tests and for looking inside a run.
+"""
+
+import numpy as np
+
+from dev.binheader import HEADER_BYTES, check_size, read_header
+from dev.errors import UserError
+
+MAGIC = 20261126
+VERSION = 1
+FIX = "Pass a state file written by train_gpt2 or train_gpt2fp32cu (DIR/state_NNNNNN.bin)."
+
+
+def _u64(h, slot):
+    return int(np.uint32(h[slot])) | (int(np.uint32(h[slot + 1])) << 32)
+
+
+def read_train_state(path):
+    h, size = read_header(path, "training state", MAGIC, VERSION, fix=FIX)
+    P = _u64(h, 4)
+    has_init = int(h[23])
+    if has_init not in (0, 1):
+        raise UserError(f"training state file {path}: has_init_params is {has_init}, expected 0 or 1. {FIX}")
+    n_arrays = 2 + has_init
+    check_size(path, "training state", size, HEADER_BYTES + 4 * P * n_arrays,
+               f"1024 + 4*P*{n_arrays} with P={P}", fix=FIX)
+    body = np.fromfile(path, dtype="<f4", offset=HEADER_BYTES)
+    elapsed = np.array([h[21], h[22]], dtype="<i4").view("<f8")[0]
+    return {
+        "step": int(h[2]), "total_steps": int(h[3]), "num_parameters": P, "B": int(h[6]), "T": int(h[7]),
+        "data_epoch": _u64(h, 8), "data_cursor": _u64(h, 10), "data_batches_per_epoch": _u64(h, 12),
+        "data_num_shards": int(h[14]), "seed": _u64(h, 15), "sampler_rng": _u64(h, 17),
+        "model_checksum": _u64(h, 19), "elapsed_s": float(elapsed), "has_init_params": has_init,
+        "m": body[:P], "v": body[P:2 * P], "init_params": body[2 * P:3 * P] if has_init else None,
+    }

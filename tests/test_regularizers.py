@@ -1,0 +1,325 @@
+"""The research regularizers on the CPU trainer: dropout, weight decay toward init, weight noise.
+
+What it checks:
+  - dev/regularizers.py draws exactly the numbers of llmc/regularizers.h (through
+    tests/regularizers_probe.c): dropout keys, thresholds, scales and factors bit for bit, weight
+    noise bit for bit; and the numbers are what they claim (keep rate 1 - p, noise mean 0 and
+    std sigma, different masks for different steps, layers and sites).
+  - Dropout p = 0.1 (all four sites on): one forward/backward of `./train_gpt2 --parity-out` with
+    --dropout equals dev.model.GPT with the trainer's masks (CounterDropout): logits <= 1e-4, loss
+    <= 1e-5 relative, each gradient <= 1e-4 * max|g| (the tolerances of tests/test_cpu_parity.py;
+    the masks are identical, so only fp32 summation order differs). The same comparison with the
+    masks of another seed fails: the test can tell the masks apart.
+  - 10 AdamW steps on one batch with dropout, with weight decay toward init, with weight noise
+    (sigma 0.01), with all three at once, and with the QKV bias off: the trainer's losses within
+    1e-4 and its parameters within 2e-5 of torch.optim.AdamW driving the reference with the same
+    regularizers (tests/test_cpu_helpers.torch_train_steps), the tolerances of test_cpu_train.py.
+    Decay toward init is also checked to differ from decay toward zero (so it is not a no-op).
+  - Resume stays bit-identical with all of them on: 10 steps = 5 + resume 5 (model, state with
+    the initial parameters, log); and a state without initial parameters cannot resume with
+    --decay-toward-init 1 (clear error).
+Run: python -m pytest -q tests/test_regularizers.py
+"""
+
+import dataclasses
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from dev.checkpoint import PARAM_NAMES, read_checkpoint, write_checkpoint
+from dev.configs import NAMED_CONFIGS
+from dev.model import GPT
+from dev.parity_files import read_parity_grads, read_parity_losses, write_parity_batch
+from dev.regularizers import (CounterDropout, dropout_factor, dropout_key, dropout_scale,
+                              dropout_threshold, noise_key, weight_noise)
+from dev.train_state import read_train_state
+from test_cpu_helpers import (REPO, assert_close, grad_tolerance, read_log, run_trainer,
+                              torch_train_steps)
+from test_cpu_train import log_values, same_files, token_data
+from conftest import random_params
+
+LOGIT_ATOL = 1e-4
+LOSS_RTOL = 1e-5
+LOSS_ATOL = 1e-4
+PARAM_ATOL = 2e-5
+
+
+# ---- the random numbers: C and Python agree ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("probe") / "regularizers_probe"
+    r = subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-I", REPO,
+                        os.path.join(REPO, "tests/regularizers_probe.c"), "-o", str(exe), "-lm"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"building the probe failed:\n{r.stderr}"
+    return exe
+
+
+def run_probe(probe, tmp_path, seed, step, layer, site, p, n, sigma):
+    out = tmp_path / "probe.bin"
+    r = subprocess.run([str(probe), str(seed), str(step), str(layer), str(site), repr(p), str(n),
+                        repr(sigma), str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    raw = out.read_bytes()
+    dkey, nkey = np.frombuffer(raw[:16], dtype=np.uint64)
+    threshold = int(np.frombuffer(raw[16:20], dtype=np.uint32)[0])
+    scale = np.frombuffer(raw[20:24], dtype=np.float32)[0]
+    body = np.frombuffer(raw[24:], dtype=np.float32)
+    return int(dkey), int(nkey), threshold, scale, body[:n], body[n:]
+
+
+@pytest.mark.parametrize("seed,step,layer,site,p,sigma", [
+    (1337, 1, -1, 0, 0.1, 0.01), (0, 7, 0, 1, 0.5, 1.0), (2 ** 40 + 3, 123456, 5, 3, 0.03, 0.2)])
+def test_python_draws_the_numbers_of_the_c_header(probe, tmp_path, seed, step, layer, site, p, sigma):
+    n = 200_000
+    dkey, nkey, threshold, scale, factors, noise = run_probe(probe, tmp_path, seed, step, layer, site,
+                                                             p, n, sigma)
+    assert dkey == dropout_key(seed, step, layer, site)
+    assert nkey == noise_key(seed, step)
+    assert threshold == dropout_threshold(p) and scale == dropout_scale(p)
+    py_factors = dropout_factor(dkey, n, p)
+    assert np.array_equal(factors, py_factors), \
+        f"{int((factors != py_factors).sum())} of {n} dropout factors differ"
+    kept = factors != 0
+    assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n), kept.mean()
+    # weight noise: the first n flat indices of a model big enough to hold them
+    cfg = dataclasses.replace(NAMED_CONFIGS["tiny"], vocab_size=4096)
+    py_noise = np.concatenate([a.ravel() for a in weight_noise(cfg, seed, step, sigma).values()])[:n]
+    assert np.array_equal(noise, py_noise), \
+        f"weight noise differs at {int((noise != py_noise).sum())} of {n} elements"
+    assert abs(noise.mean()) < 5 * sigma / np.sqrt(n)
+    assert abs(noise.std() / sigma - 1) < 0.01
+
+
+def test_masks_differ_by_step_layer_and_site():
+    masks = {}
+    for key in [(1, 0, 1), (2, 0, 1), (1, 1, 1), (1, 0, 2), (1, -1, 0)]:
+        step, layer, site = key
+        masks[key] = dropout_factor(dropout_key(5, step, layer, site), 10_000, 0.5)
+    keys = list(masks)
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            same = (masks[keys[i]] == masks[keys[j]]).mean()
+            assert 0.45 < same < 0.55, f"masks {keys[i]} and {keys[j]} agree on {same:.0%}: not independent"
+
+
+def test_weight_noise_skips_padding_and_a_disabled_qkv_bias():
+    cfg = dataclasses.replace(NAMED_CONFIGS["tiny"], qkv_bias=False)
+    noise = weight_noise(cfg, 3, 1, 0.01)
+    assert np.all(noise["wte"][cfg.vocab_size:] == 0) and np.all(noise["wte"][:cfg.vocab_size] != 0)
+    assert np.all(noise["qkvb"] == 0) and np.all(noise["lnfb"] != 0)
+
+
+# ---- dropout parity -------------------------------------------------------------------------
+
+def parity_case(tmp_path, config, seed, B, T, extra):
+    model_path = tmp_path / "model.bin"
+    write_checkpoint(model_path, config, random_params(config, seed))
+    rng = np.random.default_rng(seed + 100)
+    x = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
+    y = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
+    write_parity_batch(tmp_path / "batch.bin", x, y)
+    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin",
+                "--parity-out", tmp_path / "grads.bin", *extra)
+    return model_path, x, y, read_parity_grads(tmp_path / "grads.bin")
+
+
+def reference_with_dropout(model_path, x, y, p, seed, step=1):
+    model = GPT.from_checkpoint(model_path, dropout=p, dropout_mask=CounterDropout(seed, p, step))
+    model.train()
+    logits, loss = model(torch.from_numpy(x).long(), torch.from_numpy(y).long())
+    loss.backward()
+    return logits.detach().numpy(), loss.item(), model.grads_numpy()
+
+
+def check_parity(got, logits, loss, grads, what):
+    assert_close(f"logits ({what})", got["logits"], logits, LOGIT_ATOL)
+    rel = abs(got["loss"] - loss) / abs(loss)
+    assert rel <= LOSS_RTOL, f"loss {got['loss']:.9g} vs reference {loss:.9g} ({what}): rel {rel:.2e}"
+    for name in PARAM_NAMES:
+        assert_close(f"d{name} ({what})", got["grads"][name], grads[name], grad_tolerance(grads[name]))
+
+
+def test_dropout_forward_backward_matches_reference(tmp_path):
+    config, p, seed = NAMED_CONFIGS["tiny"], 0.1, 4242
+    model_path, x, y, got = parity_case(tmp_path, config, 7, 3, 64, ["--dropout", p, "--seed", seed])
+    logits, loss, grads = reference_with_dropout(model_path, x, y, p, seed)
+    check_parity(got, logits, loss, grads, "dropout 0.1")
+    # the masks matter: without dropout, or with another seed's masks, the result is different
+    plain = GPT.from_checkpoint(model_path)
+    plain_logits, _ = plain(torch.from_numpy(x).long())
+    assert np.abs(got["logits"] - plain_logits.detach().numpy()).max() > 100 * LOGIT_ATOL
+    other_logits, _, other_grads = reference_with_dropout(model_path, x, y, p, seed + 1)
+    with pytest.raises(AssertionError):
+        assert_close("logits with another seed's masks", got["logits"], other_logits, LOGIT_ATOL)
+    with pytest.raises(AssertionError):
+        assert_close("dqkvw with another seed's masks", got["grads"]["qkvw"], other_grads["qkvw"],
+                     grad_tolerance(other_grads["qkvw"]))
+
+
+def test_dropout_is_off_for_validation(tmp_path):
+    """With --dropout the validation loss is that of the clean model: train 1 step at lr 0 and
+    compare the logged val loss with and without dropout (identical)."""
+    config = NAMED_CONFIGS["tiny"]
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 1))
+    data = token_data(tmp_path, config)
+    vals = []
+    for p in (0.0, 0.3):
+        out = tmp_path / f"run{p}"
+        run_trainer("--model", tmp_path / "model.bin", *data, "-o", out, "--steps", 1, "-l", 0.0,
+                    "-v", 1, "-m", 2, "-s", 0, "--dropout", p)
+        rec = [r for r in read_log(out / "log.jsonl") if "val_loss" in r][0]
+        vals.append((rec["val_loss"], rec["train_loss"]))
+    assert vals[0][0] == vals[1][0], f"val loss changed with dropout: {vals}"
+    assert vals[0][1] != vals[1][1], f"train loss did not change with dropout: {vals}"
+
+
+# ---- 10 AdamW steps with each regularizer ------------------------------------------------------
+
+OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
+           weight_decay=0.5, grad_clip=0.0)
+STEPS = 10
+SEED = 77
+REG_CASES = {
+    "dropout": dict(dropout=0.1),
+    "decay-toward-init": dict(decay_toward_init=True),
+    "weight-noise": dict(weight_noise=0.01),
+    "all-three": dict(dropout=0.1, decay_toward_init=True, weight_noise=0.01),
+    "no-qkv-bias": dict(),
+}
+
+
+def reg_flags(dropout=0.0, decay_toward_init=False, weight_noise=0.0):
+    return ["--dropout", dropout, "--decay-toward-init", int(decay_toward_init),
+            "--weight-noise", weight_noise, "--seed", SEED]
+
+
+def train_parity_steps(tmp_path, config, reg, binary=None, extra=()):
+    """Run STEPS steps on one batch with the regularizers `reg`; (model path, batch, losses, params)."""
+    model_path = tmp_path / "model.bin"
+    # random weights (scale 0.05, LayerNorm around 1) that the decay visibly pulls on
+    write_checkpoint(model_path, config, random_params(config, seed=5, scale=0.05))
+    rng = np.random.default_rng(9)
+    B, T = 4, 32
+    x = rng.integers(0, config.vocab_size, (B, T))
+    y = rng.integers(0, config.vocab_size, (B, T))
+    write_parity_batch(tmp_path / "batch.bin", x, y)
+    out = tmp_path / "run"
+    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
+                "--parity-losses", tmp_path / "losses.bin", "-o", out,
+                "-l", OPT["lr"], "--warmup", OPT["warmup"], "--lr-schedule", OPT["schedule"],
+                "--min-lr-frac", OPT["min_lr_frac"], "--beta1", OPT["beta1"], "--beta2", OPT["beta2"],
+                "--eps", OPT["eps"], "--weight-decay", OPT["weight_decay"], "--grad-clip", OPT["grad_clip"],
+                *reg_flags(**reg), *extra, binary=binary)
+    _, params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
+    return model_path, (x, y), read_parity_losses(tmp_path / "losses.bin"), params
+
+
+def near_zero_gradients(model_path, x, y, dropout=0.0, rel=1e-6, **_):
+    """name -> bool mask of the elements whose step-1 gradient is not exactly zero but below
+    rel * max|g| of its tensor (an exact zero is exact in both implementations)."""
+    model = GPT.from_checkpoint(model_path, dropout=dropout, dropout_mask=CounterDropout(SEED, dropout, 1))
+    _, loss = model(torch.from_numpy(x).long(), torch.from_numpy(y).long())
+    loss.backward()
+    return {n: (g != 0) & (np.abs(g) <= rel * np.abs(g).max()) for n, g in model.grads_numpy().items()}
+
+
+def compare_params(got, want, config, what, tiny_grad, atol=PARAM_ATOL, noise_atol=OPT["lr"] * STEPS):
+    """Parameters after STEPS steps within atol, except where the true gradient is ~0.
+
+    Where the gradient is at the rounding level of its own sum (below 1e-6 * max|g| of its
+    tensor: the key bias, whose true gradient is zero (see tests/test_cpu_train.py), and the odd
+    weight of a unit that is almost never active), its sign is noise, AdamW turns that noise into
+    steps of up to lr either way, and two correct implementations drift apart by up to lr * steps.
+    Those elements get noise_atol, and there must be few of them (<= 0.1% of a tensor besides
+    the key bias), so the tight bound covers the rest."""
+    C = config.n_embd
+    for name in PARAM_NAMES:
+        g, w = got[name], want[name]
+        loose = tiny_grad[name].copy()
+        if name == "qkvb":
+            loose[:, C:2 * C] = True
+            others = np.concatenate([loose[:, :C], loose[:, 2 * C:]], axis=1)
+            assert others.mean() <= 1e-3, f"qkvb: {others.mean():.2%} of q/v bias gradients are ~0"
+        else:
+            assert loose.mean() <= 1e-3, f"{name}: {loose.mean():.2%} of the gradients are ~0"
+        assert_close(f"{name} after {STEPS} steps ({what})", g[~loose], w[~loose], atol)
+        assert_close(f"{name} after {STEPS} steps, near-zero-gradient elements ({what})",
+                     g[loose], w[loose], noise_atol)
+
+
+def reference_steps(model_path, xy, reg):
+    model = GPT.from_checkpoint(model_path)
+    losses, _ = torch_train_steps(model, xy[0], xy[1], STEPS, seed=SEED, **OPT, **reg)
+    return losses, model.params_numpy()
+
+
+@pytest.mark.parametrize("case", list(REG_CASES))
+def test_adamw_steps_with_regularizers_match_torch(tmp_path, case):
+    config = NAMED_CONFIGS["tiny"]
+    if case == "no-qkv-bias":
+        config = dataclasses.replace(config, qkv_bias=False)
+    reg = REG_CASES[case]
+    model_path, xy, c_losses, c_params = train_parity_steps(tmp_path, config, reg)
+    ref_losses, ref_params = reference_steps(model_path, xy, reg)
+    assert_close(f"losses ({case})", c_losses, ref_losses, LOSS_ATOL)
+    compare_params(c_params, ref_params, config, case, near_zero_gradients(model_path, *xy, **reg))
+    if case == "no-qkv-bias":
+        assert np.all(c_params["qkvb"] == 0), "qkvb must stay exactly zero without a QKV bias"
+    if case == "decay-toward-init":
+        # not a no-op: decay toward zero ends somewhere else
+        plain_losses, plain_params = reference_steps(model_path, xy, {})
+        diff = max(np.abs(plain_params[n] - ref_params[n]).max() for n in PARAM_NAMES)
+        assert diff > 100 * PARAM_ATOL, f"decay toward init vs toward zero differ by only {diff:.2e}"
+
+
+# ---- resume with everything on --------------------------------------------------------------
+
+def test_resume_is_bit_identical_with_all_regularizers(tmp_path):
+    config = NAMED_CONFIGS["tiny"]
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 0))
+    data = token_data(tmp_path, config)
+    flags = ["-l", 3e-3, "--warmup", 2, "--weight-decay", 0.1, "-v", 3, "-m", 2, "-s", 4, "-g", 6,
+             "--dropout", 0.1, "--decay-toward-init", 1, "--weight-noise", 0.01, "--seed", 42]
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_trainer("--model", tmp_path / "model.bin", *data, "-o", full, "--steps", 10, *flags)
+    run_trainer("--model", tmp_path / "model.bin", *data, "-o", part, "--steps", 10,
+                "--save-every", 5, *flags)
+    # keep only the step-5 pair, then resume from it
+    for f in part.glob("*_000010.bin"):
+        f.unlink()
+    run_trainer("--resume", part / "state_000005.bin", *data, *flags)
+    st = read_train_state(part / "state_000005.bin")
+    assert st["has_init_params"] == 1
+    _, init = read_checkpoint(tmp_path / "model.bin")
+    assert np.array_equal(st["init_params"], np.concatenate([init[n].ravel() for n in PARAM_NAMES])), \
+        "the state file must hold the parameters before step 1"
+    for name in ("model_000010.bin", "state_000010.bin"):
+        assert same_files(full / name, part / name), f"{name} differs after resume"
+    assert log_values(full / "log.jsonl") == log_values(part / "log.jsonl")
+
+
+def test_decay_toward_init_cannot_resume_a_state_without_initial_values(tmp_path):
+    config = NAMED_CONFIGS["tiny"]
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 0))
+    data = token_data(tmp_path, config)
+    run_trainer("--model", tmp_path / "model.bin", *data, "-o", tmp_path / "run", "--steps", 2,
+                "-v", 0, "-s", 0, "--weight-decay", 0.1)
+    r = run_trainer("--resume", tmp_path / "run" / "state_000002.bin", *data, "--steps", 4,
+                    "-v", 0, "-s", 0, "--weight-decay", 0.1, "--decay-toward-init", 1, check=False)
+    assert r.returncode == 1 and "holds no initial parameters" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--dropout", "1", "--dropout must be in [0, 1)"),
+    ("--dropout", "-0.1", "--dropout must be in [0, 1)"),
+    ("--weight-noise", "-1", "--weight-noise must be"),
+    ("--decay-toward-init", "2", "--decay-toward-init must be 0 or 1"),
+])
+def test_bad_regularizer_values(tmp_path, flag, value, needle):
+    r = run_trainer("--model", tmp_path / "missing.bin", flag, value, check=False)
+    assert r.returncode == 1 and needle in r.stderr, r.stderr
