@@ -54,6 +54,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 #include "llmc/logger.h"
 #include "llmc/parity.h"
 #include "llmc/rand.h"
+#include "llmc/regularizers.h"
 #include "llmc/sampler.h"
 #include "llmc/schedule.h"
 #include "llmc/tokenizer.h"
@@ -501,18 +502,38 @@ __global__ void softmax_causal_kernel(float* att, float* lse, int num_rows, int 
     if (lse != NULL && lane == 0) lse[row] = mx + logf(sum);
 }
 
-// datt[row][s] <- att[s] * (datt[s] - sum_u att[u] datt[u]) for s <= t, 0 above. Warp per row.
-__global__ void softmax_causal_backward_kernel(float* datt, const float* att, int num_rows, int T) {
+// datt[row][s] <- att[s] * (g[s] - sum_u att[u] g[u]) for s <= t, 0 above, with g = datt
+// (threshold == 0: no dropout) or g = datt * D (the dropout factor of att[row][s], llmc/regularizers.h,
+// whose gradient this is). Warp per row.
+__global__ void softmax_causal_backward_kernel(float* datt, const float* att, int num_rows, int T,
+                                               uint64_t drop_key, uint32_t threshold, float scale) {
     int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (row >= num_rows) return;
     int t = row % T;
     const float* a = att + (size_t)row * T;
     float* g = datt + (size_t)row * T;
+    if (threshold > 0) {
+        // each lane scales the entries it reads below: no exchange between lanes
+        for (int s = lane; s <= t; s += 32) g[s] *= dropout_factor(drop_key, (size_t)row * T + s, threshold, scale);
+    }
     float dot = 0.0f;
     for (int s = lane; s <= t; s += 32) dot += a[s] * g[s];
     dot = warp_sum(dot);
     for (int s = lane; s < T; s += 32) g[s] = (s <= t) ? a[s] * (g[s] - dot) : 0.0f;
+}
+
+// out[i] = in[i] * D_i, D_i = dropout_factor(key, i) (llmc/regularizers.h); out may alias in.
+// The forward pass of a dropout site, and the backward pass on that site's gradient.
+__global__ void dropout_kernel(float* out, const float* in, size_t n, uint64_t key, uint32_t threshold, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = in[i] * dropout_factor(key, i, threshold, scale);
+}
+
+static void dropout_apply(float* out, const float* in, size_t n, uint64_t key, const DropoutConfig* d) {
+    const int block = 256;
+    dropout_kernel<<<ceil_div(n, block), block>>>(out, in, n, key, d->threshold, d->scale);
+    launchCheck();
 }
 
 typedef struct {
@@ -520,8 +541,10 @@ typedef struct {
     float *att, *datt;                    // (B, NH, T, T) each
 } AttentionCublasScratch;
 
+// With dropout (drop != NULL) the softmaxed weights are multiplied by their dropout factors in
+// place before the product with V; lse is of the weights before dropout.
 static void attention_forward_cublas(float* out, float* lse, const float* qkv, AttentionCublasScratch* s,
-                                     int B, int T, int NH, int HS) {
+                                     const DropoutConfig* drop, uint64_t drop_key, int B, int T, int NH, int HS) {
     const int block = 256;
     size_t N = (size_t)B * NH * T * HS;
     long long sTH = (long long)T * HS, sTT = (long long)T * T;
@@ -534,14 +557,17 @@ static void attention_forward_cublas(float* out, float* lse, const float* qkv, A
                                           s->k, HS, sTH, s->q, HS, sTH, &zero, s->att, T, sTT, batch));
     softmax_causal_kernel<<<ceil_div(rows, block / 32), block>>>(s->att, lse, rows, T);
     launchCheck();
+    if (drop) dropout_apply(s->att, s->att, (size_t)rows * T, drop_key, drop);
     cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_N, HS, T, T, &one,
                                           s->v, HS, sTH, s->att, T, sTT, &zero, s->y, HS, sTH, batch));
     merge_heads_kernel<<<ceil_div(N, block), block>>>(out, s->y, B, T, NH, HS);
     launchCheck();
 }
 
+// With dropout: dv = (att D)^T dy, with att D formed in the datt buffer before datt = dy v^T
+// overwrites it; the softmax backward applies D to datt (the gradient of att D) itself.
 static void attention_backward_cublas(float* dqkv, const float* dout, const float* qkv, AttentionCublasScratch* s,
-                                      int B, int T, int NH, int HS) {
+                                      const DropoutConfig* drop, uint64_t drop_key, int B, int T, int NH, int HS) {
     const int block = 256;
     size_t N = (size_t)B * NH * T * HS;
     long long sTH = (long long)T * HS, sTT = (long long)T * T;
@@ -555,11 +581,18 @@ static void attention_backward_cublas(float* dqkv, const float* dout, const floa
                                           s->k, HS, sTH, s->q, HS, sTH, &zero, s->att, T, sTT, batch));
     softmax_causal_kernel<<<ceil_div(rows, block / 32), block>>>(s->att, NULL, rows, T);
     launchCheck();
+    const float* att_used = s->att;  // the weights that multiplied V in the forward pass
+    if (drop) {
+        dropout_apply(s->datt, s->att, (size_t)rows * T, drop_key, drop);
+        att_used = s->datt;
+    }
+    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, HS, T, T, &one,
+                                          s->y, HS, sTH, att_used, T, sTT, &zero, s->dv, HS, sTH, batch));
     cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, HS, &one,
                                           s->v, HS, sTH, s->y, HS, sTH, &zero, s->datt, T, sTT, batch));
-    cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, HS, T, T, &one,
-                                          s->y, HS, sTH, s->att, T, sTT, &zero, s->dv, HS, sTH, batch));
-    softmax_causal_backward_kernel<<<ceil_div(rows, block / 32), block>>>(s->datt, s->att, rows, T);
+    softmax_causal_backward_kernel<<<ceil_div(rows, block / 32), block>>>(s->datt, s->att, rows, T, drop_key,
+                                                                          drop ? drop->threshold : 0,
+                                                                          drop ? drop->scale : 1.0f);
     launchCheck();
     cublasCheck(cublasSgemmStridedBatched(g_cublas, CUBLAS_OP_N, CUBLAS_OP_N, HS, T, T, &scale,
                                           s->k, HS, sTH, s->datt, T, sTT, &zero, s->dq, HS, sTH, batch));
@@ -1430,11 +1463,17 @@ typedef struct {
     AttentionCublasScratch cublas; // version 1 buffers (NULL when fused)
 } AttentionState;
 
+// drop != NULL: dropout on the attention weights (the cuBLAS version only; main() picks it).
 static void attention_forward(float* out,        // (B, T, C)
                               float* lse,        // (B, NH, T)
                               const float* qkv,  // (B, T, 3*C)
-                              AttentionState* at, int B, int T, int NH, int HS) {
-    if (at->kind == ATTENTION_CUBLAS) { attention_forward_cublas(out, lse, qkv, &at->cublas, B, T, NH, HS); return; }
+                              AttentionState* at, const DropoutConfig* drop, uint64_t drop_key,
+                              int B, int T, int NH, int HS) {
+    if (at->kind == ATTENTION_CUBLAS) {
+        attention_forward_cublas(out, lse, qkv, &at->cublas, drop, drop_key, B, T, NH, HS);
+        return;
+    }
+    if (drop) fatal("internal: attention dropout needs the cuBLAS attention kernels");
     if (at->kind == ATTENTION_FUSED_TF32) {
         switch (HS) {
             case 16: attention_forward_tc_hs<16>(out, lse, qkv, B, T, NH); break;
@@ -1458,8 +1497,13 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
                                const float* dout,                   // (B, T, C)
                                const float* qkv, const float* out,  // (B, T, 3*C), (B, T, C)
                                const float* lse,                    // (B, NH, T)
-                               AttentionState* at, int B, int T, int NH, int HS) {
-    if (at->kind == ATTENTION_CUBLAS) { attention_backward_cublas(dqkv, dout, qkv, &at->cublas, B, T, NH, HS); return; }
+                               AttentionState* at, const DropoutConfig* drop, uint64_t drop_key,
+                               int B, int T, int NH, int HS) {
+    if (at->kind == ATTENTION_CUBLAS) {
+        attention_backward_cublas(dqkv, dout, qkv, &at->cublas, drop, drop_key, B, T, NH, HS);
+        return;
+    }
+    if (drop) fatal("internal: attention dropout needs the cuBLAS attention kernels");
     if (at->kind == ATTENTION_FUSED_TF32) {
         switch (HS) {
             case 16: attention_backward_tc_hs<16>(dqkv, at->Dvec, dout, qkv, out, lse, B, T, NH); break;
@@ -1553,6 +1597,22 @@ static void residual_bias_forward(float* out, const float* inp1, const float* in
     launchCheck();
 }
 
+// out = inp1 + D * (inp2 + bias[i % C]): residual_bias_forward with dropout (factor D_i,
+// llmc/regularizers.h) on the projection's output, bias included, before the residual add
+__global__ void residual_bias_dropout_forward_kernel(float* out, const float* a, const float* b, const float* bias,
+                                                     size_t N, int C, uint64_t key, uint32_t threshold, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < N) out[i] = a[i] + (b[i] + bias[i % C]) * dropout_factor(key, i, threshold, scale);
+}
+
+static void residual_bias_dropout_forward(float* out, const float* inp1, const float* inp2, const float* bias,
+                                          size_t N, int C, uint64_t key, const DropoutConfig* d) {
+    const int block = 256;
+    residual_bias_dropout_forward_kernel<<<ceil_div(N, block), block>>>(out, inp1, inp2, bias, N, C, key,
+                                                                        d->threshold, d->scale);
+    launchCheck();
+}
+
 // ----------------------------------------------------------------------------
 // fused classifier (dev/cuda/fused_classifier.cu v2)
 
@@ -1643,8 +1703,10 @@ __global__ void fused_classifier_kernel(float* logits, float* losses, int* argma
 // AdamW (dev/cuda/adamw.cu v1: tensors start at any float offset) and the
 // global norm (dev/cuda/global_norm.cu v2, deterministic)
 
-__global__ void adamw_kernel(float* params, float* m, float* v, const float* grads, size_t n, float beta1,
-                             float beta2, float eps, float decay, float step_size, float b2s, float grad_scale) {
+// init != NULL: weight decay toward the initial values, p - lr_wd (p - init), instead of p * decay
+__global__ void adamw_kernel(float* params, float* m, float* v, const float* grads, const float* init, size_t n,
+                             float beta1, float beta2, float eps, float decay, float lr_wd, float step_size,
+                             float b2s, float grad_scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     float grad = grads[i] * grad_scale;
@@ -1652,7 +1714,16 @@ __global__ void adamw_kernel(float* params, float* m, float* v, const float* gra
     float vj = beta2 * v[i] + (1.0f - beta2) * grad * grad;
     m[i] = mj;
     v[i] = vj;
-    params[i] = params[i] * decay - step_size * (mj / (sqrtf(vj) / b2s + eps));
+    float p = params[i];
+    float pj = init != NULL ? p - lr_wd * (p - init[i]) : p * decay;
+    params[i] = pj - step_size * (mj / (sqrtf(vj) / b2s + eps));
+}
+
+// params[j] += weight_noise_at(key, offset + j, sigma) for j < n: the noise of one tensor that
+// starts at flat parameter index `offset` (llmc/regularizers.h; the same numbers as train_gpt2.c)
+__global__ void weight_noise_kernel(float* params, size_t offset, size_t n, uint64_t key, float sigma) {
+    size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) params[j] += weight_noise_at(key, offset + j, sigma);
 }
 
 __device__ double block_sum_double(double v) {  // the result is valid in thread 0
@@ -1790,6 +1861,13 @@ typedef struct {
     float* sample_logits;       // (Vp) host, the next-token logits while sampling
     float* m_host;              // (P) host staging for the training state
     float* v_host;              // (P)
+    // research regularizers (llmc/regularizers.h), as in train_gpt2.c
+    uint64_t seed;              // the run's --seed: the dropout masks and weight noise derive from it
+    DropoutConfig dropout;      // --dropout (p = 0: off)
+    int dropout_step;           // > 0: forward/backward are training step dropout_step, with dropout
+    float* init_memory;         // (P) device: the parameters before step 1 (--decay-toward-init), else NULL
+    float* init_host;           // (P) host copy of init_memory, for the training state
+    float* clean_memory;        // (P) device: the clean parameters during a noisy step (--weight-noise), else NULL
     // results of the last forward with targets
     float mean_loss;
     double loss_sum;
@@ -1873,7 +1951,7 @@ static void gpt2_free(GPT2* model) {
                     model->dresidual, model->dbuf, model->dbuf4, model->mm_out, model->col_scratch, model->d_dloss,
                     model->attn.Dvec, model->attn.cublas.q, model->attn.cublas.k, model->attn.cublas.v,
                     model->attn.cublas.y, model->attn.cublas.dq, model->attn.cublas.dk, model->attn.cublas.dv,
-                    model->attn.cublas.att, model->attn.cublas.datt};
+                    model->attn.cublas.att, model->attn.cublas.datt, model->init_memory, model->clean_memory};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
     int* idev[] = {model->d_inputs, model->d_targets, model->d_argmax, model->buckets.d_token,
                    model->buckets.d_start, model->buckets.d_pos};
@@ -1891,10 +1969,21 @@ static void gpt2_free(GPT2* model) {
     free(model->sample_logits);
     free(model->m_host);
     free(model->v_host);
+    free(model->init_host);
     memset(model, 0, sizeof(*model));
 }
 
+// The dropout of the current forward/backward: NULL when off (evaluation, sampling, p = 0),
+// and the key of each site of this step (the same masks as train_gpt2.c).
+static const DropoutConfig* active_dropout(const GPT2* model) {
+    return model->dropout_step > 0 && model->dropout.p > 0.0f ? &model->dropout : NULL;
+}
+static uint64_t site_key(const GPT2* model, int layer, int site) {
+    return dropout_key(model->seed, model->dropout_step, layer, site);
+}
+
 // Encoder, the L blocks and the final LayerNorm on model->d_inputs (B, T): fills acts up to lnf.
+// With dropout (active_dropout) at the four sites of llmc/regularizers.h.
 static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers, HS = C / NH;
@@ -1903,7 +1992,9 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
+    const DropoutConfig* drop = active_dropout(model);
     encoder_forward(a.encoded, model->d_inputs, p.wte, p.wpe, B, T, C);
+    if (drop) dropout_apply(a.encoded, a.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop);
     for (int l = 0; l < L; l++) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* ln1 = a.ln1 + l * BTC;
@@ -1921,15 +2012,26 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
         float* residual3 = a.residual3 + l * BTC;
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(atty, lse, qkv, &model->attn, B, T, NH, HS);
+        attention_forward(atty, lse, qkv, &model->attn, drop, drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0,
+                          B, T, NH, HS);
         // the projections' biases are added by the kernels after them (fused passes)
         matmul_forward(model->mm_out, atty, p.attprojw + l * c * c, NULL, (int)BT, C, C);
-        residual_bias_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C);
+        if (drop) {
+            residual_bias_dropout_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C,
+                                          site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop);
+        } else {
+            residual_bias_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C);
+        }
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
         matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, NULL, (int)BT, C, 4 * C);
         bias_gelu_forward(fch_gelu, fch, p.fcb + l * 4 * c, BTC * 4, 4 * C);
         matmul_forward(model->mm_out, fch_gelu, p.fcprojw + l * 4 * c * c, NULL, (int)BT, 4 * C, C);
-        residual_bias_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C);
+        if (drop) {
+            residual_bias_dropout_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C,
+                                          site_key(model, l, DROPOUT_SITE_MLP), drop);
+        } else {
+            residual_bias_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C);
+        }
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, p.lnfb, (int)BT, C);
 }
@@ -2007,6 +2109,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
+    const DropoutConfig* drop = active_dropout(model);
     float* dres = model->dresidual;
     float* scr = model->col_scratch;
     cudaCheck(cudaMemset(dres, 0, BTC * sizeof(float)));
@@ -2016,35 +2119,49 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
                        a.lnf_mean, a.lnf_rstd, (int)BT, C);
     for (int l = L - 1; l >= 0; l--) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
-        // dres holds d(residual3): it is also d(fcproj out), and the start of d(residual2)
-        matmul_backward(model->dbuf4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c, scr, dres,
+        // dres holds d(residual3): it is also d(fcproj out) (times the dropout factors, into
+        // mm_out, with dropout), and the start of d(residual2)
+        const float* dproj = dres;
+        if (drop) {
+            dropout_apply(model->mm_out, dres, BTC, site_key(model, l, DROPOUT_SITE_MLP), drop);
+            dproj = model->mm_out;
+        }
+        matmul_backward(model->dbuf4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c, scr, dproj,
                         a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
         gelu_backward(model->dbuf4, a.fch + l * BTC * 4, model->dbuf4, BTC * 4);
         matmul_backward(model->dbuf, g.fcw + l * 4 * c * c, g.fcb + l * 4 * c, scr, model->dbuf4,
                         a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
         layernorm_backward(dres, g.ln2w + l * c, g.ln2b + l * c, scr, model->dbuf, a.residual2 + l * BTC,
                            p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
-        // dres holds d(residual2): also d(attproj out), and the start of d(residual)
-        matmul_backward(model->dbuf, g.attprojw + l * c * c, g.attprojb + l * c, scr, dres, a.atty + l * BTC,
+        // dres holds d(residual2): also d(attproj out) (with dropout: times its factors), and
+        // the start of d(residual)
+        dproj = dres;
+        if (drop) {
+            dropout_apply(model->mm_out, dres, BTC, site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop);
+            dproj = model->mm_out;
+        }
+        matmul_backward(model->dbuf, g.attprojw + l * c * c, g.attprojb + l * c, scr, dproj, a.atty + l * BTC,
                         p.attprojw + l * c * c, (int)BT, C, C);
         attention_backward(model->dbuf4, model->dbuf, a.qkv + l * BTC * 3, a.atty + l * BTC, a.att_lse + l * BT * NH,
-                           &model->attn, B, T, NH, HS);
+                           &model->attn, drop, drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0, B, T, NH, HS);
         matmul_backward(model->dbuf, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL, scr, model->dbuf4,
                         a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
         layernorm_backward(dres, g.ln1w + l * c, g.ln1b + l * c, scr, model->dbuf, residual, p.ln1w + l * c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
+    if (drop) dropout_apply(dres, dres, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop);
     encoder_backward(g.wte, g.wpe, dres, inputs, &model->buckets, B, T, C, Vp);
 }
 
 typedef struct {
     float beta1, beta2, eps, weight_decay;
     int decay_matrices_only;  // --decay-params matrices
+    int decay_toward_init;    // --decay-toward-init: decay pulls toward model->init_memory
 } AdamWSettings;
 
 // One AdamW step t (1-based), the arithmetic of train_gpt2.c's gpt2_adamw_update
-// (see there); one launch per tensor for its weight decay; qkvb is skipped
-// when the model has no QKV bias.
+// (see there, decay toward the initialization included); one launch per tensor
+// for its weight decay; qkvb is skipped when the model has no QKV bias.
 static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
     double bc1 = 1.0 - pow((double)s->beta1, (double)t);
     double bc2_sqrt = sqrt(1.0 - pow((double)s->beta2, (double)t));
@@ -2056,10 +2173,12 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
         size_t n = model->param_sizes[i];
         if (i == P_QKVB && model->config.no_qkv_bias) { offset += n; continue; }
         float wd = (s->decay_matrices_only && !param_is_matrix(i)) ? 0.0f : s->weight_decay;
-        float decay = 1.0f - lr * wd;
+        float decay = 1.0f - lr * wd, lr_wd = lr * wd;
+        const float* init = s->decay_toward_init ? model->init_memory + offset : NULL;
         adamw_kernel<<<ceil_div(n, block), block>>>(model->params_memory + offset, model->m_memory + offset,
-                                                    model->v_memory + offset, model->grads_memory + offset, n,
-                                                    s->beta1, s->beta2, s->eps, decay, step_size, b2s, grad_scale);
+                                                    model->v_memory + offset, model->grads_memory + offset, init, n,
+                                                    s->beta1, s->beta2, s->eps, decay, lr_wd, step_size, b2s,
+                                                    grad_scale);
         launchCheck();
         offset += n;
     }
@@ -2073,14 +2192,49 @@ typedef struct {
     int num_correct, num_examples;
 } StepResult;
 
-// One training step: forward, backward, global norm, clip, AdamW. Returns with
-// r->loss or r->grad_norm not finite (and the parameters untouched) when training diverged.
-static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
-                            int step, const LrSchedule* sched, const AdamWSettings* opt, float grad_clip,
-                            StepResult* r) {
+// Weight noise of training step `step` over the spans of llmc/regularizers.h (not wte's padded
+// rows, not a disabled qkvb): the numbers of train_gpt2.c's add_weight_noise.
+static void add_weight_noise(GPT2* model, float sigma, int step) {
+    uint64_t key = noise_key(model->seed, step);
+    size_t offset = 0;
+    const int block = 256;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        size_t n = weight_noise_span(&model->config, i, model->param_sizes[i]);
+        if (n > 0) {
+            weight_noise_kernel<<<ceil_div(n, block), block>>>(model->params_memory + offset, offset, n, key, sigma);
+            launchCheck();
+        }
+        offset += model->param_sizes[i];
+    }
+}
+
+// Forward and backward of training step `step` (train_gpt2.c's gpt2_forward_backward_step): with
+// the step's dropout masks when --dropout > 0, at noisy weights when weight_noise > 0 (the clean
+// parameters wait in clean_memory and come back after the backward pass).
+static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int* targets, const int* mask,
+                                       int B, int T, int step, float weight_noise) {
+    size_t bytes = model->num_parameters * sizeof(float);
+    if (weight_noise > 0.0f) {
+        cudaCheck(cudaMemcpy(model->clean_memory, model->params_memory, bytes, cudaMemcpyDeviceToDevice));
+        add_weight_noise(model, weight_noise, step);
+    }
+    model->dropout_step = step;
     gpt2_forward(model, inputs, targets, mask, B, T, 1);
     gpt2_zero_grad(model);
     gpt2_backward(model, inputs, B, T);
+    model->dropout_step = 0;
+    if (weight_noise > 0.0f) {
+        cudaCheck(cudaMemcpy(model->params_memory, model->clean_memory, bytes, cudaMemcpyDeviceToDevice));
+    }
+}
+
+// One training step: forward and backward (gpt2_forward_backward_step), global norm, clip,
+// AdamW. Returns with r->loss or r->grad_norm not finite (and the parameters untouched) when
+// training diverged.
+static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
+                            int step, const LrSchedule* sched, const AdamWSettings* opt, float grad_clip,
+                            float weight_noise, StepResult* r) {
+    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, step, weight_noise);
     double norm = vector_norm(model->grads_memory, model->num_parameters, model->norm_scratch);
     r->loss = model->mean_loss;
     r->grad_norm = (float)norm;
@@ -2189,8 +2343,9 @@ static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState*
     cudaCheck(cudaMemcpy(model->v_host, model->v_memory, bytes, cudaMemcpyDeviceToHost));
     TrainState st = *st_in;
     st.model_checksum = hash_words(model->params_host, bytes);
+    st.has_init_params = model->init_memory != NULL;
     checkpoint_save(model_path, &model->config, model->params_host);
-    train_state_save(state_path, &st, model->m_host, model->v_host, NULL);
+    train_state_save(state_path, &st, model->m_host, model->v_host, model->init_host);
     printf("saved %s and %s\n", model_path, state_path);
     free(model_path);
     free(state_path);
@@ -2234,6 +2389,7 @@ int main(int argc, char** argv) {
                "  parity steps:  ./train_gpt2fp32cu --model M.bin --parity-batch batch.bin --steps N "
                "--parity-losses losses.bin -o DIR --tf32 0");
     train_config_check(&cfg);
+    warn_ineffective_regularizers(&cfg);
     if (tf32 != 0 && tf32 != 1) fatal("--tf32 must be 0 or 1, got %d", tf32);
     cudaDeviceProp prop;
     require_gpu(&prop);
@@ -2275,13 +2431,22 @@ int main(int argc, char** argv) {
     }
 
     // ---- attention kernels: auto = the tensor-core kernels with --tf32 1, the fp32 fused
-    // kernels with --tf32 0, each when the head size and shared memory allow, else cuBLAS
+    // kernels with --tf32 0, each when the head size and shared memory allow, else cuBLAS.
+    // Dropout on the attention weights exists in the cuBLAS version only (the fused kernels
+    // never form the weights that would be dropped), so --dropout > 0 takes it.
     int HS = mc->channels / mc->num_heads;
     size_t fused_smem = attention_fused_smem_bytes(HS), tc_smem = attention_tc_smem_bytes(HS);
     int fused_ok = fused_smem > 0 && fused_smem <= prop.sharedMemPerBlockOptin;
     int tc_ok = prop.major >= 8 && tc_smem > 0 && tc_smem <= prop.sharedMemPerBlockOptin;
     int attention_kind = ATTENTION_CUBLAS;
-    if (strcmp(attention_choice, "fused") == 0) {
+    int attention_dropout = cfg.dropout > 0.0f;
+    if (attention_dropout && strcmp(attention_choice, "auto") != 0 && strcmp(attention_choice, "cublas") != 0) {
+        fatal("--attention %s has no attention dropout; with --dropout %g use --attention cublas or auto "
+              "(auto takes cublas when dropout is on)", attention_choice, (double)cfg.dropout);
+    }
+    if (attention_dropout) {
+        attention_kind = ATTENTION_CUBLAS;
+    } else if (strcmp(attention_choice, "fused") == 0) {
         if (!fused_ok) {
             fatal("--attention fused: the fused kernels support head sizes 16, 32, 64, 128 within the GPU's %zu "
                   "bytes of shared memory per block; this model has HS=%d%s. Use --attention cublas or auto",
@@ -2357,6 +2522,7 @@ int main(int argc, char** argv) {
         }
     }
     int total_steps = cfg.steps;
+    if (total_steps == -1 && resuming) total_steps = resume_state.total_steps;  // the run's planned end
     if (total_steps == -1) {
         if (parity) {
             total_steps = 1;
@@ -2384,6 +2550,18 @@ int main(int argc, char** argv) {
     cublasCheck(cublasCreate(&g_cublas));
     cublasCheck(cublasSetMathMode(g_cublas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     gpt2_allocate(&model, B, T, attention_kind, parity_grads);
+    model.seed = (uint64_t)cfg.seed;
+    model.dropout = dropout_config(cfg.dropout);
+    size_t param_bytes = model.num_parameters * sizeof(float);
+    if (cfg.weight_noise > 0.0f) model.clean_memory = (float*)gpuMalloc(param_bytes, "the clean parameters (--weight-noise)");
+    if (cfg.decay_toward_init) {
+        // the parameters before step 1; a resumed run reads them from its state file (below)
+        model.init_memory = (float*)gpuMalloc(param_bytes, "the initial parameters (--decay-toward-init)");
+        model.init_host = (float*)mallocCheck(param_bytes);
+        memcpy(model.init_host, model.params_host, param_bytes);
+        cudaCheck(cudaMemcpy(model.init_memory, model.init_host, param_bytes, cudaMemcpyHostToDevice));
+    }
+    if (resuming) check_resume_regularizers(&resume_state, &cfg);
     LrSchedule sched;
     sched.kind = lr_schedule_kind(cfg.lr_schedule);
     sched.max_lr = cfg.lr;
@@ -2396,6 +2574,7 @@ int main(int argc, char** argv) {
     opt.eps = cfg.eps;
     opt.weight_decay = cfg.weight_decay;
     opt.decay_matrices_only = strcmp(cfg.decay_params, "matrices") == 0;
+    opt.decay_toward_init = cfg.decay_toward_init;
     size_t gpu_free = 0, gpu_total = 0;
     cudaCheck(cudaMemGetInfo(&gpu_free, &gpu_total));
     int driver = 0, runtime = 0;
@@ -2407,7 +2586,8 @@ int main(int argc, char** argv) {
              (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10);
     const char* attention_desc = attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32 (flash-style, TF32 tensor cores)"
                                  : attention_kind == ATTENTION_FUSED ? "fused (flash-style, fp32 SIMT)"
-                                                                     : "cublas (strided-batched + softmax kernels)";
+                                 : attention_dropout ? "cublas (strided-batched + softmax kernels; --dropout needs it)"
+                                                     : "cublas (strided-batched + softmax kernels)";
 
     // ---- the resolved configuration
     printf("+------------------------+----------------------------------------------------+\n");
@@ -2442,8 +2622,12 @@ int main(int argc, char** argv) {
     print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
     print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
               "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
+    print_row("  decay toward", "%s", cfg.decay_toward_init ? "the initial values (--decay-toward-init 1)" : "zero");
     if (cfg.grad_clip > 0) print_row("grad clip", "%g (global norm)", (double)cfg.grad_clip);
     else print_row("grad clip", "off");
+    char reg[REGULARIZER_DESC_LEN];
+    print_row("dropout", "%s", describe_dropout(reg, sizeof(reg), cfg.dropout));
+    print_row("weight noise", "%s", describe_weight_noise(reg, sizeof(reg), cfg.weight_noise));
     if (sampling) {
         print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg.sample_every,
                   cfg.gen_tokens, (double)cfg.temperature, cfg.top_k, (double)cfg.top_p);
@@ -2461,10 +2645,8 @@ int main(int argc, char** argv) {
     printf("+------------------------+----------------------------------------------------+\n");
 
     // ---- parity mode 1: one forward/backward, write everything, exit
-    if (parity_grads) {
-        gpt2_forward(&model, pb.inputs, pb.targets, pb.mask, B, T, 1);
-        gpt2_zero_grad(&model);
-        gpt2_backward(&model, pb.inputs, B, T);
+    if (parity_grads) {  // the forward/backward of training step 1, dropout and weight noise included
+        gpt2_forward_backward_step(&model, pb.inputs, pb.targets, pb.mask, B, T, 1, cfg.weight_noise);
         float* grads_host = (float*)mallocCheck(model.num_parameters * sizeof(float));
         cudaCheck(cudaMemcpy(grads_host, model.grads_memory, model.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
         parity_grads_write(cfg.parity_out, B, T, mc->padded_vocab_size, model.num_parameters, mc->num_layers,
@@ -2522,10 +2704,11 @@ int main(int argc, char** argv) {
     rng_seed(&sample_rng, mix_seed((uint64_t)cfg.seed, 0x73616D706C65ULL));  // "sample"
     double elapsed_before = 0.0;
     if (resuming) {
-        train_state_load_body(cfg.resume, &resume_state, model.m_host, model.v_host, NULL);
+        train_state_load_body(cfg.resume, &resume_state, model.m_host, model.v_host, model.init_host);
         size_t bytes = model.num_parameters * sizeof(float);
         cudaCheck(cudaMemcpy(model.m_memory, model.m_host, bytes, cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(model.v_memory, model.v_host, bytes, cudaMemcpyHostToDevice));
+        if (model.init_memory) cudaCheck(cudaMemcpy(model.init_memory, model.init_host, bytes, cudaMemcpyHostToDevice));
         dataloader_seek(&train_loader, resume_state.data_epoch, (size_t)resume_state.data_cursor);
         sample_rng.state = resume_state.sampler_rng;
         elapsed_before = resume_state.elapsed_s;
@@ -2565,7 +2748,7 @@ int main(int argc, char** argv) {
         }
         double t0 = now_seconds();
         StepResult r;
-        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, &r);
+        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, cfg.weight_noise, &r);
         double t1 = now_seconds();
         if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
             char* last = last_saved >= 0 ? str_printf("%s/model_%06d.bin", out_dir, last_saved) : NULL;
@@ -2664,7 +2847,6 @@ int main(int argc, char** argv) {
             st.seed = (uint64_t)cfg.seed;
             st.sampler_rng = sample_rng.state;
             st.elapsed_s = elapsed_before + (now_seconds() - t_start);
-            st.has_init_params = 0;
             save_checkpoint_pair(out_dir, &model, &st);
             last_saved = step;
         }

@@ -116,7 +116,7 @@ def test_weight_noise_skips_padding_and_a_disabled_qkv_bias():
 
 # ---- dropout parity -------------------------------------------------------------------------
 
-def parity_case(tmp_path, config, seed, B, T, extra):
+def parity_case(tmp_path, config, seed, B, T, extra, binary=None):
     model_path = tmp_path / "model.bin"
     write_checkpoint(model_path, config, random_params(config, seed))
     rng = np.random.default_rng(seed + 100)
@@ -124,7 +124,7 @@ def parity_case(tmp_path, config, seed, B, T, extra):
     y = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
     write_parity_batch(tmp_path / "batch.bin", x, y)
     run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin",
-                "--parity-out", tmp_path / "grads.bin", *extra)
+                "--parity-out", tmp_path / "grads.bin", *extra, binary=binary)
     return model_path, x, y, read_parity_grads(tmp_path / "grads.bin")
 
 
