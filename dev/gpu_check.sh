@@ -106,7 +106,8 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   if "$py" -c "import xdist" 2>/dev/null; then xdist=(-n 8); fi
   run_stage "tests" "$out/tests.log" 420 "$py" -m pytest -q -rs "${xdist[@]}" -k "not emu" tests/test_cuda_build.py \
       tests/test_gpu_helpers.py tests/test_gpu_parity.py tests/test_gpu_train.py tests/test_gpu_workbenches.py \
-      tests/test_gpu_sanitizer.py tests/test_gpu_bench.py
+      tests/test_gpu_sanitizer.py tests/test_gpu_bench.py tests/test_gpu_regularizers.py \
+      "tests/test_answer_loss.py::test_answer_only_loss_and_accuracy[cuda-gpu]"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
   run_stage "bench" "$out/bench_gpu.log" 480 "$py" dev/bench_gpu.py --out "$out/bench_gpu.md" --json "$out/bench_gpu.json"

@@ -81,7 +81,7 @@ TRAINER_FLAGS = {
     "top_p": "--top-p",
     "save_every": "--save-every",
     "threads": "--threads",
-    # research features (issue 5)
+    # research regularizers (README "Regularizers")
     "dropout": "--dropout",
     "decay_toward_init": "--decay-toward-init",
     "weight_noise": "--weight-noise",

@@ -4,7 +4,7 @@ What it checks: `make asan` builds ./train_gpt2_asan (-fsanitize=address,undefin
 -fno-sanitize-recover=all, so any finding exits non-zero), and these runs exit 0 with no sanitizer
 report: a few training steps on token shards with validation, sampling and checkpoints; resuming
 from a checkpoint; samples longer than T (sliding window) with top-k and top-p; example shards (loss mask, accuracy, a partial validation batch); both parity
-modes. A bad-input run exits 1 with its message and no sanitizer report either.
+modes; the regularizers (dropout, weight noise, decay toward init) with a resume. A bad-input run exits 1 with its message and no sanitizer report either.
 Run: python -m pytest -q tests/test_cpu_sanitizers.py   (the sanitized build takes ~10 s)
 """
 
@@ -68,6 +68,14 @@ def test_training_resume_and_parity_are_sanitizer_clean(files):
     run_clean("--model", d / "model.bin", "--parity-batch", d / "pb.bin", "--parity-out", d / "g.bin")
     run_clean("--model", d / "model.bin", "--parity-batch", d / "pb.bin", "--steps", 3,
               "--parity-losses", d / "l.bin", "-o", d / "p", "--grad-clip", 0.5)
+    # the regularizers: dropout, weight noise, decay toward init (its state holds the initial
+    # parameters), through a checkpoint and a resume, and in parity mode
+    reg = ["--dropout", 0.1, "--weight-noise", 0.01, "--decay-toward-init", 1]
+    run_clean(*common, *reg, "-i", d / "train_*.bin", "-j", d / "val.bin", "-b", 2, "-t", 32, "-o", d / "reg",
+              "--steps", 3, "-v", 2, "--save-every", 2)
+    run_clean("--resume", d / "reg/state_000002.bin", *reg, "-i", d / "train_*.bin", "-j", d / "val.bin",
+              "-b", 2, "-t", 32, "-v", 2, "-s", 0, "--weight-decay", 0.1)
+    run_clean("--model", d / "model.bin", "--parity-batch", d / "pb.bin", "--parity-out", d / "g_reg.bin", *reg)
 
 
 def test_bad_input_is_sanitizer_clean(files):

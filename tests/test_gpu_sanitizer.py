@@ -6,6 +6,7 @@ misaligned accesses, invalid frees, errors returned by CUDA calls):
     fused-tf32, fused and cublas), T not a multiple of the kernels' tiles and a loss mask;
   - 3 training steps on token shards with validation, sampling and checkpoints;
   - 3 steps on example shards whose validation set ends in a partial batch;
+  - parity and 3 training steps with the regularizers on (dropout, weight noise, decay toward init);
 and with `--tool racecheck` (shared-memory data races) both fused attentions' forward and backward
 in parity mode. Each run must exit 0 and report 0 errors (racecheck: 0 hazards).
 Skipped, with the reason, without a GPU or without compute-sanitizer.
@@ -13,7 +14,7 @@ Everywhere (CI included), the closest CPU-side check: the trainer compiled for t
 (dev/cuda/emu) with AddressSanitizer and UBSan, where device memory is host memory of the exact
 size asked for, so an out-of-bounds read or write in any kernel is reported; it runs parity with
 each attention implementation, training with validation, sampling, checkpoints and a resume, and
-example shards, and must exit 0 with no report.
+example shards, and a run with the regularizers on, and must exit 0 with no report.
 Run: python -m pytest -q tests/test_gpu_sanitizer.py
 """
 
@@ -78,6 +79,18 @@ def test_memcheck_training(tmp_path, sanitized, kind):
               "-v", 2, "-m", -1, "-s", 3, "-g", 4)
 
 
+REGULARIZERS = ["--dropout", 0.1, "--weight-noise", 0.01, "--decay-toward-init", 1, "--weight-decay", 0.1]
+
+
+def test_memcheck_regularizers(tmp_path, sanitized):
+    batch = parity_batch(tmp_path)
+    sanitized("memcheck", "--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out",
+              tmp_path / "g.bin", *REGULARIZERS)
+    data = token_data(tmp_path, TINY)
+    sanitized("memcheck", "--model", tmp_path / "model.bin", *data, "-o", tmp_path / "run", "--steps", 3,
+              "-v", 2, "-m", 1, "-s", 0, *REGULARIZERS)
+
+
 @pytest.mark.parametrize("attention", ["fused-tf32", "fused"])
 def test_racecheck_fused_attention(tmp_path, sanitized, attention):
     batch = parity_batch(tmp_path, B=1, T=70)
@@ -109,3 +122,8 @@ def test_emulated_trainer_under_address_sanitizer(tmp_path):
     run("--resume", tmp_path / "run/state_000001.bin", *data, "--steps", 2, "-v", 0, "-s", 0)
     run("--model", tmp_path / "model.bin", *example_data(tmp_path, TINY), "-o", tmp_path / "ex", "--steps", 1,
         "-v", 1, "-m", -1, "-s", 0)
+    (tmp_path / "tok").mkdir()
+    data = token_data(tmp_path / "tok", TINY)  # example_data replaced val.bin
+    run("--model", tmp_path / "model.bin", *data, "-o", tmp_path / "reg", "--steps", 2, "-v", 2, "-m", 1, "-s", 0,
+        "--save-every", 1, *REGULARIZERS)
+    run("--resume", tmp_path / "reg/state_000001.bin", *data, "-v", 0, "-s", 0, *REGULARIZERS)
