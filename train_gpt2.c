@@ -669,11 +669,7 @@ static void gpt2_free(GPT2* model) {
     memset(model, 0, sizeof(*model));
 }
 
-// The dropout of the current forward/backward: NULL when off (evaluation,
-// sampling, p = 0), and the key of each site of this step.
-static const DropoutConfig* active_dropout(const GPT2* model) {
-    return model->dropout_step > 0 && model->dropout.p > 0.0f ? &model->dropout : NULL;
-}
+// The key of one dropout site of the current training step (llmc/regularizers.h).
 static uint64_t site_key(const GPT2* model, int layer, int site) {
     return dropout_key(model->seed, model->dropout_step, layer, site);
 }
@@ -690,7 +686,7 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
-    const DropoutConfig* drop = active_dropout(model);
+    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
     if (drop) { dropout_apply(a.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop); }
     for (int l = 0; l < L; l++) {
@@ -800,7 +796,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
     ActivationTensors a = model->acts, d = model->grads_acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
-    const DropoutConfig* drop = active_dropout(model);
+    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
     float* dlogits = a.logits; // in place over the probabilities
     softmax_crossentropy_backward(dlogits, targets, model->dloss, (int)BT, V, Vp);
     matmul_backward(d.lnf, g.wte, NULL, dlogits, a.lnf, p.wte, (int)BT, C, Vp);

@@ -1973,11 +1973,7 @@ static void gpt2_free(GPT2* model) {
     memset(model, 0, sizeof(*model));
 }
 
-// The dropout of the current forward/backward: NULL when off (evaluation, sampling, p = 0),
-// and the key of each site of this step (the same masks as train_gpt2.c).
-static const DropoutConfig* active_dropout(const GPT2* model) {
-    return model->dropout_step > 0 && model->dropout.p > 0.0f ? &model->dropout : NULL;
-}
+// The key of one dropout site of the current training step (llmc/regularizers.h).
 static uint64_t site_key(const GPT2* model, int layer, int site) {
     return dropout_key(model->seed, model->dropout_step, layer, site);
 }
@@ -1992,7 +1988,7 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
-    const DropoutConfig* drop = active_dropout(model);
+    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
     encoder_forward(a.encoded, model->d_inputs, p.wte, p.wpe, B, T, C);
     if (drop) dropout_apply(a.encoded, a.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop);
     for (int l = 0; l < L; l++) {
@@ -2109,7 +2105,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
-    const DropoutConfig* drop = active_dropout(model);
+    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
     float* dres = model->dresidual;
     float* scr = model->col_scratch;
     cudaCheck(cudaMemset(dres, 0, BTC * sizeof(float)));

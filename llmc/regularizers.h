@@ -113,6 +113,12 @@ static inline DropoutConfig dropout_config(float p) {
     return d;
 }
 
+// The dropout of one forward/backward pass: d for a training step (step > 0) with p > 0,
+// NULL otherwise (evaluation and sampling run with step 0).
+static inline const DropoutConfig* dropout_for_step(const DropoutConfig* d, int step) {
+    return step > 0 && d->p > 0.0f ? d : NULL;
+}
+
 // ---- host-side helpers of the trainers' main()
 
 #define REGULARIZER_DESC_LEN 160

@@ -15,6 +15,9 @@ What it provides:
   read_log(path)            the JSONL log as a list of dicts
   step_records(log)         only the per-step records ({"step", "train_loss", ...})
   hf_grads(hf_model)        a transformers GPT2LMHeadModel's gradients in our 16-tensor layout
+  optimizer_flags(**opt)    the trainer flags for the keyword settings torch_train_steps takes
+                            (lr, warmup, schedule, ..., dropout, weight_noise, decay_toward_init),
+                            so a test configures the trainer and the reference from one dict
   torch_train_steps(...)    N AdamW steps with torch.optim.AdamW + our clipping rule, the reference
                             for the C trainer's optimizer; optionally with the research
                             regularizers of dev/regularizers.py (counter-based dropout masks,
@@ -144,6 +147,23 @@ def hf_grads(hf_model):
 
 
 DECAY_MATRICES = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
+
+# torch_train_steps keyword -> trainer flag (llmc/train_config.h)
+_OPTIMIZER_FLAGS = {
+    "lr": "-l", "warmup": "--warmup", "schedule": "--lr-schedule", "min_lr_frac": "--min-lr-frac",
+    "beta1": "--beta1", "beta2": "--beta2", "eps": "--eps", "weight_decay": "--weight-decay",
+    "grad_clip": "--grad-clip", "decay_params": "--decay-params", "seed": "--seed",
+    "dropout": "--dropout", "weight_noise": "--weight-noise", "decay_toward_init": "--decay-toward-init",
+}
+
+
+def optimizer_flags(**opt):
+    """Trainer flags for the settings of torch_train_steps (booleans as 0/1)."""
+    flags = []
+    for key, value in opt.items():
+        flags += [_OPTIMIZER_FLAGS[key], int(value) if isinstance(value, bool) else value]
+    return flags
+
 
 
 def torch_train_steps(model, inputs, targets, steps, lr, warmup, schedule, min_lr_frac, beta1, beta2,

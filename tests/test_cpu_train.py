@@ -26,8 +26,8 @@ from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
 from dev.shards import write_example_shard, write_token_shard
-from test_cpu_helpers import (assert_close, lr_at, read_log, run_trainer, step_records,
-                              torch_train_steps)
+from test_cpu_helpers import (assert_close, lr_at, optimizer_flags, read_log, run_trainer,
+                              step_records, torch_train_steps)
 from conftest import random_params
 
 OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
@@ -53,10 +53,7 @@ def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
     out = tmp_path / "run"
     run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
                 "--parity-losses", tmp_path / "losses.bin", "-o", out,
-                "-l", OPT["lr"], "--warmup", OPT["warmup"], "--lr-schedule", OPT["schedule"],
-                "--min-lr-frac", OPT["min_lr_frac"], "--beta1", OPT["beta1"], "--beta2", OPT["beta2"],
-                "--eps", OPT["eps"], "--weight-decay", OPT["weight_decay"],
-                "--grad-clip", grad_clip, "--decay-params", decay_params)
+                *optimizer_flags(**OPT, grad_clip=grad_clip, decay_params=decay_params))
     c_losses = read_parity_losses(tmp_path / "losses.bin")
 
     model = GPT.from_checkpoint(model_path)

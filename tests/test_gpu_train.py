@@ -31,7 +31,8 @@ from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
 from conftest import random_params
-from test_cpu_helpers import assert_close, lr_at, read_log, run_trainer, step_records, torch_train_steps
+from test_cpu_helpers import (assert_close, lr_at, optimizer_flags, read_log, run_trainer, step_records,
+                              torch_train_steps)
 from test_cpu_train import example_data, log_values, same_files, token_data
 from test_gpu_helpers import BACKENDS, cuda_trainer
 
@@ -73,10 +74,7 @@ def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_c
     out = tmp_path / "run"
     run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
                 "--parity-losses", tmp_path / "losses.bin", "-o", out, "--tf32", 0,
-                "-l", OPT["lr"], "--warmup", OPT["warmup"], "--lr-schedule", OPT["schedule"],
-                "--min-lr-frac", OPT["min_lr_frac"], "--beta1", OPT["beta1"], "--beta2", OPT["beta2"],
-                "--eps", OPT["eps"], "--weight-decay", OPT["weight_decay"],
-                "--grad-clip", grad_clip, "--decay-params", decay_params, binary=binary)
+                *optimizer_flags(**OPT, grad_clip=grad_clip, decay_params=decay_params), binary=binary)
     losses = read_parity_losses(tmp_path / "losses.bin")
     model = GPT.from_checkpoint(model_path)
     ref_losses, ref_norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,

@@ -36,8 +36,8 @@ from dev.parity_files import read_parity_grads, read_parity_losses, write_parity
 from dev.regularizers import (CounterDropout, dropout_factor, dropout_key, dropout_scale,
                               dropout_threshold, noise_key, weight_noise)
 from dev.train_state import read_train_state
-from test_cpu_helpers import (REPO, assert_close, grad_tolerance, read_log, run_trainer,
-                              torch_train_steps)
+from test_cpu_helpers import (REPO, assert_close, grad_tolerance, optimizer_flags, read_log,
+                              run_trainer, torch_train_steps)
 from test_cpu_train import log_values, same_files, token_data
 from conftest import random_params
 
@@ -193,11 +193,6 @@ REG_CASES = {
 }
 
 
-def reg_flags(dropout=0.0, decay_toward_init=False, weight_noise=0.0):
-    return ["--dropout", dropout, "--decay-toward-init", int(decay_toward_init),
-            "--weight-noise", weight_noise, "--seed", SEED]
-
-
 def train_parity_steps(tmp_path, config, reg, binary=None, extra=()):
     """Run STEPS steps on one batch with the regularizers `reg`; (model path, batch, losses, params)."""
     model_path = tmp_path / "model.bin"
@@ -211,10 +206,7 @@ def train_parity_steps(tmp_path, config, reg, binary=None, extra=()):
     out = tmp_path / "run"
     run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
                 "--parity-losses", tmp_path / "losses.bin", "-o", out,
-                "-l", OPT["lr"], "--warmup", OPT["warmup"], "--lr-schedule", OPT["schedule"],
-                "--min-lr-frac", OPT["min_lr_frac"], "--beta1", OPT["beta1"], "--beta2", OPT["beta2"],
-                "--eps", OPT["eps"], "--weight-decay", OPT["weight_decay"], "--grad-clip", OPT["grad_clip"],
-                *reg_flags(**reg), *extra, binary=binary)
+                *optimizer_flags(**OPT, **reg, seed=SEED), *extra, binary=binary)
     _, params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
     return model_path, (x, y), read_parity_losses(tmp_path / "losses.bin"), params
 
