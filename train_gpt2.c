@@ -12,14 +12,16 @@ Rules the code follows:
   softmax_crossentropy_backward writes dlogits over the probabilities in place
   (=), saving a (B, T, Vp) buffer.
 - gpt2_backward is gpt2_forward read backwards, layer by layer.
-- Results do not depend on timing: every parallel loop writes disjoint outputs
-  and every reduction runs in a fixed order, so two runs with the same seed
-  and thread count are bit-identical.
+- Results depend neither on timing nor on the thread count: every parallel
+  loop writes disjoint outputs, every reduction runs in a fixed order, and the
+  work is split into pieces whose boundaries are fixed by the shapes alone
+  (sgemm_rows), so runs with the same seed and binary are bit-identical with
+  any number of threads and any OpenBLAS kernel.
 - Matmuls go through cblas_sgemm when built with USE_BLAS (the Makefile finds
   OpenBLAS); `make train_gpt2 USE_BLAS=0` uses the plain loops kept below as
   the readable reference. With BLAS, OpenBLAS runs single-threaded inside the
-  OpenMP threads (each thread multiplies its own block of rows), so there is
-  one thread pool and no oversubscription.
+  OpenMP threads (each call multiplies one fixed tile of rows, see
+  sgemm_rows), so there is one thread pool and no oversubscription.
 - No fast-math: the Makefile compiles with -O3 and without -ffast-math, which
   breaks gelu_backward (llm.c got NaN there) and our NaN-loss check (isfinite
   is assumed true under -ffinite-math-only).
@@ -45,6 +47,7 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #define cblas_sgemm scipy_cblas_sgemm
 #define openblas_set_num_threads scipy_openblas_set_num_threads
 #define openblas_get_config scipy_openblas_get_config
+#define openblas_get_corename scipy_openblas_get_corename
 #endif
 #endif
 
@@ -198,26 +201,35 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
 }
 
 #ifdef USE_BLAS
-// C (M, N) = op(A) op(B) + beta * C, row-major; the M rows of C are split over
-// the OpenMP threads, each calling single-threaded OpenBLAS on its block.
+// Row tiles of sgemm_rows: at most SGEMM_MAX_TILES tiles of at least SGEMM_MIN_TILE_ROWS rows
+// (a multiple of 16), a function of M alone. OpenBLAS rounds a row differently depending on the
+// shape of the call it is part of (edge kernels, small-matrix paths), so the tiles, not the
+// threads, decide the calls: every thread count makes the same calls with the same shapes and
+// offsets, and gets the same bits with any OpenBLAS kernel. Each tile re-packs the shared
+// operand, so tiles are few and large; 8 of them keep up to 8 threads busy.
+#define SGEMM_MAX_TILES 8
+#define SGEMM_MIN_TILE_ROWS 128
+static int sgemm_tile_rows(int M) {
+    int rows = (M + SGEMM_MAX_TILES - 1) / SGEMM_MAX_TILES;
+    rows = (rows + 15) / 16 * 16;
+    return rows < SGEMM_MIN_TILE_ROWS ? SGEMM_MIN_TILE_ROWS : rows;
+}
+
+// C (M, N) = op(A) op(B) + beta * C, row-major, as one single-threaded cblas_sgemm call per
+// row tile (sgemm_tile_rows), the tiles shared out over the OpenMP threads.
 // transA: A is stored (K, M) instead of (M, K). transB: B is stored (N, K).
 static void sgemm_rows(int transA, int transB, int M, int N, int K,
                        const float* A, int lda, const float* Bm, int ldb,
                        float beta, float* Cm, int ldc) {
-    #pragma omp parallel if ((size_t)M * N * K >= PAR_MIN_WORK * 64)
-    {
-        int nt = 1, t = 0;
-#ifdef _OPENMP
-        nt = omp_get_num_threads();
-        t = omp_get_thread_num();
-#endif
-        int m0 = (int)((long long)M * t / nt), m1 = (int)((long long)M * (t + 1) / nt);
-        if (m1 > m0) {
-            const float* a = transA ? A + m0 : A + (size_t)m0 * lda;
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                        transB ? CblasTrans : CblasNoTrans, m1 - m0, N, K, 1.0f, a, lda,
-                        Bm, ldb, beta, Cm + (size_t)m0 * ldc, ldc);
-        }
+    int tile = sgemm_tile_rows(M);
+    int tiles = (M + tile - 1) / tile;
+    #pragma omp parallel for schedule(static) if (tiles > 1 && (size_t)M * N * K >= PAR_MIN_WORK * 64)
+    for (int i = 0; i < tiles; i++) {
+        int m0 = i * tile, m1 = m0 + tile < M ? m0 + tile : M;
+        const float* a = transA ? A + m0 : A + (size_t)m0 * lda;
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans, m1 - m0, N, K, 1.0f, a, lda,
+                    Bm, ldb, beta, Cm + (size_t)m0 * ldc, ldc);
     }
 }
 #endif
@@ -1011,13 +1023,25 @@ static void cpu_model_name(char* buf, size_t n) {
     fclose(fp);
 }
 
+// "OpenBLAS 0.3.x ... kernel Haswell (scipy-openblas32 wheel)": the library and the kernel it
+// picked at run time (OPENBLAS_CORETYPE or the CPU), since kernels round differently.
 static const char* blas_name(void) {
 #ifdef USE_BLAS
+    static char name[200];
+    if (!name[0]) {
+        char config[120];
+        snprintf(config, sizeof(config), "%s", openblas_get_config());
+        char* sp = strchr(config, ' ');  // "OpenBLAS 0.3.30 DYNAMIC_ARCH ...": keep name and version
+        if (sp && strchr(sp + 1, ' ')) { *strchr(sp + 1, ' ') = '\0'; }
+        snprintf(name, sizeof(name), "%s, kernel %s%s", config, openblas_get_corename(),
 #ifdef BLAS_SCIPY_PREFIX
-    return "OpenBLAS (scipy-openblas32 wheel)";
+                 " (scipy-openblas32 wheel)"
 #else
-    return "OpenBLAS";
+                 ""
 #endif
+                 );
+    }
+    return name;
 #else
     return "none (plain C loops)";
 #endif
