@@ -1087,24 +1087,6 @@ static void print_row(const char* name, const char* fmt, ...) {
     printf("| %-22s | %-50s |\n", name, val);
 }
 
-// Decodes tokens for printing and the log: text when a tokenizer is loaded,
-// else the ids separated by spaces. Returns a malloc'd string.
-static char* decode_tokens(const Tokenizer* tok, const int* tokens, int n) {
-    Json j = {NULL, 0, 0, 0};
-    json_puts(&j, "");
-    for (int i = 0; i < n; i++) {
-        const char* piece = tok->token_table ? tokenizer_decode(tok, tokens[i]) : NULL;
-        if (piece) {
-            json_puts(&j, piece);
-        } else {
-            char b[24];
-            snprintf(b, sizeof(b), i ? " %d" : "%d", tokens[i]);
-            json_puts(&j, b);
-        }
-    }
-    return j.buf;
-}
-
 static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState* st_in) {
     char* model_path = str_printf("%s/model_%06d.bin", dir, st_in->step);
     char* state_path = str_printf("%s/state_%06d.bin", dir, st_in->step);
@@ -1523,15 +1505,9 @@ int main(int argc, char** argv) {
         }
         if (sampling && (step % cfg.sample_every == 0 || step == total_steps)) {
             gpt2_sample(&model, &sampler, &sample_rng, start_token, cfg.gen_tokens, sample_tokens);
-            char* text = decode_tokens(&tokenizer, sample_tokens + 1, cfg.gen_tokens);
+            char* text = tokenizer_decode_text(&tokenizer, sample_tokens + 1, cfg.gen_tokens);
             printf("sample (step %d):\n", step);
-            if (tokenizer.token_table) {
-                for (int i = 1; i <= cfg.gen_tokens; i++) {
-                    safe_print_piece(stdout, tokenizer_decode(&tokenizer, sample_tokens[i]));
-                }
-            } else {
-                fputs(text, stdout);
-            }
+            fputs_utf8(text, stdout);  // the log's text: valid UTF-8, U+FFFD for invalid parts
             printf("\n---\n");
             if (logger.fp) {
                 json_begin(&j);

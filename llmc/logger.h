@@ -7,8 +7,9 @@ Contract:
   json_key_*(...) pairs (nested objects with json_key_object / json_end_object),
   json_end(). Floats print with %.9g, so a float32 value read back from the log
   is bit-identical; NaN and inf print as null (JSON has neither). Strings are
-  escaped; bytes that are not valid UTF-8 become U+FFFD, so the file is always
-  valid UTF-8 JSON.
+  escaped; bytes that are not valid UTF-8 become U+FFFD (utils.h utf8_next: one
+  per maximal invalid subpart, as Python's decode(errors="replace")), so the file
+  is always valid UTF-8 JSON and holds the text the trainer prints.
 - logger_open(&lg, dir, resume_step): resume_step < 0 starts DIR/log.jsonl
   afresh (truncates); resume_step >= 0 keeps the existing log but drops every
   record whose "step" is greater than resume_step (records written after the
@@ -84,22 +85,11 @@ static inline void json_string_value(Json* j, const char* s) {
             snprintf(esc, sizeof(esc), "\\u%04x", c); json_puts(j, esc); p++;
         } else if (c < 0x80) {
             json_append(j, (const char*)p, 1); p++;
-        } else {
-            // validate one UTF-8 sequence; invalid bytes become U+FFFD
-            int n = (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
-            int ok = n > 0;
-            for (int k = 1; ok && k < n; k++) { ok = (p[k] & 0xC0) == 0x80; }
-            if (ok && n == 3 && c == 0xE0 && p[1] < 0xA0) { ok = 0; }       // overlong
-            if (ok && n == 3 && c == 0xED && p[1] >= 0xA0) { ok = 0; }      // surrogate
-            if (ok && n == 4 && c == 0xF0 && p[1] < 0x90) { ok = 0; }       // overlong
-            if (ok && n == 4 && c == 0xF4 && p[1] >= 0x90) { ok = 0; }      // > U+10FFFF
-            if (ok) {
-                json_append(j, (const char*)p, (size_t)n);
-                p += n;
-            } else {
-                json_puts(j, "\\ufffd");
-                p++;
-            }
+        } else {  // a UTF-8 sequence, or an invalid part that becomes U+FFFD (utils.h utf8_next)
+            int valid;
+            size_t n = utf8_next(p, &valid);
+            if (valid) { json_append(j, (const char*)p, n); } else { json_puts(j, "\\ufffd"); }
+            p += n;
         }
     }
     json_puts(j, "\"");

@@ -2,20 +2,24 @@
 tokenizer.h: decode token ids to bytes with llm.c's tokenizer file.
 
 Format (README, "File formats"): header [0] 20240328, [1] version 2 (version 1
-has no EOT slot; GPT-2's 50256 is assumed), [2] vocab size, [3] EOT id; then
+has no EOT slot; GPT-2's 50256 is assumed), [2] vocab size n, [3] EOT id; then
 per token a uint8 length and that many bytes.
 
-Contract: tokenizer_init(&t, path) loads the file (fatal with a message when it
-is malformed). tokenizer_decode(&t, id) returns the token's bytes as a
-NUL-terminated string, or NULL for an id outside the vocabulary. Token bytes
-can be any bytes (a multi-byte UTF-8 character may be split over tokens), so
-printing goes through safe_print_piece(), which skips lone non-printable
-bytes, as llm.c does.
+Contract: tokenizer_init(&t, path) loads the file and refuses (fatal, naming the
+file, the value and the fix) anything but exactly this: magic, version 1 or 2,
+1 <= n <= 65536 with room in the file for n tokens of at least 2 bytes (checked
+before anything is allocated), 0 <= EOT < n, every token 1..255 bytes, and the
+file ending right after token n-1. dev/tokenizer.py read_tokenizer_file applies
+the same rules. tokenizer_decode(&t, id) returns the token's bytes as a
+NUL-terminated string, or NULL for an id outside the vocabulary.
+tokenizer_decode_text() joins the pieces of a token sequence into one string:
+its bytes need not be valid UTF-8 (a character may be split over tokens), so it
+is printed with fputs_utf8 and logged with json_key_string, which both replace
+invalid parts by U+FFFD the same way (utils.h utf8_next).
 */
 #ifndef LLMC_TOKENIZER_H
 #define LLMC_TOKENIZER_H
 
-#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,8 @@ bytes, as llm.c does.
 #include "utils.h"
 
 #define TOKENIZER_MAGIC 20240328
+#define TOKENIZER_MAX_VOCAB 65536
+#define TOKENIZER_V1_EOT 50256
 #define TOKENIZER_FIX "Re-create it with prepro_tinystories.py (or check the --tokenizer path)."
 
 typedef struct {
@@ -33,43 +39,58 @@ typedef struct {
 } Tokenizer;
 
 static inline void tokenizer_init(Tokenizer* t, const char* path) {
-    int is_dir = 0;
-    long long size = file_size_or_neg(path, &is_dir);
-    if (size < 0) { fatal("tokenizer file %s does not exist. %s", path, TOKENIZER_FIX); }
-    if (size < (long long)HEADER_BYTES) {
-        fatal("tokenizer file %s is truncated: %lld bytes, shorter than its %d-byte header. %s",
-              path, size, (int)HEADER_BYTES, TOKENIZER_FIX);
-    }
-    FILE* fp = fopenCheck(path, "rb");
     int32_t header[HEADER_INTS];
-    freadCheck(header, sizeof(int32_t), HEADER_INTS, fp);
-    if (header[0] != TOKENIZER_MAGIC) {
-        fatal("tokenizer file %s has magic number %d, expected %d: it is not a tokenizer file. %s",
-              path, header[0], TOKENIZER_MAGIC, TOKENIZER_FIX);
-    }
+    long long size = read_header_checked(path, "tokenizer", TOKENIZER_MAGIC, -1, header, TOKENIZER_FIX);
     if (header[1] != 1 && header[1] != 2) {
         fatal("tokenizer file %s has version %d, expected 1 or 2. %s", path, header[1], TOKENIZER_FIX);
     }
-    if (header[2] <= 0) {
-        fatal("tokenizer file %s has vocab size %d, expected > 0. %s", path, header[2], TOKENIZER_FIX);
+    int n = header[2];
+    long long body = size - (long long)HEADER_BYTES;
+    if (n < 1 || n > TOKENIZER_MAX_VOCAB) {
+        fatal("tokenizer file %s has vocab size %d, expected 1 to %d. %s", path, n, TOKENIZER_MAX_VOCAB,
+              TOKENIZER_FIX);
     }
-    t->vocab_size = header[2];
-    t->eot_token = header[1] == 2 ? header[3] : 50256;
-    t->token_table = (char**)callocCheck((size_t)t->vocab_size, sizeof(char*));
-    for (int i = 0; i < t->vocab_size; i++) {
-        unsigned char len;
-        if (fread(&len, 1, 1, fp) != 1) {
-            fatal("tokenizer file %s is truncated: it ends at token %d of %d. %s", path, i,
-                  t->vocab_size, TOKENIZER_FIX);
+    if (2 * (long long)n > body) {
+        fatal("tokenizer file %s is truncated: its header says %d tokens, which take at least %lld bytes "
+              "after the header, but the file has %lld. %s", path, n, 2 * (long long)n, body, TOKENIZER_FIX);
+    }
+    int eot = header[1] == 2 ? header[3] : TOKENIZER_V1_EOT;
+    if (eot < 0 || eot >= n) {
+        fatal("tokenizer file %s has end-of-text id %d%s, outside its vocabulary [0, %d). %s", path, eot,
+              header[1] == 2 ? "" : " (version 1 files imply 50256)", n, TOKENIZER_FIX);
+    }
+    unsigned char* raw = (unsigned char*)mallocCheck((size_t)body);
+    FILE* fp = fopenCheck(path, "rb");
+    fseekCheck(fp, (off_t)HEADER_BYTES, SEEK_SET);
+    freadCheck(raw, 1, (size_t)body, fp);
+    fcloseCheck(fp);
+    t->vocab_size = n;
+    t->eot_token = eot;
+    t->token_table = (char**)callocCheck((size_t)n, sizeof(char*));
+    size_t pos = 0;
+    for (int i = 0; i < n; i++) {
+        if (pos >= (size_t)body) {
+            fatal("tokenizer file %s is truncated: it ends at token %d of %d. %s", path, i, n, TOKENIZER_FIX);
         }
-        char* piece = (char*)mallocCheck((size_t)len + 1);
-        if (len > 0 && fread(piece, 1, len, fp) != len) {
-            fatal("tokenizer file %s is truncated inside token %d. %s", path, i, TOKENIZER_FIX);
+        size_t len = raw[pos];
+        if (len == 0) {
+            fatal("tokenizer file %s: token %d has length 0 (at byte %zu); every token has 1 to 255 bytes. %s",
+                  path, i, (size_t)HEADER_BYTES + pos, TOKENIZER_FIX);
         }
+        if (pos + 1 + len > (size_t)body) {
+            fatal("tokenizer file %s is truncated inside token %d of %d. %s", path, i, n, TOKENIZER_FIX);
+        }
+        char* piece = (char*)mallocCheck(len + 1);
+        memcpy(piece, raw + pos + 1, len);
         piece[len] = '\0';
         t->token_table[i] = piece;
+        pos += 1 + len;
     }
-    fcloseCheck(fp);
+    if (pos != (size_t)body) {
+        fatal("tokenizer file %s is too long: %zu bytes after the last of its %d tokens. %s", path,
+              (size_t)body - pos, n, TOKENIZER_FIX);
+    }
+    free(raw);
 }
 
 static inline const char* tokenizer_decode(const Tokenizer* t, int id) {
@@ -77,15 +98,30 @@ static inline const char* tokenizer_decode(const Tokenizer* t, int id) {
     return t->token_table[id];
 }
 
-// Prints a token piece, skipping it when it is a single non-printable,
-// non-space byte (a raw byte such as a lone UTF-8 continuation byte).
-static inline void safe_print_piece(FILE* out, const char* piece) {
-    if (piece == NULL || piece[0] == '\0') { return; }
-    if (piece[1] == '\0') {
-        unsigned char c = (unsigned char)piece[0];
-        if (!(isprint(c) || isspace(c))) { return; }
+// The text of tokens[0..n-1] as a malloc'd string: the pieces joined when a tokenizer is
+// loaded (an id it lacks prints as its number), else the ids separated by spaces.
+static inline char* tokenizer_decode_text(const Tokenizer* t, const int* tokens, int n) {
+    size_t cap = 64, len = 0;
+    char* out = (char*)mallocCheck(cap);
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        char num[24];
+        const char* piece = tokenizer_decode(t, tokens[i]);
+        if (piece == NULL) {
+            snprintf(num, sizeof(num), i ? " %d" : "%d", tokens[i]);
+            piece = num;
+        }
+        size_t k = strlen(piece);
+        if (len + k + 1 > cap) {
+            while (len + k + 1 > cap) { cap *= 2; }
+            char* grown = (char*)realloc(out, cap);
+            if (grown == NULL) { fatal("out of memory decoding a sample of %d tokens", n); }
+            out = grown;
+        }
+        memcpy(out + len, piece, k + 1);
+        len += k;
     }
-    fputs(piece, out);
+    return out;
 }
 
 static inline void tokenizer_free(Tokenizer* t) {

@@ -268,13 +268,51 @@ static inline void atomic_file_abort(AtomicFile* af) {
 }
 
 // ----------------------------------------------------------------------------
+// UTF-8 text: token pieces are raw bytes (one character may be split over tokens), so
+// decoded text is cleaned once, in one way, wherever it is shown (stdout) or stored (the
+// log): valid sequences stay, each maximal invalid subpart becomes U+FFFD. That is the
+// Unicode-recommended replacement, the one Python's bytes.decode("utf-8", "replace") does.
+
+// Length of the next unit of the NUL-terminated bytes at p (p[0] != 0): a whole valid UTF-8
+// sequence (*valid = 1), or the maximal invalid subpart to replace by one U+FFFD (*valid = 0):
+// a lead byte with the continuation bytes that were still possible after it.
+static inline size_t utf8_next(const unsigned char* p, int* valid) {
+    unsigned char c = p[0];
+    if (c < 0x80) { *valid = 1; return 1; }
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the next byte
+    if (c >= 0xC2 && c <= 0xDF) { n = 2; }
+    else if (c >= 0xE0 && c <= 0xEF) { n = 3; if (c == 0xE0) { lo = 0xA0; } if (c == 0xED) { hi = 0x9F; } }
+    else if (c >= 0xF0 && c <= 0xF4) { n = 4; if (c == 0xF0) { lo = 0x90; } if (c == 0xF4) { hi = 0x8F; } }
+    else { *valid = 0; return 1; }  // a continuation byte, an overlong lead (C0, C1) or F5..FF
+    size_t k = 1;
+    while (k < n && p[k] >= lo && p[k] <= hi) { lo = 0x80; hi = 0xBF; k++; }  // NUL stops it
+    *valid = k == n;
+    return k;
+}
+
+#define UTF8_REPLACEMENT "\xEF\xBF\xBD"  // U+FFFD
+
+// Writes s to fp as valid UTF-8 (invalid parts as U+FFFD, see utf8_next).
+static inline void fputs_utf8(const char* s, FILE* fp) {
+    const unsigned char* p = (const unsigned char*)s;
+    while (*p) {
+        int valid;
+        size_t n = utf8_next(p, &valid);
+        if (valid) { fwrite(p, 1, n, fp); } else { fputs(UTF8_REPLACEMENT, fp); }
+        p += n;
+    }
+}
+
+// ----------------------------------------------------------------------------
 // the 256-int32 header every binary file of this project starts with
 
 #define HEADER_INTS 256
 #define HEADER_BYTES (HEADER_INTS * sizeof(int32_t))
 
 // Reads and checks the header of a `kind` file ("model checkpoint", "token
-// shard", ...): exists, is a file, at least 1024 bytes, magic and version.
+// shard", ...): exists, is a file, at least 1024 bytes, magic and version (version < 0: the
+// caller checks it).
 // Returns the file size; fatal with a message naming the file otherwise.
 static inline long long read_header_checked(const char* path, const char* kind, int32_t magic,
                                             int32_t version, int32_t header[HEADER_INTS],
@@ -294,7 +332,7 @@ static inline long long read_header_checked(const char* path, const char* kind, 
         fatal("%s file %s has magic number %d, expected %d: it is not a %s file "
               "(or it is from another tool). %s", kind, path, header[0], magic, kind, fix);
     }
-    if (header[1] != version) {
+    if (version >= 0 && header[1] != version) {
         fatal("%s file %s has version %d, expected %d. %s", kind, path, header[1], version, fix);
     }
     return size;

@@ -18,6 +18,7 @@ Run: python -m pytest -q tests/test_cpu_train.py
 """
 
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
 from dev.shards import write_example_shard, write_token_shard
 from test_cpu_helpers import (assert_close, lr_at, optimizer_flags, read_log, run_trainer,
-                              step_records, torch_train_steps)
+                              step_records, torch_train_steps, trainer)
 from conftest import random_params
 
 OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
@@ -209,3 +210,50 @@ def test_resume_rejects_a_mismatched_state(tmp_path):
     r = run_trainer("--resume", tmp_path / "run2/state_000002.bin", *data[:-4], "-b", 2, "-t", 32,
                     "--steps", 4, "--seed", 42, check=False)
     assert r.returncode != 0 and "-b 4 -t 32" in r.stderr, r.stderr
+
+
+# ---- samples on stdout ----------------------------------------------------------------------
+
+# Token pieces that split multi-byte characters: "€" (E2 82 AC) as E2 + 82 AC and E2 82 + AC,
+# "😀" (F0 9F 98 80) as F0 9F + 98 80, "é" (C3 A9) as C3 + A9, plus an always-invalid FF and ASCII.
+SPLIT_PIECES = [b"\xe2", b"\x82\xac", b"\xe2\x82", b"\xac", b"\xf0\x9f", b"\x98\x80", b"\xc3", b"\xa9",
+                b"\xff", b"x"]
+
+
+def sample_texts(stdout):
+    """The printed samples: the text between 'sample (step N):' and the '---' line."""
+    parts = stdout.split(b"sample (step ")[1:]
+    return [p.split(b":\n", 1)[1].split(b"\n---\n", 1)[0] for p in parts]
+
+
+def test_samples_print_valid_utf8_equal_to_the_log(tmp_path):
+    """Printed samples are the log's text: token pieces joined, then each invalid part replaced by
+    U+FFFD exactly as Python's decode(errors="replace") does, so a character split over two
+    tokens prints whole and stdout is always valid UTF-8."""
+    from dev.tokenizer import write_tokenizer_file
+    config = NAMED_CONFIGS["tiny"]
+    V = config.vocab_size
+    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=4, scale=0.05))
+    pieces = [SPLIT_PIECES[i % len(SPLIT_PIECES)] for i in range(V)]
+    write_tokenizer_file(tmp_path / "tok.bin", pieces, eot_id=V - 1)  # the start token either way
+    data = token_data(tmp_path, config)
+    flags = ["--model", tmp_path / "model.bin", *data, "--steps", 2, "-v", 0, "-s", 1, "-g", 48,
+             "--seed", 5]
+    # without a tokenizer the samples are token ids, with one the text; the ids are the same
+    run_trainer(*flags, "-o", tmp_path / "ids", "--tokenizer", tmp_path / "none.bin")
+    r = subprocess.run([trainer(), *map(str, flags), "-o", tmp_path / "text", "--tokenizer",
+                        tmp_path / "tok.bin"], capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    printed = sample_texts(r.stdout)
+    logged = [rec["sample"] for rec in read_log(tmp_path / "text/log.jsonl") if "sample" in rec]
+    id_samples = [rec["sample"] for rec in read_log(tmp_path / "ids/log.jsonl") if "sample" in rec]
+    assert len(printed) == len(logged) == len(id_samples) == 2
+    joined_any_split = False
+    for raw, text, ids in zip(printed, logged, id_samples):
+        ids = [int(i) for i in ids.split()]
+        want = b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace")
+        assert raw.decode("utf-8") == want == text  # strict decode: stdout is valid UTF-8
+        # no piece holds a whole multi-byte character: any in the text was joined from two tokens
+        joined_any_split |= any(ch in want for ch in "\u20ac\U0001f600\u00e9")
+        assert "\ufffd" in want, "the stream should also hold parts that stay invalid"
+    assert joined_any_split, "no character was completed across two tokens: pick another seed"
