@@ -54,6 +54,7 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #include "llmc/args.h"
 #include "llmc/checkpoint.h"
 #include "llmc/dataloader.h"
+#include "llmc/driver.h"
 #include "llmc/gpt2_params.h"
 #include "llmc/logger.h"
 #include "llmc/parity.h"
@@ -642,6 +643,22 @@ static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
     model->params_memory = checkpoint_load(path, &model->config, &model->num_parameters);
     fill_param_sizes(model->param_sizes, &model->config);
     point_parameters(&model->params, model->params_memory, model->param_sizes);
+}
+
+// Bytes the run will hold: the parameters and `param_copies` more P-sized buffers (gradients,
+// m, v, and the clean or initial copies of the regularizers), activations and their gradients
+// for (B, T), and the logits kept in parity mode.
+static double gpt2_memory_bytes(const GPT2* model, int B, int T, int keep_logits, int param_copies) {
+    size_t sizes[NUM_ACTIVATION_TENSORS];
+    double floats = (double)model->num_parameters * (1 + param_copies);
+    for (int with_stats = 0; with_stats <= 1; with_stats++) {
+        fill_activation_sizes(sizes, &model->config, B, T, with_stats);
+        for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += (double)sizes[i]; }
+    }
+    double BT = (double)B * T;
+    floats += 2 * BT + (double)num_threads() * T;  // argmax, dloss, attention scratch
+    if (keep_logits) { floats += BT * model->config.padded_vocab_size; }
+    return 4.0 * floats;
 }
 
 // Allocates gradients, optimizer state and activations for batches up to (B, T).
@@ -1246,12 +1263,18 @@ int main(int argc, char** argv) {
     if (sampling && cfg.tokenizer[0]) {
         if (path_exists(cfg.tokenizer)) {
             tokenizer_init(&tokenizer, cfg.tokenizer);
+            tokenizer_check_model(&tokenizer, cfg.tokenizer, mc->vocab_size, model_path);
         } else {
             warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
         }
     }
 
     // ---- buffers
+    char what[160];
+    snprintf(what, sizeof(what), "training model %s (%zu parameters) with B=%d T=%d", model_path,
+             model.num_parameters, B, T);
+    require_memory(gpt2_memory_bytes(&model, B, T, parity_grads, 3 + (cfg.weight_noise > 0.0f) +
+                                     cfg.decay_toward_init), what, "Use a smaller -b or -t, or a smaller model.");
     gpt2_allocate(&model, B, T, parity_grads);
     model.seed = (uint64_t)cfg.seed;
     model.dropout = dropout_config(cfg.dropout);
@@ -1360,6 +1383,7 @@ int main(int argc, char** argv) {
     memset(&logger, 0, sizeof(logger));
     Json j = {NULL, 0, 0, 0};
     if (out_dir[0]) {
+        output_dir_claim(out_dir);  // one trainer per folder; stale temporary files go
         logger_open(&logger, out_dir, resuming ? (long long)start_step : -1);
         char hw[400];
         snprintf(hw, sizeof(hw), "%s, %d threads", cpu, threads);
@@ -1416,8 +1440,7 @@ int main(int argc, char** argv) {
         sampler_init(&sampler, mc->vocab_size, cfg.temperature, cfg.top_k, cfg.top_p);
         sample_tokens = (int*)mallocCheck(((size_t)cfg.gen_tokens + 1) * sizeof(int));
     }
-    int start_token = tokenizer.token_table && tokenizer.eot_token >= 0 && tokenizer.eot_token < mc->vocab_size
-                      ? tokenizer.eot_token : mc->vocab_size - 1;
+    int start_token = tokenizer.token_table ? tokenizer.eot_token : mc->vocab_size - 1;  // eot < V (checked)
     float* parity_loss_values = parity ? (float*)callocCheck((size_t)total_steps, sizeof(float)) : NULL;
     int last_saved = resuming ? start_step : -1;
     if (start_step >= total_steps) {
@@ -1442,30 +1465,13 @@ int main(int argc, char** argv) {
         StepResult r;
         gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, cfg.weight_noise, &r);
         double t1 = now_seconds();
-        if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
-            char* last = last_saved >= 0 ? str_printf("%s/model_%06d.bin", out_dir, last_saved) : NULL;
-            fflush(stdout);
-            fprintf(stderr, "error: the %s is %s at step %d (loss %g, grad norm %g, lr %g): training diverged. "
-                    "Stopping without saving; %s%s%s\n",
-                    !isfinite(r.loss) ? "loss" : "gradient norm",
-                    isnan(!isfinite(r.loss) ? r.loss : r.grad_norm) ? "NaN" : "infinite", step,
-                    (double)r.loss, (double)r.grad_norm, (double)r.lr,
-                    last ? "the last good checkpoint is " : "no checkpoint of this run was saved; it started from ",
-                    last ? last : model_path, ". Try a lower -l or --grad-clip.");
-            if (logger.fp) {
-                json_begin(&j);
-                json_key_int(&j, "step", step);
-                json_key_string(&j, "error", !isfinite(r.loss) ? "loss is not finite" : "gradient norm is not finite");
-                json_key_float(&j, "train_loss", r.loss);
-                json_key_float(&j, "grad_norm", r.grad_norm);
-                json_end(&j);
-                logger_write(&logger, &j);
-            }
-            free(last);
+        // the parameters' norm, when the update ran (a non-finite loss or gradient norm skips it)
+        double param_norm = isfinite(r.loss) && isfinite(r.grad_norm) ? vector_norm(model.params_memory, model.num_parameters) : 0.0;
+        if (training_diverged(&logger, &j, step, r.loss, r.grad_norm, param_norm, r.lr, out_dir, last_saved,
+                              model_path)) {
             exit_code = 1;
             break;
         }
-        double param_norm = vector_norm(model.params_memory, model.num_parameters);
         double step_s = t1 - t0;
         double tok_s = (double)B * T / step_s;
         int has_acc = mask != NULL && r.num_examples > 0;

@@ -50,6 +50,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 #include "llmc/args.h"
 #include "llmc/checkpoint.h"
 #include "llmc/dataloader.h"
+#include "llmc/driver.h"
 #include "llmc/gpt2_params.h"
 #include "llmc/logger.h"
 #include "llmc/parity.h"
@@ -2521,8 +2522,10 @@ int main(int argc, char** argv) {
     memset(&tokenizer, 0, sizeof(tokenizer));
     int sampling = !parity && cfg.sample_every > 0;
     if (sampling && cfg.tokenizer[0]) {
-        if (path_exists(cfg.tokenizer)) tokenizer_init(&tokenizer, cfg.tokenizer);
-        else warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
+        if (path_exists(cfg.tokenizer)) {
+            tokenizer_init(&tokenizer, cfg.tokenizer);
+            tokenizer_check_model(&tokenizer, cfg.tokenizer, mc->vocab_size, model_path);
+        } else warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
     }
 
     // ---- GPU buffers and cuBLAS
@@ -2644,6 +2647,7 @@ int main(int argc, char** argv) {
     memset(&logger, 0, sizeof(logger));
     Json j = {NULL, 0, 0, 0};
     if (out_dir[0]) {
+        output_dir_claim(out_dir);  // one trainer per folder; stale temporary files go
         logger_open(&logger, out_dir, resuming ? (long long)start_step : -1);
         json_begin(&j);
         if (resuming) {
@@ -2703,8 +2707,7 @@ int main(int argc, char** argv) {
         sampler_init(&sampler, mc->vocab_size, cfg.temperature, cfg.top_k, cfg.top_p);
         sample_tokens = (int*)mallocCheck(((size_t)cfg.gen_tokens + 1) * sizeof(int));
     }
-    int start_token = tokenizer.token_table && tokenizer.eot_token >= 0 && tokenizer.eot_token < mc->vocab_size
-                      ? tokenizer.eot_token : mc->vocab_size - 1;
+    int start_token = tokenizer.token_table ? tokenizer.eot_token : mc->vocab_size - 1;  // eot < V (checked)
     float* parity_loss_values = parity ? (float*)callocCheck((size_t)total_steps, sizeof(float)) : NULL;
     int last_saved = resuming ? start_step : -1;
     if (start_step >= total_steps) {
@@ -2729,30 +2732,13 @@ int main(int argc, char** argv) {
         StepResult r;
         gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, cfg.weight_noise, &r);
         double t1 = now_seconds();
-        if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
-            char* last = last_saved >= 0 ? str_printf("%s/model_%06d.bin", out_dir, last_saved) : NULL;
-            fflush(stdout);
-            fprintf(stderr, "error: the %s is %s at step %d (loss %g, grad norm %g, lr %g): training diverged. "
-                    "Stopping without saving; %s%s%s\n",
-                    !isfinite(r.loss) ? "loss" : "gradient norm",
-                    isnan(!isfinite(r.loss) ? r.loss : r.grad_norm) ? "NaN" : "infinite", step,
-                    (double)r.loss, (double)r.grad_norm, (double)r.lr,
-                    last ? "the last good checkpoint is " : "no checkpoint of this run was saved; it started from ",
-                    last ? last : model_path, ". Try a lower -l or --grad-clip.");
-            if (logger.fp) {
-                json_begin(&j);
-                json_key_int(&j, "step", step);
-                json_key_string(&j, "error", !isfinite(r.loss) ? "loss is not finite" : "gradient norm is not finite");
-                json_key_float(&j, "train_loss", r.loss);
-                json_key_float(&j, "grad_norm", r.grad_norm);
-                json_end(&j);
-                logger_write(&logger, &j);
-            }
-            free(last);
+        // the parameters' norm, when the update ran (a non-finite loss or gradient norm skips it)
+        double param_norm = isfinite(r.loss) && isfinite(r.grad_norm) ? vector_norm(model.params_memory, model.num_parameters, model.norm_scratch) : 0.0;
+        if (training_diverged(&logger, &j, step, r.loss, r.grad_norm, param_norm, r.lr, out_dir, last_saved,
+                              model_path)) {
             exit_code = 1;
             break;
         }
-        double param_norm = vector_norm(model.params_memory, model.num_parameters, model.norm_scratch);
         double step_s = t1 - t0;
         double tok_s = (double)B * T / step_s;
         int has_acc = mask != NULL && r.num_examples > 0;

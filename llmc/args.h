@@ -9,7 +9,9 @@ and stores each value into its destination (the last occurrence wins). The
 destination's value before parsing is the default that --help prints.
 Errors are fatal with a message that names the flag and the value and exits 1:
 an unknown flag, a missing value, a non-numeric or out-of-range number
-(integers must be whole numbers, floats finite), a choice not in the list, a
+(integers are whole decimal numbers within their type; floats are decimal,
+finite, within float range, and 0 or at least FLT_MIN in size so that no value
+silently becomes 0), a choice not in the list, a
 stray positional argument. --help prints every flag with its default and
 exits 0.
 Values of ARG_STRING / ARG_CHOICE point into argv (or at the default).
@@ -18,6 +20,7 @@ Values of ARG_STRING / ARG_CHOICE point into argv (or at the default).
 #define LLMC_ARGS_H
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -113,14 +116,22 @@ static inline void arg_store(const ArgSpec* s, const char* value, const char* pr
         }
         if (s->type == ARG_INT) { *(int*)s->dest = (int)v; } else { *(long long*)s->dest = v; }
     } else if (s->type == ARG_FLOAT) {
+        // decimal only: strtod alone would also take hex ("0x10" = 16), "inf" and "nan"
+        if (strspn(value, "0123456789.eE+-") != strlen(value) || strpbrk(value, "0123456789") == NULL) {
+            fatal("%s expects a decimal number such as 3e-4 or 0.1, got '%s' (run %s --help)", name, value, prog);
+        }
         errno = 0;
         char* end = NULL;
         double v = strtod(value, &end);
-        if (value[0] == '\0' || end == NULL || *end != '\0') {
-            fatal("%s expects a number, got '%s' (run %s --help)", name, value, prog);
+        if (end == NULL || *end != '\0' || end == value) {
+            fatal("%s expects a decimal number such as 3e-4 or 0.1, got '%s' (run %s --help)", name, value, prog);
         }
-        if (!isfinite(v) || errno == ERANGE || fabs(v) > 3.0e38) {
-            fatal("%s expects a finite number, got '%s'", name, value);
+        if (!isfinite(v) || fabs(v) > (double)FLT_MAX) {
+            fatal("%s value '%s' is out of range: a float holds at most %g", name, value, (double)FLT_MAX);
+        }
+        if (v != 0.0 && fabs(v) < (double)FLT_MIN) {
+            fatal("%s value '%s' is too small for a float (it would become 0 or lose precision; the "
+                  "smallest normal float is %g): use 0 or a larger value", name, value, (double)FLT_MIN);
         }
         *(float*)s->dest = (float)v;
     } else if (s->type == ARG_CHOICE) {

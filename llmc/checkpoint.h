@@ -6,14 +6,17 @@ Format (README, "File formats"): 256 int32 header [0] 20240326, [1] 3, [2] maxT,
 the 16 fp32 tensors of gpt2_params.h in order; exactly 1024 + 4*P bytes.
 
 Contract:
-- checkpoint_read_config(path, &cfg) validates the header and the exact size
-  and returns P; checkpoint_load(path, &cfg, &P) also reads the tensors into a
+- checkpoint_read_config(path, &cfg) validates the header (every dimension
+  within the bounds of gpt2_params.h, so no size derived from it can overflow)
+  and the exact size and returns P; checkpoint_load(path, &cfg, &P) also reads the tensors into a
   malloc'd block (the caller frees it) and checks that every value is finite
   and that qkvb is zero when no_qkv_bias = 1. Any problem is fatal() with a
   message naming the file, what was found, what was expected and the fix —
   the same checks as dev/checkpoint.py.
 - checkpoint_save(path, &cfg, params) writes atomically (temp file, fsync,
-  rename): a crash never leaves a half-written checkpoint under `path`.
+  rename): a crash never leaves a half-written checkpoint under `path`. It
+  never writes a non-finite value: the trainers stop before (the NaN stop),
+  and a call with one is an internal error that writes nothing.
 */
 #ifndef LLMC_CHECKPOINT_H
 #define LLMC_CHECKPOINT_H
@@ -43,13 +46,15 @@ static inline size_t checkpoint_read_config(const char* path, GPT2Config* cfg) {
         fatal("model checkpoint %s has non-positive dimensions in its header: maxT=%d V=%d L=%d "
               "NH=%d C=%d Vp=%d (expected all > 0). %s", path, maxT, V, L, NH, C, Vp, CHECKPOINT_FIX);
     }
+    if (maxT > GPT2_MAX_SEQ_LEN || V > GPT2_MAX_VOCAB || L > GPT2_MAX_LAYERS || C > GPT2_MAX_CHANNELS ||
+        NH > C) {
+        fatal("model checkpoint %s has dimensions out of range in its header: maxT=%d (at most %d), V=%d "
+              "(at most %d), L=%d (at most %d), C=%d (at most %d), NH=%d (at most C). %s", path, maxT,
+              GPT2_MAX_SEQ_LEN, V, GPT2_MAX_VOCAB, L, GPT2_MAX_LAYERS, C, GPT2_MAX_CHANNELS, NH, CHECKPOINT_FIX);
+    }
     if (C % NH != 0) {
         fatal("model checkpoint %s is inconsistent: C=%d is not divisible by NH=%d. %s",
               path, C, NH, CHECKPOINT_FIX);
-    }
-    if (V > 65536) {
-        fatal("model checkpoint %s has V=%d, expected at most 65536 (uint16 token ids). %s",
-              path, V, CHECKPOINT_FIX);
     }
     if (Vp != round_up_vocab(V)) {
         fatal("model checkpoint %s is inconsistent: Vp=%d, expected %d (V=%d rounded up to a "
@@ -111,6 +116,12 @@ static inline float* checkpoint_load(const char* path, GPT2Config* cfg, size_t* 
 static inline void checkpoint_save(const char* path, const GPT2Config* cfg, const float* params) {
     size_t sizes[NUM_PARAMETER_TENSORS];
     size_t P = fill_param_sizes(sizes, cfg);
+    for (size_t i = 0; i < P; i++) {
+        if (!isfinite(params[i])) {
+            fatal("internal: refusing to write %s: parameter %zu is %g (a trainer must stop at the "
+                  "first non-finite value, before it saves)", path, i, (double)params[i]);
+        }
+    }
     int32_t header[HEADER_INTS];
     memset(header, 0, sizeof(header));
     header[0] = CHECKPOINT_MAGIC;
@@ -124,8 +135,8 @@ static inline void checkpoint_save(const char* path, const GPT2Config* cfg, cons
     header[8] = cfg->no_qkv_bias;
     AtomicFile af;
     atomic_file_open(&af, path);
-    fwriteCheck(header, sizeof(int32_t), HEADER_INTS, af.fp);
-    fwriteCheck(params, sizeof(float), P, af.fp);
+    atomic_file_write(&af, header, sizeof(int32_t), HEADER_INTS);
+    atomic_file_write(&af, params, sizeof(float), P);
     atomic_file_commit(&af);
 }
 

@@ -43,6 +43,7 @@ All offsets are size_t/off_t: shards over 2 GB work.
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpt2_params.h"
 #include "rand.h"
 #include "utils.h"
 
@@ -135,9 +136,10 @@ static inline int shard_read_info(const char* path, size_t* n, int* E, int* vbou
                   EXAMPLE_SHARD_VERSION, EXAMPLE_SHARD_FIX);
         }
         int N = header[2], e = header[3], vb = header[4];
-        if (N < 1 || e < 2 || vb < 1 || vb > 65536) {
+        if (N < 1 || e < 2 || e > GPT2_MAX_SEQ_LEN + 1 || vb < 1 || vb > GPT2_MAX_VOCAB) {
             fatal("example shard file %s has inconsistent header N=%d E=%d V=%d, expected N >= 1, "
-                  "E >= 2, 1 <= V <= 65536. %s", path, N, e, vb, EXAMPLE_SHARD_FIX);
+                  "2 <= E <= %d, 1 <= V <= %d. %s", path, N, e, vb, GPT2_MAX_SEQ_LEN + 1, GPT2_MAX_VOCAB,
+                  EXAMPLE_SHARD_FIX);
         }
         *n = (size_t)N;
         *E = e;

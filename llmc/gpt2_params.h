@@ -20,6 +20,14 @@ vocab, maxT the model's context.
 #define NUM_PARAMETER_TENSORS 16
 #define VOCAB_PAD_MULTIPLE 128
 
+// Bounds on every dimension a model file may hold (dev/checkpoint.py ModelConfig holds the
+// same). They are far above any model these trainers can train, and they keep every size
+// derived from them (P, activations) far from 64-bit overflow: P < 2^49.
+#define GPT2_MAX_SEQ_LEN (1 << 20)  // maxT
+#define GPT2_MAX_VOCAB 65536        // V: token shards store uint16 ids
+#define GPT2_MAX_LAYERS 4096        // L
+#define GPT2_MAX_CHANNELS 65536     // C (and NH <= C)
+
 typedef struct {
     int max_seq_len;        // maxT: rows of wpe
     int vocab_size;         // V: real tokens (the loss and sampling use only these)

@@ -187,7 +187,7 @@ static inline void logger_open(Logger* lg, const char* dir, long long resume_ste
             if (len == 0) { break; }
             line[len] = '\0';
             if (line[len - 1] != '\n') { break; } // a record cut short by a crash: drop it
-            if (log_line_step(line) <= resume_step) { fwriteCheck(line, 1, len, af.fp); }
+            if (log_line_step(line) <= resume_step) { atomic_file_write(&af, line, 1, len); }
             if (c == EOF) { break; }
         }
         free(line);
@@ -201,9 +201,10 @@ static inline void logger_open(Logger* lg, const char* dir, long long resume_ste
 
 static inline void logger_write(Logger* lg, const Json* j) {
     if (lg->fp == NULL) { return; }
-    fwriteCheck(j->buf, 1, j->len, lg->fp);
-    fputc('\n', lg->fp);
-    if (fflush(lg->fp) != 0) { fatal("writing %s failed (disk full?)", lg->path); }
+    if (fwrite(j->buf, 1, j->len, lg->fp) != j->len || fputc('\n', lg->fp) == EOF || fflush(lg->fp) != 0) {
+        fatal("writing %s failed: %s (disk full?); a resumed run drops a last line cut short",
+              lg->path, strerror(errno));
+    }
 }
 
 static inline void logger_close(Logger* lg) {

@@ -11,7 +11,7 @@ in dev/parity_files.py).
                     gradient tensors (P floats) in checkpoint order.
   parity losses     magic 20261125 v1: [2] N; then N float32 losses.
 
-Contract: parity_batch_read validates header, exact size, mask values 0/1 and
+Contract: parity_batch_read validates header (B*T within train_limits.h), exact size, mask values 0/1 and
 (given the model's V and maxT) every token id and T; it is fatal with a
 message naming the file otherwise. The writers are atomic.
 */
@@ -22,6 +22,7 @@ message naming the file otherwise. The writers are atomic.
 #include <stdio.h>
 #include <string.h>
 
+#include "train_limits.h"
 #include "utils.h"
 
 #define PARITY_BATCH_MAGIC 20261123
@@ -42,9 +43,9 @@ static inline void parity_batch_read(ParityBatch* pb, const char* path, int V, i
     long long size = read_header_checked(path, "parity batch", PARITY_BATCH_MAGIC, PARITY_VERSION, h,
                                          PARITY_FIX);
     int B = h[2], T = h[3], has_mask = h[4];
-    if (B < 1 || T < 1 || (has_mask != 0 && has_mask != 1)) {
-        fatal("parity batch %s has header B=%d T=%d has_mask=%d, expected B >= 1, T >= 1, has_mask 0 "
-              "or 1. %s", path, B, T, has_mask, PARITY_FIX);
+    if (B < 1 || T < 1 || (long long)B * T > TRAIN_MAX_TOKENS_PER_STEP || (has_mask != 0 && has_mask != 1)) {
+        fatal("parity batch %s has header B=%d T=%d has_mask=%d, expected B >= 1, T >= 1, B*T at most %d, "
+              "has_mask 0 or 1. %s", path, B, T, has_mask, TRAIN_MAX_TOKENS_PER_STEP, PARITY_FIX);
     }
     size_t n = (size_t)B * (size_t)T;
     char what[128];
@@ -112,10 +113,10 @@ static inline void parity_grads_write(const char* path, int B, int T, int Vp, si
     h[7] = C;
     AtomicFile af;
     atomic_file_open(&af, path);
-    fwriteCheck(h, sizeof(int32_t), HEADER_INTS, af.fp);
-    fwriteCheck(&loss, sizeof(float), 1, af.fp);
-    fwriteCheck(logits, sizeof(float), (size_t)B * (size_t)T * (size_t)Vp, af.fp);
-    fwriteCheck(grads, sizeof(float), P, af.fp);
+    atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);
+    atomic_file_write(&af, &loss, sizeof(float), 1);
+    atomic_file_write(&af, logits, sizeof(float), (size_t)B * (size_t)T * (size_t)Vp);
+    atomic_file_write(&af, grads, sizeof(float), P);
     atomic_file_commit(&af);
 }
 
@@ -127,8 +128,8 @@ static inline void parity_losses_write(const char* path, const float* losses, in
     h[2] = n;
     AtomicFile af;
     atomic_file_open(&af, path);
-    fwriteCheck(h, sizeof(int32_t), HEADER_INTS, af.fp);
-    fwriteCheck(losses, sizeof(float), (size_t)n, af.fp);
+    atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);
+    atomic_file_write(&af, losses, sizeof(float), (size_t)n);
     atomic_file_commit(&af);
 }
 

@@ -93,6 +93,15 @@ static inline void tokenizer_init(Tokenizer* t, const char* path) {
     free(raw);
 }
 
+// A tokenizer decodes a model's samples only if it has the model's vocabulary: refuse another.
+static inline void tokenizer_check_model(const Tokenizer* t, const char* path, int V, const char* model_path) {
+    if (t->vocab_size != V) {
+        fatal("tokenizer file %s has %d tokens, but model %s has a vocabulary of V=%d: it is the "
+              "tokenizer of other data. Pass the tokenizer written with this model's data (or "
+              "--tokenizer '' to print token ids).", path, t->vocab_size, model_path, V);
+    }
+}
+
 static inline const char* tokenizer_decode(const Tokenizer* t, int id) {
     if (t->token_table == NULL || id < 0 || id >= t->vocab_size) { return NULL; }
     return t->token_table[id];

@@ -23,6 +23,7 @@ validation set; --save-every 0 = only at the end; --grad-clip 0 = off;
 #include "args.h"
 #include "logger.h"
 #include "schedule.h"
+#include "train_limits.h"
 #include "utils.h"
 
 static const char* const DECAY_PARAM_CHOICES[] = {"all", "matrices", NULL};
@@ -159,9 +160,16 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
 static inline void train_config_check(const TrainConfig* c) {
     if (c->batch_size < 1) { fatal("-b (batch size) must be >= 1, got %d", c->batch_size); }
     if (c->seq_len < 0) { fatal("-t (sequence length) must be >= 1, or 0 for the model's context; got %d", c->seq_len); }
-    if (c->steps < -1 || c->steps == 0) { fatal("--steps must be >= 1, or -1 for one epoch; got %d", c->steps); }
+    if (c->steps < -1 || c->steps == 0 || c->steps > TRAIN_MAX_STEPS) {
+        fatal("--steps must be 1 to %d, or -1 for one epoch; got %d", TRAIN_MAX_STEPS, c->steps);
+    }
+    if ((long long)c->batch_size * (c->seq_len > 0 ? c->seq_len : 1) > TRAIN_MAX_TOKENS_PER_STEP) {
+        fatal("-b %d -t %d asks for %lld tokens per step, more than the %d these trainers allow (see "
+              "llmc/train_limits.h): use a smaller -b or -t", c->batch_size, c->seq_len,
+              (long long)c->batch_size * c->seq_len, TRAIN_MAX_TOKENS_PER_STEP);
+    }
     if (c->lr < 0.0f) { fatal("-l (learning rate) must be >= 0, got %g", (double)c->lr); }
-    if (c->warmup < 0) { fatal("--warmup must be >= 0, got %d", c->warmup); }
+    if (c->warmup < 0 || c->warmup > TRAIN_MAX_STEPS) { fatal("--warmup must be 0 to %d, got %d", TRAIN_MAX_STEPS, c->warmup); }
     if (c->min_lr_frac < 0.0f || c->min_lr_frac > 1.0f) { fatal("--min-lr-frac must be in [0, 1], got %g", (double)c->min_lr_frac); }
     if (c->weight_decay < 0.0f) { fatal("--weight-decay must be >= 0, got %g", (double)c->weight_decay); }
     if (c->beta1 < 0.0f || c->beta1 >= 1.0f) { fatal("--beta1 must be in [0, 1), got %g", (double)c->beta1); }
@@ -174,13 +182,21 @@ static inline void train_config_check(const TrainConfig* c) {
     if (c->val_every < 0) { fatal("-v (val every) must be >= 0 (0 = never), got %d", c->val_every); }
     if (c->val_batches < -1 || c->val_batches == 0) { fatal("-m (val batches) must be >= 1, or -1 for all; got %d", c->val_batches); }
     if (c->sample_every < 0) { fatal("-s (sample every) must be >= 0 (0 = never), got %d", c->sample_every); }
-    if (c->gen_tokens < 1) { fatal("-g (tokens to generate) must be >= 1, got %d", c->gen_tokens); }
+    if (c->gen_tokens < 1 || c->gen_tokens > SAMPLE_MAX_TOKENS) {
+        fatal("-g (tokens to generate) must be 1 to %d (each token is one forward pass of the model, so "
+              "more takes hours per sample), got %d", SAMPLE_MAX_TOKENS, c->gen_tokens);
+    }
     if (c->temperature < 0.0f) { fatal("--temperature must be >= 0 (0 = greedy), got %g", (double)c->temperature); }
     if (c->top_k < 0) { fatal("--top-k must be >= 0 (0 = off), got %d", c->top_k); }
     if (c->top_p <= 0.0f || c->top_p > 1.0f) { fatal("--top-p must be in (0, 1] (1 = off), got %g", (double)c->top_p); }
     if (c->seed < 0) { fatal("--seed must be >= 0, got %lld", c->seed); }
     if (c->save_every < 0) { fatal("--save-every must be >= 0 (0 = only at the end), got %d", c->save_every); }
-    if (c->threads < 0) { fatal("--threads must be >= 0 (0 = default), got %d", c->threads); }
+    if (c->threads < 0 || c->threads > TRAIN_MAX_THREADS) {
+        fatal("--threads must be 0 (the default) to %d, got %d", TRAIN_MAX_THREADS, c->threads);
+    }
+    if (c->save_every > 0 && !c->output_dir[0] && !c->resume[0]) {
+        fatal("--save-every %d needs an output folder to save into: add -o DIR", c->save_every);
+    }
     if (c->parity_out[0] && !c->parity_batch[0]) { fatal("--parity-out needs --parity-batch (the batch to run)"); }
     if (c->parity_losses[0] && !c->parity_batch[0]) { fatal("--parity-losses needs --parity-batch (the batch to train on)"); }
     if (c->parity_batch[0] && !c->parity_out[0] && !c->parity_losses[0]) {

@@ -22,18 +22,26 @@ toward the initialization, written with --decay-toward-init 1). Exactly 1024 + 4
 A state file sits beside its model: DIR/state_NNNNNN.bin goes with
 DIR/model_NNNNNN.bin (NNNNNN = the step in [2]); the checksum in [19,20] proves
 the pair belongs together. Writes are atomic (temp file, fsync, rename).
+Reading refuses a header out of its bounds (step and total steps at most
+TRAIN_MAX_STEPS, B*T at most TRAIN_MAX_TOKENS_PER_STEP, P at most 2^40) and,
+in the body, a non-finite m, v or initial value or a negative v.
 */
 #ifndef LLMC_TRAIN_STATE_H
 #define LLMC_TRAIN_STATE_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "gpt2_params.h"
+#include "train_limits.h"
 #include "utils.h"
 
 #define TRAIN_STATE_MAGIC 20261126
 #define TRAIN_STATE_VERSION 1
+#define TRAIN_STATE_MAX_PARAMS ((uint64_t)1 << 40)  // far above any model (gpt2_params.h bounds P < 2^49,
+                                                    // but a state of 2^40 parameters is a 12 TiB file)
 #define TRAIN_STATE_FIX "Resume from a state file written by train_gpt2 (DIR/state_NNNNNN.bin)."
 
 typedef struct {
@@ -90,12 +98,12 @@ static inline void train_state_save(const char* path, const TrainState* st, cons
     h[23] = st->has_init_params ? 1 : 0;
     AtomicFile af;
     atomic_file_open(&af, path);
-    fwriteCheck(h, sizeof(int32_t), HEADER_INTS, af.fp);
-    fwriteCheck(m, sizeof(float), st->num_parameters, af.fp);
-    fwriteCheck(v, sizeof(float), st->num_parameters, af.fp);
+    atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);
+    atomic_file_write(&af, m, sizeof(float), st->num_parameters);
+    atomic_file_write(&af, v, sizeof(float), st->num_parameters);
     if (st->has_init_params) {
         if (init == NULL) { fatal("internal: train_state_save with has_init_params but no initial parameters"); }
-        fwriteCheck(init, sizeof(float), st->num_parameters, af.fp);
+        atomic_file_write(&af, init, sizeof(float), st->num_parameters);
     }
     atomic_file_commit(&af);
 }
@@ -121,10 +129,14 @@ static inline void train_state_read_header(const char* path, TrainState* st) {
     uint64_t bits = get_u64(h, 21);
     memcpy(&st->elapsed_s, &bits, 8);
     st->has_init_params = h[23];
-    if (st->step < 0 || st->B <= 0 || st->T <= 0 || st->num_parameters == 0 ||
-        (st->has_init_params != 0 && st->has_init_params != 1)) {
-        fatal("training state %s has an invalid header: step=%d B=%d T=%d P=%zu has_init_params=%d. %s",
-              path, st->step, st->B, st->T, st->num_parameters, st->has_init_params, TRAIN_STATE_FIX);
+    if (st->step < 0 || st->step > TRAIN_MAX_STEPS || st->total_steps < 1 || st->total_steps > TRAIN_MAX_STEPS ||
+        st->B < 1 || st->T < 1 || st->T > GPT2_MAX_SEQ_LEN || (long long)st->B * st->T > TRAIN_MAX_TOKENS_PER_STEP ||
+        st->num_parameters == 0 || (uint64_t)st->num_parameters > TRAIN_STATE_MAX_PARAMS ||
+        st->data_num_shards < 0 || (st->has_init_params != 0 && st->has_init_params != 1)) {
+        fatal("training state %s has an invalid header: step=%d total_steps=%d (both at most %d) B=%d T=%d "
+              "(B*T at most %d) P=%zu shards=%d has_init_params=%d. %s", path, st->step, st->total_steps,
+              TRAIN_MAX_STEPS, st->B, st->T, TRAIN_MAX_TOKENS_PER_STEP, st->num_parameters,
+              st->data_num_shards, st->has_init_params, TRAIN_STATE_FIX);
     }
     char what[160];
     snprintf(what, sizeof(what), "1024-byte header + 4 * P * %d with P=%zu",
@@ -134,16 +146,38 @@ static inline void train_state_read_header(const char* path, TrainState* st) {
                     what, TRAIN_STATE_FIX);
 }
 
+// The first value of x[0..n-1] that is not finite, or (nonneg) negative; n when there is none.
+static inline size_t train_state_first_bad(const float* x, size_t n, int nonneg) {
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i]) || (nonneg && x[i] < 0.0f)) { return i; }
+    }
+    return n;
+}
+
 // Reads the body (after train_state_read_header): m, v, and init when
 // st->has_init_params (init may be NULL to skip it).
 static inline void train_state_load_body(const char* path, const TrainState* st, float* m, float* v,
                                          float* init) {
+    size_t P = st->num_parameters;
     FILE* fp = fopenCheck(path, "rb");
     fseekCheck(fp, (off_t)HEADER_BYTES, SEEK_SET);
-    freadCheck(m, sizeof(float), st->num_parameters, fp);
-    freadCheck(v, sizeof(float), st->num_parameters, fp);
-    if (st->has_init_params && init != NULL) { freadCheck(init, sizeof(float), st->num_parameters, fp); }
+    freadCheck(m, sizeof(float), P, fp);
+    freadCheck(v, sizeof(float), P, fp);
+    if (st->has_init_params && init != NULL) { freadCheck(init, sizeof(float), P, fp); }
     fcloseCheck(fp);
+    // m is a running mean of gradients, v of squared gradients: finite, and v >= 0. Anything
+    // else can only come from a damaged file, and would train a NaN model.
+    const char* names[3] = {"AdamW first moment m", "AdamW second moment v", "initial parameters"};
+    const float* arrays[3] = {m, v, st->has_init_params ? init : NULL};
+    for (int a = 0; a < 3; a++) {
+        if (arrays[a] == NULL) { continue; }
+        size_t i = train_state_first_bad(arrays[a], P, a == 1);
+        if (i < P) {
+            fatal("training state %s holds an invalid %s: element %zu is %g (expected a finite value%s). "
+                  "The file is damaged: resume from another state file.", path, names[a], i,
+                  (double)arrays[a][i], a == 1 ? " >= 0" : "");
+        }
+    }
 }
 
 #endif // LLMC_TRAIN_STATE_H

@@ -9,9 +9,15 @@ Contract:
   / callocCheck wrap the C library call; on failure they print what failed, the
   file and line of the call, and exit 1. They never return on failure.
 - Offsets and sizes are size_t (or off_t for fseeko): files over 2 GB work.
-- AtomicFile writes to "<path>.tmp.<pid>" and atomic_file_commit() flushes,
-  fsyncs and renames it over <path>, so a crash never leaves a half-written
-  file under the real name; atomic_file_abort() removes the temporary file.
+- AtomicFile writes to "<path>.tmp.<pid>" (atomic_file_write) and
+  atomic_file_commit() flushes, fsyncs and renames it over <path>, so a crash
+  never leaves a half-written file under the real name. A failed write or
+  commit (disk full) removes the temporary file and is fatal with a message
+  naming <path>; the file under <path> before stays as it was.
+- output_dir_claim(dir) locks a run's output folder (DIR/train.lock, flock) so
+  a second trainer refuses it, and removes temporary files that killed
+  trainers left there.
+- require_memory(bytes, ...) refuses a run that cannot fit the machine's memory.
 Valid C11 and C++ (the CUDA trainer includes it through nvcc).
 */
 #ifndef LLMC_UTILS_H
@@ -25,6 +31,9 @@ Valid C11 and C++ (the CUDA trainer includes it through nvcc).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -229,24 +238,48 @@ typedef struct {
     char* tmp_path;  // "<path>.tmp.<pid>"
 } AtomicFile;
 
+static inline void atomic_file_abort(AtomicFile* af) {
+    if (af->fp) { fclose(af->fp); af->fp = NULL; }
+    if (af->tmp_path) { remove(af->tmp_path); }
+    free(af->path);
+    free(af->tmp_path);
+    af->path = NULL;
+    af->tmp_path = NULL;
+}
+
+// A failed write: the temporary file goes, the message names the file being written, and
+// whatever stood under that name before is untouched.
+static inline void atomic_file_fail(AtomicFile* af, const char* what, int err) LLMC_NORETURN;
+static inline void atomic_file_fail(AtomicFile* af, const char* what, int err) {
+    char* path = str_dup(af->path);
+    atomic_file_abort(af);
+    fatal("writing %s failed (%s: %s%s); nothing was written under that name, and a file there "
+          "before is unchanged", path, what, strerror(err),
+          err == ENOSPC || err == EDQUOT || err == EFBIG ? ": free some disk space, or write elsewhere" : "");
+}
+
 static inline void atomic_file_open(AtomicFile* af, const char* path) {
     af->path = str_dup(path);
     af->tmp_path = str_printf("%s.tmp.%d", path, (int)getpid());
     af->fp = fopen(af->tmp_path, "wb");
     if (af->fp == NULL) {
-        fatal("cannot write %s (temporary file for %s): %s", af->tmp_path, path, strerror(errno));
+        int err = errno;
+        char* tmp = af->tmp_path;
+        af->tmp_path = NULL;  // nothing was created: remove nothing
+        fatal("cannot write %s (temporary file %s): %s", path, tmp, strerror(err));
     }
 }
 
+static inline void atomic_file_write(AtomicFile* af, const void* ptr, size_t size, size_t nmemb) {
+    if (fwrite(ptr, size, nmemb, af->fp) != nmemb) { atomic_file_fail(af, "write", errno); }
+}
+
 static inline void atomic_file_commit(AtomicFile* af) {
-    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) {
-        fatal("writing %s failed: %s (disk full?)", af->tmp_path, strerror(errno));
-    }
-    fcloseCheck(af->fp);
+    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0) { atomic_file_fail(af, "flush", errno); }
+    FILE* fp = af->fp;
     af->fp = NULL;
-    if (rename(af->tmp_path, af->path) != 0) {
-        fatal("cannot rename %s to %s: %s", af->tmp_path, af->path, strerror(errno));
-    }
+    if (fclose(fp) != 0) { atomic_file_fail(af, "close", errno); }
+    if (rename(af->tmp_path, af->path) != 0) { atomic_file_fail(af, "rename", errno); }
     // make the rename itself durable
     char* dir = path_dirname(af->path);
     int fd = open(dir, O_RDONLY);
@@ -258,13 +291,77 @@ static inline void atomic_file_commit(AtomicFile* af) {
     af->tmp_path = NULL;
 }
 
-static inline void atomic_file_abort(AtomicFile* af) {
-    if (af->fp) { fclose(af->fp); af->fp = NULL; }
-    if (af->tmp_path) { remove(af->tmp_path); }
-    free(af->path);
-    free(af->tmp_path);
-    af->path = NULL;
-    af->tmp_path = NULL;
+// ----------------------------------------------------------------------------
+// the output folder of a run: one trainer at a time, no stale temporary files
+
+// Creates DIR when missing and takes DIR/train.lock (flock, held until the process ends, even
+// by kill -9): a second trainer with the same folder stops with a message instead of mixing
+// its log and checkpoints into this run's. Then removes the temporary files
+// (model_*/state_*/log.jsonl ".tmp.<pid>") that a killed trainer of this folder left behind,
+// when process <pid> no longer exists. Call it before anything is written to DIR.
+static inline void output_dir_claim(const char* dir) {
+    make_dirs(dir);
+    char* lock_path = str_printf("%s/train.lock", dir);
+    int fd = open(lock_path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) { fatal("cannot create the lock file %s: %s", lock_path, strerror(errno)); }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        if (err == EWOULDBLOCK) {
+            fatal("output folder %s is in use by another trainer (process %s holds %s); give this run "
+                  "another -o, or wait until that run ends", dir, holder[0] ? holder : "?", lock_path);
+        }
+        fatal("cannot lock %s: %s", lock_path, strerror(err));
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        fatal("cannot write the lock file %s: %s", lock_path, strerror(errno));
+    }
+    free(lock_path);  // fd stays open: the lock lasts as long as the process
+    DIR* d = opendir(dir);
+    if (d == NULL) { fatal("cannot list the output folder %s: %s", dir, strerror(errno)); }
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        const char* name = e->d_name;
+        const char* tmp = strstr(name, ".tmp.");
+        if (tmp == NULL || !(strncmp(name, "model_", 6) == 0 || strncmp(name, "state_", 6) == 0 ||
+                             strncmp(name, "log.jsonl.", 10) == 0)) { continue; }
+        const char* digits = tmp + 5;
+        char* end = NULL;
+        long owner = strtol(digits, &end, 10);
+        if (digits[0] < '0' || digits[0] > '9' || *end != '\0' || owner <= 0) { continue; }
+        if (kill((pid_t)owner, 0) == 0 || errno != ESRCH) { continue; }  // alive (or not ours to judge)
+        char* path = str_printf("%s/%s", dir, name);
+        if (remove(path) == 0) {
+            warn("removed %s, a temporary file left by process %ld, which ended before it finished "
+                 "writing", path, owner);
+        }
+        free(path);
+    }
+    closedir(d);
+}
+
+// ----------------------------------------------------------------------------
+// memory
+
+// Physical memory of the machine in bytes (0 when unknown).
+static inline unsigned long long physical_memory_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? (unsigned long long)pages * (unsigned long long)page : 0ULL;
+}
+
+// Refuses, before anything is allocated, a run that needs more memory than the machine has
+// (the kernel would hand out the pages lazily and kill the process later).
+static inline void require_memory(double bytes, const char* what, const char* fix) {
+    unsigned long long phys = physical_memory_bytes();
+    if (phys > 0 && bytes > (double)phys) {
+        fatal("%s needs %.2f GiB of memory, more than this machine's %.2f GiB. %s", what,
+              bytes / 1073741824.0, (double)phys / 1073741824.0, fix);
+    }
 }
 
 // ----------------------------------------------------------------------------

@@ -111,9 +111,25 @@ def case_args(d, name):
     if name == "non-numeric value":
         return base_args(d, **{"-b": "four"}), ["-b/--batch-size", "expects an integer", "'four'"]
     if name == "non-numeric float":
-        return base_args(d) + ["-l", "1e-3x"], ["-l/--lr", "expects a number", "'1e-3x'"]
+        return base_args(d) + ["-l", "1e-3x"], ["-l/--lr", "expects a decimal number", "'1e-3x'"]
     if name == "non-finite value":
-        return base_args(d) + ["-l", "nan"], ["-l/--lr", "finite"]
+        return base_args(d) + ["-l", "nan"], ["-l/--lr", "expects a decimal number", "'nan'"]
+    if name == "infinite value":
+        return base_args(d) + ["-l", "1e39"], ["-l/--lr", "'1e39'", "out of range"]
+    if name == "hexadecimal float":
+        return base_args(d) + ["-l", "0x10"], ["-l/--lr", "expects a decimal number", "'0x10'"]
+    if name == "float that underflows to 0":
+        return base_args(d) + ["-l", "1e-50"], ["-l/--lr", "'1e-50'", "too small for a float"]
+    if name == "--save-every without -o":
+        return base_args(d) + ["-n", 1], ["--save-every 1", "-o DIR"]
+    if name == "-g too large":
+        return base_args(d) + ["-g", 2147483647, "-s", 1], ["-g", "65536", "2147483647"]
+    if name == "--steps too large":
+        return base_args(d, **{"--steps": 2147483647}), ["--steps", "1073741824", "2147483647"]
+    if name == "--threads too large":
+        return base_args(d) + ["--threads", 100000], ["--threads", "256", "100000"]
+    if name == "tokens per step too large":
+        return base_args(d, **{"-b": 2147483647, "-t": 64}), ["-b 2147483647 -t 64", "tokens per step"]
     if name == "missing value":
         return base_args(d) + ["--steps"], ["--steps", "needs a value"]
     if name == "unknown choice":
@@ -141,6 +157,78 @@ def case_args(d, name):
         (d / "run/model_000002.bin").unlink()
         return base_args(d, **{"--model": None}) + ["--resume", d / "run/state_000002.bin"], \
             ["state_000002.bin", "model_000002.bin", "missing"]
+    if name == "model dims that wrap 64-bit sizes":
+        # the parameter count of this header wraps around 2^64 to a size the file can have
+        raw = bytearray((d / "model.bin").read_bytes())
+        header = np.frombuffer(raw[:1024], dtype="<i4").copy()
+        header[2:9] = [2147483633, 128, 165191041, 1, 2 ** 30, 128, 0]
+        raw[:1024] = header.tobytes()
+        (d / "wrap.bin").write_bytes(bytes(raw))
+        return base_args(d, **{"--model": d / "wrap.bin"}), ["wrap.bin", "out of range", "maxT=2147483633"]
+    if name in ("state at step INT_MAX", "state with negative v", "state with NaN m", "state with inf init"):
+        run_trainer(*base_args(d), "-o", d / "run", "--decay-toward-init", 1)
+        raw = bytearray((d / "run/state_000002.bin").read_bytes())
+        P = int(np.frombuffer(raw[16:20], dtype="<u4")[0])
+        body = np.frombuffer(raw[1024:], dtype="<f4").copy()
+        if name == "state at step INT_MAX":
+            raw[8:12] = np.int32(2 ** 31 - 1).tobytes()
+            want = ["state_INT.bin", "invalid header", "step=2147483647"]
+        else:
+            at, value, want = {"state with negative v": (P + 3, None, ["second moment v", "element 3"]),
+                               "state with NaN m": (5, np.nan, ["first moment m", "element 5", "nan"]),
+                               "state with inf init": (2 * P + 7, np.inf, ["initial parameters", "element 7"])}[name]
+            body[at] = -abs(body[at]) - 1.0 if value is None else value
+            raw[1024:] = body.tobytes()
+            want = ["state_INT.bin"] + want
+        # the model beside it: model_NNNNNN.bin of the state's step
+        step = int(np.frombuffer(raw[8:12], dtype="<i4")[0])
+        (d / "run/state_INT.bin").write_bytes(bytes(raw))
+        if step != 2:
+            (d / "run" / f"model_{step:06d}.bin").write_bytes((d / "run/model_000002.bin").read_bytes())
+        return base_args(d, **{"--model": None}) + ["--resume", d / "run/state_INT.bin", "--decay-toward-init", 1,
+                                                   "--steps", 4], want
+    if name.startswith("tokenizer"):
+        from dev.tokenizer import write_tokenizer_file
+        pieces = [bytes([65 + i % 26]) * (1 + i % 3) for i in range(CONFIG.vocab_size)]
+        write_tokenizer_file(d / "tok.bin", pieces, eot_id=CONFIG.vocab_size - 1)
+        raw = bytearray((d / "tok.bin").read_bytes())
+        header = np.frombuffer(raw[:1024], dtype="<i4").copy()
+        if name == "tokenizer with a huge vocab size":
+            header[2] = 2 ** 31 - 1
+            want = ["bad_tok.bin", "vocab size 2147483647", "1 to 65536"]
+        elif name == "tokenizer with trailing bytes":
+            raw += b"\x01x"
+            want = ["bad_tok.bin", "too long", "2 bytes after"]
+        elif name == "tokenizer with an EOT id outside it":
+            header[3] = CONFIG.vocab_size
+            want = ["bad_tok.bin", "end-of-text id 500", "[0, 500)"]
+        elif name == "tokenizer with a zero-length token":
+            raw[1024] = 0
+            want = ["bad_tok.bin", "token 0 has length 0"]
+        elif name == "tokenizer version 1 without GPT-2's EOT":
+            header[1] = 1
+            want = ["bad_tok.bin", "end-of-text id 50256", "version 1"]
+        elif name == "tokenizer of another vocabulary":
+            write_tokenizer_file(d / "tok.bin", pieces[:300], eot_id=299)
+            raw = bytearray((d / "tok.bin").read_bytes())
+            header = np.frombuffer(raw[:1024], dtype="<i4").copy()
+            want = ["bad_tok.bin", "300 tokens", "V=500"]
+        raw[:1024] = header.tobytes()
+        (d / "bad_tok.bin").write_bytes(bytes(raw))
+        return base_args(d, **{"-s": 1}) + ["--tokenizer", d / "bad_tok.bin"], want
+    if name == "parity batch whose size wraps":
+        write_parity_batch(d / "pb.bin", np.zeros((2, 8), np.int32), np.zeros((2, 8), np.int32))
+        raw = bytearray((d / "pb.bin").read_bytes())
+        raw[8:16] = np.array([2 ** 31 - 1, 2 ** 31 - 1], dtype="<i4").tobytes()
+        (d / "pb.bin").write_bytes(bytes(raw))
+        return ["--model", d / "model.bin", "--parity-batch", d / "pb.bin", "--parity-out", d / "g.bin"], \
+            ["pb.bin", "B=2147483647", "B*T at most"]
+    if name == "example shard with a huge E":
+        write_example_shard(d / "ex.bin", np.ones((10, 8), dtype=np.int64), np.eye(8, dtype=np.uint8)[[1] * 10], 500)
+        raw = bytearray((d / "ex.bin").read_bytes())
+        raw[12:16] = np.int32(2 ** 31 - 1).tobytes()
+        (d / "ex.bin").write_bytes(bytes(raw))
+        return base_args(d, **{"-i": d / "ex.bin", "-j": None, "-t": None}), ["ex.bin", "E=2147483647"]
     if name == "resume from a non-state file":
         return base_args(d) + ["--resume", d / "train.bin"], ["training state", "train.bin", "magic number"]
     raise KeyError(name)
@@ -153,6 +241,14 @@ CASES = [
     "non-numeric value", "non-numeric float", "non-finite value", "missing value", "unknown choice",
     "zero batch size", "stray argument", "parity batch T > maxT", "parity batch token >= V",
     "parity losses without -o", "resume without its model", "resume from a non-state file",
+    # found with the sanitized build and by hand (the reliability issue); each failed before
+    "infinite value", "hexadecimal float", "float that underflows to 0", "--save-every without -o",
+    "-g too large", "--steps too large", "--threads too large", "tokens per step too large",
+    "model dims that wrap 64-bit sizes", "state at step INT_MAX", "state with negative v", "state with NaN m",
+    "state with inf init", "tokenizer with a huge vocab size", "tokenizer with trailing bytes",
+    "tokenizer with an EOT id outside it", "tokenizer with a zero-length token",
+    "tokenizer version 1 without GPT-2's EOT", "tokenizer of another vocabulary",
+    "parity batch whose size wraps", "example shard with a huge E",
 ]
 
 
@@ -178,10 +274,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(files):
     assert r.returncode == 1, r.stderr
     assert "error: the loss is NaN at step 2" in r.stderr, r.stderr
     assert "last good checkpoint is" in r.stderr and "model_000001.bin" in r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "model_000001.bin", "state_000001.bin"]
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "model_000001.bin", "state_000001.bin",
+                                                     "train.lock"]
     read_checkpoint(out / "model_000001.bin")  # loads: finite and well-formed
     last = read_log(out / "log.jsonl")[-1]
     assert last["step"] == 2 and "error" in last and last["train_loss"] is None
+
+
+def test_parameters_that_overflow_stop_before_a_save(files):
+    """A legal command line whose first update overflows the weights (lr 1e38 with weight decay 10:
+    p * (1 - lr * wd) = -inf) stops at step 1 with the NaN-stop message and saves nothing."""
+    out = files / "run"
+    r = run_trainer(*base_args(files, **{"--steps": 1}), "-l", "1e38", "-c", 10, "-o", out, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "error: the parameters after the update are" in r.stderr and "at step 1" in r.stderr, r.stderr
+    assert "no checkpoint of this run was saved" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "train.lock"]
+    assert read_log(out / "log.jsonl")[-1]["error"] == "parameters after the update are not finite"
 
 
 def test_help_lists_every_flag_with_its_default(files):
