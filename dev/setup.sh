@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv/ (once) and installs requirements.txt into it. Sourced by
-# dev/main.sh and dev/test.sh; safe to run again (pip skips what is there).
+# Creates .venv/ (once) and installs requirements.txt into it at the exact versions of
+# requirements.lock. Sourced by dev/main.sh and dev/test.sh; safe to run again: it installs
+# only when the two files changed since the last install (a stamp in .venv records their hash).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -10,8 +11,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-if ! python -c "import numpy, torch, tiktoken, transformers, pytest, tqdm, matplotlib, scipy_openblas32" 2>/dev/null; then
-  echo "setup: installing requirements.txt into .venv/"
-  python -m pip install -q -r requirements.txt
+want="$(cat requirements.txt requirements.lock | sha256sum | cut -c1-16)"
+if [ "$(cat .venv/.requirements-installed 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing requirements.txt at the versions of requirements.lock into .venv/"
+  python -m pip install -q -r requirements.txt -c requirements.lock
+  echo "$want" > .venv/.requirements-installed
 fi
 echo "setup: python $(python -c 'import sys; print(sys.version.split()[0])'), torch $(python -c 'import torch; print(torch.__version__)')"

@@ -11,6 +11,8 @@
   run_cli               fixture: run_cli("create_model.py", "--config", "tiny", ...)
                         -> CompletedProcess (cwd = REPO, text output, no check)
 
+The header of every run names the package versions, the CPU and the OpenBLAS kernel in use
+(pytest_report_header, from dev/environment.py).
 The suite never touches the network: GPT2_TOKENIZER_SOURCE defaults to
 "asset" here (the shipped GPT-2 ranks; same ids as tiktoken's download).
 Run: `python -m pytest -q tests` from the repository root (or bash dev/test.sh).
@@ -45,6 +47,13 @@ def random_params(config, seed=0, scale=0.1):
     if not config.qkv_bias:
         params["qkvb"][:] = 0.0
     return params
+
+
+def pytest_report_header(config):
+    """The versions, the CPU and the OpenBLAS kernel this run used (dev/environment.py): results
+    that could differ between machines are tied to these."""
+    from dev.environment import describe
+    return describe()
 
 
 @pytest.fixture
