@@ -15,8 +15,15 @@ Rules the code follows:
   no backward kernel; gelu_backward and attention_backward WRITE. The classifier
   writes dlogits over the logits in place (as the CPU trainer does).
 - Deterministic: no atomics; every reduction runs in a fixed order (two-stage
-  sums through scratch buffers), so the same inputs give the same bits run to run
-  on one GPU (cuBLAS is deterministic on one GPU and stream).
+  sums through scratch buffers), and every launch configuration (grid, block,
+  chunking of the sums) is a function of the shapes alone, never of the GPU.
+  cuBLAS gives the same bits for the same call on GPUs of the same architecture
+  and SM count with one toolkit version and one stream (its "Results
+  reproducibility" rule), and the trainer uses one stream. What that adds up to:
+  the same binary, flags (--tf32, --attention) and inputs on GPUs of the same
+  model give the same bytes run after run, and a resumed run equals an
+  uninterrupted one. Another GPU model (other SM count, or another attention
+  kind picked by auto), another cuBLAS, or the CPU trainer rounds differently.
 - Matmuls: cublasSgemm with TF32 tensor cores by default (--tf32 1); --tf32 0
   keeps them exact fp32 (the parity tests use it), and with it the attention.
 - Attention: flash-style fused kernels that never store the T x T matrix, in two

@@ -230,6 +230,11 @@ def test_samples_print_valid_utf8_equal_to_the_log(tmp_path):
     """Printed samples are the log's text: token pieces joined, then each invalid part replaced by
     U+FFFD exactly as Python's decode(errors="replace") does, so a character split over two
     tokens prints whole and stdout is always valid UTF-8."""
+    check_samples_print_valid_utf8(tmp_path, trainer())
+
+
+def check_samples_print_valid_utf8(tmp_path, binary, extra=()):
+    """The test above for any trainer binary (tests/test_gpu_train.py runs it on the CUDA one)."""
     from dev.tokenizer import write_tokenizer_file
     config = NAMED_CONFIGS["tiny"]
     V = config.vocab_size
@@ -238,10 +243,10 @@ def test_samples_print_valid_utf8_equal_to_the_log(tmp_path):
     write_tokenizer_file(tmp_path / "tok.bin", pieces, eot_id=V - 1)  # the start token either way
     data = token_data(tmp_path, config)
     flags = ["--model", tmp_path / "model.bin", *data, "--steps", 2, "-v", 0, "-s", 1, "-g", 48,
-             "--seed", 5]
+             "--seed", 5, *extra]
     # without a tokenizer the samples are token ids, with one the text; the ids are the same
-    run_trainer(*flags, "-o", tmp_path / "ids", "--tokenizer", tmp_path / "none.bin")
-    r = subprocess.run([trainer(), *map(str, flags), "-o", tmp_path / "text", "--tokenizer",
+    run_trainer(*flags, "-o", tmp_path / "ids", "--tokenizer", tmp_path / "none.bin", binary=binary)
+    r = subprocess.run([binary, *map(str, flags), "-o", tmp_path / "text", "--tokenizer",
                         tmp_path / "tok.bin"], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     printed = sample_texts(r.stdout)

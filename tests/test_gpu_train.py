@@ -15,6 +15,9 @@ same source in the CPU emulator, see tests/test_gpu_helpers.py), tiny model, --t
     step 10 matches the CPU trainer's straight 10-step run: losses within 1e-4, parameters within
     1e-4 (lr = 3e-3, five steps: a few percent of one step; the key bias within lr * steps);
   - a NaN loss stops training with the step named, exit 1, and the last good checkpoint kept;
+    parameters that overflow in an update stop the run the same way; an output folder that another
+    trainer holds is refused; printed samples are the log's text, valid UTF-8 (the CPU tests
+    have the details);
   - no GPU and out of GPU memory give a clear message and exit 1 (emu only: it can pretend
     either with CUDA_EMU_NO_GPU=1 and CUDA_EMU_MAX_ALLOC; test_cuda_build.py checks the no-GPU
     message of the real binary on a machine without one).
@@ -33,7 +36,7 @@ from dev.parity_files import read_parity_losses, write_parity_batch
 from conftest import random_params
 from test_cpu_helpers import (assert_close, lr_at, optimizer_flags, read_log, run_trainer, step_records,
                               torch_train_steps)
-from test_cpu_train import example_data, log_values, same_files, token_data
+from test_cpu_train import check_samples_print_valid_utf8, example_data, log_values, same_files, token_data
 from test_gpu_helpers import BACKENDS, cuda_trainer
 
 TINY = NAMED_CONFIGS["tiny"]
@@ -194,10 +197,38 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backend):
     assert r.returncode == 1, r.stderr
     assert "at step 2" in r.stderr and "training diverged" in r.stderr, r.stderr
     assert "model_000001.bin" in r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "model_000001.bin", "state_000001.bin"]
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl", "model_000001.bin", "state_000001.bin",
+                                                     "train.lock"]
     read_checkpoint(out / "model_000001.bin")
     last = read_log(out / "log.jsonl")[-1]
     assert last["step"] == 2 and "error" in last
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_overflowing_parameters_stop_and_the_folder_is_locked(tmp_path, backend):
+    """The driver-level guarantees of the CPU trainer hold for the CUDA trainer (tests/
+    test_cpu_errors.py and tests/test_cpu_files.py have the details): parameters that overflow in
+    the first update stop the run before any save, a folder in use is refused, and samples print
+    as the log's text."""
+    binary = cuda_trainer(backend)
+    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=0, scale=0.05))
+    rng = np.random.default_rng(0)
+    from dev.shards import write_token_shard
+    write_token_shard(tmp_path / "train.bin", rng.integers(0, TINY.vocab_size, 3000))
+    args = ["--model", tmp_path / "model.bin", "-i", tmp_path / "train.bin", "-j", "", "-b", 2, "-t", 32,
+            "-v", 0, "-s", 0, "--tf32", 0]
+    r = run_trainer(*args, "--steps", 1, "-l", "1e38", "-c", 10, "-o", tmp_path / "big", binary=binary,
+                    check=False)
+    assert r.returncode == 1 and "the parameters after the update are" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["log.jsonl", "train.lock"]
+    import fcntl
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / "train.lock", "w") as held:  # this test holds the folder, as a running trainer would
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = run_trainer(*args, "--steps", 1, "-o", out, binary=binary, check=False)
+    assert r.returncode == 1 and f"output folder {out} is in use by another trainer" in r.stderr, r.stderr
+    assert not (out / "log.jsonl").exists()
 
 
 def test_no_gpu_and_out_of_memory_messages(tmp_path):
@@ -212,3 +243,8 @@ def test_no_gpu_and_out_of_memory_messages(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "error: cannot allocate" in r.stderr and "MiB of GPU memory" in r.stderr, r.stderr
     assert "smaller batch (-b) or sequence length (-t)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_samples_print_valid_utf8_equal_to_the_log(tmp_path, backend):
+    check_samples_print_valid_utf8(tmp_path, cuda_trainer(backend), extra=("--tf32", 0))
