@@ -1217,6 +1217,13 @@ int main(int argc, char** argv) {
               "so the data order continues", cfg.resume, (unsigned long long)resume_state.seed, cfg.seed);
     }
 
+    // ---- memory: refuse what cannot fit before reading data or allocating
+    char what[160];
+    snprintf(what, sizeof(what), "training model %s (%zu parameters) with B=%d T=%d", model_path,
+             model.num_parameters, B, T);
+    require_memory(gpt2_memory_bytes(&model, B, T, parity_grads, 3 + (cfg.weight_noise > 0.0f) +
+                                     cfg.decay_toward_init), what, "Use a smaller -b or -t, or a smaller model.");
+
     // ---- data
     DataLoader train_loader, val_loader;
     int have_train = 0, have_val = 0;
@@ -1270,11 +1277,6 @@ int main(int argc, char** argv) {
     }
 
     // ---- buffers
-    char what[160];
-    snprintf(what, sizeof(what), "training model %s (%zu parameters) with B=%d T=%d", model_path,
-             model.num_parameters, B, T);
-    require_memory(gpt2_memory_bytes(&model, B, T, parity_grads, 3 + (cfg.weight_noise > 0.0f) +
-                                     cfg.decay_toward_init), what, "Use a smaller -b or -t, or a smaller model.");
     gpt2_allocate(&model, B, T, parity_grads);
     model.seed = (uint64_t)cfg.seed;
     model.dropout = dropout_config(cfg.dropout);

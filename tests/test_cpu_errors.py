@@ -157,6 +157,9 @@ def case_args(d, name):
         (d / "run/model_000002.bin").unlink()
         return base_args(d, **{"--model": None}) + ["--resume", d / "run/state_000002.bin"], \
             ["state_000002.bin", "model_000002.bin", "missing"]
+    if name == "batch that cannot fit in memory":
+        # 2^24 tokens per step (the limit) of the tiny model: about 200 GiB of activations
+        return base_args(d, **{"-b": 262144, "-t": 64}), ["B=262144 T=64", "GiB of memory", "smaller -b or -t"]
     if name == "model dims that wrap 64-bit sizes":
         # the parameter count of this header wraps around 2^64 to a size the file can have
         raw = bytearray((d / "model.bin").read_bytes())
@@ -244,6 +247,7 @@ CASES = [
     # found with the sanitized build and by hand (the reliability issue); each failed before
     "infinite value", "hexadecimal float", "float that underflows to 0", "--save-every without -o",
     "-g too large", "--steps too large", "--threads too large", "tokens per step too large",
+    "batch that cannot fit in memory",
     "model dims that wrap 64-bit sizes", "state at step INT_MAX", "state with negative v", "state with NaN m",
     "state with inf init", "tokenizer with a huge vocab size", "tokenizer with trailing bytes",
     "tokenizer with an EOT id outside it", "tokenizer with a zero-length token",
