@@ -238,17 +238,19 @@ def from_hf(hf_model, **kwargs):
     config = ModelConfig(max_seq_len=hc.n_positions, vocab_size=hc.vocab_size,
                          n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd)
     sd = hf_model.state_dict()
+    # float64 stays float64 (a double-precision reference); anything else becomes float32
+    dtype = torch.float64 if sd["transformer.wte.weight"].dtype == torch.float64 else torch.float32
     params = {}
     V, Vp, C = config.vocab_size, config.padded_vocab_size, config.n_embd
-    wte = torch.zeros(Vp, C)
-    wte[:V] = sd["transformer.wte.weight"].float()
+    wte = torch.zeros(Vp, C, dtype=dtype)
+    wte[:V] = sd["transformer.wte.weight"].to(dtype)
     params["wte"] = wte
-    params["wpe"] = sd["transformer.wpe.weight"].float()
+    params["wpe"] = sd["transformer.wpe.weight"].to(dtype)
     for ours, theirs, transpose in _HF_LAYER_MAP:
-        layers = [sd[f"transformer.h.{l}.{theirs}"].float() for l in range(config.n_layer)]
+        layers = [sd[f"transformer.h.{l}.{theirs}"].to(dtype) for l in range(config.n_layer)]
         params[ours] = torch.stack([t.t() if transpose else t for t in layers])
-    params["lnfw"] = sd["transformer.ln_f.weight"].float()
-    params["lnfb"] = sd["transformer.ln_f.bias"].float()
-    model = GPT(config, init=False, **kwargs)
+    params["lnfw"] = sd["transformer.ln_f.weight"].to(dtype)
+    params["lnfb"] = sd["transformer.ln_f.bias"].to(dtype)
+    model = GPT(config, init=False, **kwargs).to(dtype)
     model.load_params(params)
     return model

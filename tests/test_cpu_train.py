@@ -2,12 +2,12 @@
 
 What it checks (tiny model with random tensors, so every tensor trains):
   - 10 AdamW steps on one batch (`--parity-batch B --steps 10 --parity-losses L -o DIR`) with weight
-    decay, global-norm clipping (active on some steps) and warmup + cosine decay give the losses of
-    torch.optim.AdamW driving dev.model.GPT within 1e-4, and the same parameters afterwards within
-    2e-5 max abs (the parameters move by up to lr = 1e-3 per step, so this is ~2% of one step;
-    fp32 rounding of the gradients differs by ~1e-6 relative), except the key bias, whose true
-    gradient is zero (see the test). Both --decay-params all and matrices, and a loss mask; the
-    log's lr equals the schedule's and its grad_norm torch's.
+    decay, global-norm clipping (active on some steps) and warmup + cosine decay give losses, logged
+    gradient norms and parameters as close to torch.optim.AdamW driving dev.model.GPT in float64
+    as PyTorch's own fp32 run is, up to the factor of tests/test_cpu_helpers.assert_fp32_accurate
+    (AdamW amplifies rounding, so a fixed tolerance would hold only for the BLAS kernels it was
+    tuned on), except the key bias, whose true gradient is zero (see the test). Both
+    --decay-params all and matrices, and a loss mask; the log's lr equals the schedule's.
   - Two runs with the same seed (token shards, validation, sampling) are bit-identical: model
     file, state file, and every logged loss, norm and sample; so are runs with 1, 2, 3 and 4
     threads (model and state bytes).
@@ -28,15 +28,13 @@ from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
 from dev.shards import write_example_shard, write_token_shard
-from test_cpu_helpers import (assert_close, lr_at, optimizer_flags, read_log, run_trainer,
+from test_cpu_helpers import (assert_close, assert_fp32_accurate, fp32_reference, lr_at, optimizer_flags, read_log, run_trainer,
                               step_records, torch_train_steps, trainer)
 from conftest import random_params
 
 OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
            weight_decay=0.1)
 STEPS = 10
-LOSS_ATOL = 1e-4
-PARAM_ATOL = 2e-5
 
 
 # grad_clip sits inside the range of the gradient norms of these batches (1.4-1.7 and 1.8-2.2),
@@ -58,39 +56,41 @@ def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
                 *optimizer_flags(**OPT, grad_clip=grad_clip, decay_params=decay_params))
     c_losses = read_parity_losses(tmp_path / "losses.bin")
 
-    model = GPT.from_checkpoint(model_path)
-    ref_losses, ref_norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params,
-                                              mask=mask, grad_clip=grad_clip, **OPT)
+    def reference_run(model):
+        losses, norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,
+                                          grad_clip=grad_clip, **OPT)
+        return dict(model.params_numpy(), losses=losses, norms=norms)
+
+    ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_run)
+    ref_norms = ref64["norms"]
     assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), \
         f"the test should clip on some steps and not on others; norms {ref_norms}"
-    assert_close("losses", c_losses, ref_losses, LOSS_ATOL)
+    assert_fp32_accurate("losses", c_losses, ref64, runs32)
 
     log = step_records(read_log(out / "log.jsonl"))
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))
     want_lr = [lr_at(s, OPT["lr"], OPT["warmup"], STEPS, OPT["schedule"], OPT["min_lr_frac"])
                for s in range(1, STEPS + 1)]
     assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
-    assert_close("logged grad_norm", [r["grad_norm"] for r in log], ref_norms, 1e-4 * ref_norms.max())
+    assert_fp32_accurate("norms", [r["grad_norm"] for r in log], ref64, runs32)
     # %.9g in the log round-trips float32 exactly
     assert np.array_equal(np.float32([r["train_loss"] for r in log]), c_losses)
 
     _, c_params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
-    ref = model.params_numpy()
     C = config.n_embd
     for name in PARAM_NAMES:
-        got, want = c_params[name], ref[name]
+        keep = None
         if name == "qkvb":
             # The key bias (columns C..2C) has a true gradient of zero: q.(k + b) adds the same
             # q.b to every score of a row, and softmax ignores that. Its computed gradient is
-            # rounding noise (checked below), which AdamW normalizes into steps of up to ~lr in
-            # either direction, so two correct implementations drift apart there by up to
-            # lr * steps. Elsewhere the tight tolerance holds.
-            g = model.qkvb.grad[:, C:2 * C].abs().max().item()
-            assert g < 1e-6 * model.qkvb.grad.abs().max().item() + 1e-9, f"key-bias grad {g} is not noise"
-            assert_close("qkvb key block", got[:, C:2 * C], want[:, C:2 * C], OPT["lr"] * STEPS)
-            got = np.concatenate([got[:, :C], got[:, 2 * C:]], axis=1)
-            want = np.concatenate([want[:, :C], want[:, 2 * C:]], axis=1)
-        assert_close(f"{name} after {STEPS} steps", got, want, PARAM_ATOL)
+            # rounding noise, which AdamW normalizes into steps of up to ~lr in either direction,
+            # so two correct implementations (and float64) drift apart there by up to lr * steps.
+            # Elsewhere the float64 comparison holds.
+            assert_close("qkvb key block", c_params[name][:, C:2 * C], ref64[name][:, C:2 * C],
+                         OPT["lr"] * STEPS)
+            keep = np.ones(c_params[name].shape, dtype=bool)
+            keep[:, C:2 * C] = False
+        assert_fp32_accurate(f"{name} after {STEPS} steps", c_params[name], ref64, runs32, keep, key=name)
 
 
 # ---- determinism and resume on shards -------------------------------------------------------

@@ -139,9 +139,10 @@ def mutate(fmt, raw, rng):
         return f"header[{slot}] = {value}", bytes(raw)
     if kind == "pair":
         if fmt == "model" and rng.random() < 0.3:
-            header[2:9] = [2147483633, 128, 165191041, 1, 2 ** 30, 128, 0]  # P wraps 2^64 to a real size
-            raw[:1024] = header.tobytes()
-            return "model header whose parameter count wraps 64-bit arithmetic", bytes(raw)
+            # the parameter count of this header wraps 2^64 to exactly 0, so a header-only file has
+            # the "right" size for a reader that multiplies without overflow checks
+            header[2:9] = [2147483633, 128, 165191041, 1, 2 ** 30, 128, 0]
+            return "model header whose parameter count wraps 64-bit arithmetic to 0", header.tobytes()
         a, b = SIZE_PAIRS[fmt][int(rng.integers(0, len(SIZE_PAIRS[fmt])))]
         va, vb = int(rng.choice([2 ** 16, 2 ** 20, 2 ** 30, INT_MAX])), int(rng.choice([2 ** 16, 2 ** 21, INT_MAX]))
         header[a], header[b] = va, vb

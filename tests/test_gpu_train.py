@@ -4,9 +4,10 @@ divergence and GPU-specific errors.
 What it checks, on each backend (gpu: the real binary on a GPU, skipped without one; emu: the
 same source in the CPU emulator, see tests/test_gpu_helpers.py), tiny model, --tf32 0:
   - 10 AdamW steps on one batch (`--parity-batch --steps 10 --parity-losses`) with weight decay,
-    clipping active on some steps and warmup + cosine give torch.optim.AdamW's losses within 1e-4
-    and its parameters within 2e-5 (the key bias, whose true gradient is zero, within lr * steps):
-    the CPU trainer's test, see tests/test_cpu_train.py for the reasoning;
+    clipping active on some steps and warmup + cosine give losses, logged gradient norms and
+    parameters as close to torch.optim.AdamW in float64 as PyTorch fp32 is, within the factor of
+    tests/test_cpu_helpers.assert_fp32_accurate (the key bias, whose true gradient is zero, within
+    lr * steps): the CPU trainer's test, see tests/test_cpu_train.py for the reasoning;
   - two runs with the same seed (token shards, validation, sampling) are bit-identical (model,
     state, every logged value and sample), with TF32 off and on: the kernels use no atomics and
     reduce in fixed order;
@@ -34,7 +35,7 @@ from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
 from conftest import random_params
-from test_cpu_helpers import (assert_close, lr_at, optimizer_flags, read_log, run_trainer, step_records,
+from test_cpu_helpers import (assert_close, assert_fp32_accurate, fp32_reference, lr_at, optimizer_flags, read_log, run_trainer, step_records,
                               torch_train_steps)
 from test_cpu_train import check_samples_print_valid_utf8, example_data, log_values, same_files, token_data
 from test_gpu_helpers import BACKENDS, cuda_trainer
@@ -44,7 +45,6 @@ OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, bet
            weight_decay=0.1)
 STEPS = 10
 LOSS_ATOL = 1e-4
-PARAM_ATOL = 2e-5
 TRAIN_LR = 3e-3
 
 
@@ -79,18 +79,30 @@ def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_c
                 "--parity-losses", tmp_path / "losses.bin", "-o", out, "--tf32", 0,
                 *optimizer_flags(**OPT, grad_clip=grad_clip, decay_params=decay_params), binary=binary)
     losses = read_parity_losses(tmp_path / "losses.bin")
-    model = GPT.from_checkpoint(model_path)
-    ref_losses, ref_norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,
+
+    def reference_run(model):
+        ref_losses, norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,
                                               grad_clip=grad_clip, **OPT)
+        return dict(model.params_numpy(), losses=ref_losses, norms=norms)
+
+    ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_run)
+    ref_norms = ref64["norms"]
     assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), f"clip on some steps only: {ref_norms}"
-    assert_close("losses", losses, ref_losses, LOSS_ATOL)
+    assert_fp32_accurate("losses", losses, ref64, runs32)
     log = step_records(read_log(out / "log.jsonl"))
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))
     want_lr = [lr_at(s, OPT["lr"], OPT["warmup"], STEPS, OPT["schedule"], OPT["min_lr_frac"]) for s in range(1, STEPS + 1)]
     assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
-    assert_close("logged grad_norm", [r["grad_norm"] for r in log], ref_norms, 1e-4 * ref_norms.max())
+    assert_fp32_accurate("logged grad_norm", [r["grad_norm"] for r in log], ref64, runs32, key="norms")
     _, params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
-    compare_params(params, model.params_numpy(), PARAM_ATOL, OPT["lr"] * STEPS, f"after {STEPS} steps")
+    C = TINY.n_embd
+    for name in PARAM_NAMES:
+        keep = None
+        if name == "qkvb":  # the key bias: rounding-noise gradient (see tests/test_cpu_train.py)
+            assert_close("qkvb key block", params[name][:, C:2 * C], ref64[name][:, C:2 * C], OPT["lr"] * STEPS)
+            keep = np.ones(params[name].shape, dtype=bool)
+            keep[:, C:2 * C] = False
+        assert_fp32_accurate(f"{name} after {STEPS} steps", params[name], ref64, runs32, keep, key=name)
 
 
 def train(binary, tmp_path, out, data_args, steps, extra=(), tf32=0):
