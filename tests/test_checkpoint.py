@@ -4,9 +4,12 @@ Checks: write -> read is bit-exact for every tensor (QKV bias on and off), the
 header slots and exact file size match README "File formats", the tensor
 names/shapes equal README's table, num_parameters matches the closed form,
 and each malformed file (missing, wrong magic, wrong version, truncated, too
-long, bad dimensions, Vp not V rounded up to 128, bad no_qkv_bias flag,
+long, non-positive dimensions or dimensions beyond llmc/gpt2_params.h's
+bounds (checked before any size is computed), Vp not V rounded up to 128, bad no_qkv_bias flag,
 non-zero qkvb with the flag set, NaN values) raises CheckpointError whose
-message names the file, what was found and what was expected.
+message names the file, what was found and what was expected. A write that
+fails (a full disk, a folder in the way) raises UserError naming the file,
+removes its temporary file and leaves the previous file unchanged.
 Run: python -m pytest -q tests/test_checkpoint.py
 """
 
@@ -52,6 +55,35 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path, tiny_config):
     write_checkpoint(path, tiny_config, random_params(tiny_config))
     write_checkpoint(path, tiny_config, random_params(tiny_config, seed=1))  # overwrite in place
     assert sorted(os.listdir(tmp_path)) == ["m.bin"]
+
+
+def test_failed_write_removes_temp_and_keeps_old_file(tmp_path, tiny_config, monkeypatch):
+    """A disk that fills during the write: UserError naming the file and the fix, no
+    temporary file left, the checkpoint that was there before unchanged."""
+    import errno
+    import dev.files
+    path = tmp_path / "m.bin"
+    write_checkpoint(path, tiny_config, random_params(tiny_config))
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(dev.files.os, "fsync", full_disk)
+    with pytest.raises(UserError, match="free some disk space") as info:
+        write_checkpoint(path, tiny_config, random_params(tiny_config, seed=1))
+    monkeypatch.setattr(dev.files.os, "fsync", real_fsync)
+    assert f"writing {path} failed (flush: No space left on device" in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"] and path.read_bytes() == before
+
+
+def test_write_to_a_folder_or_under_a_file(tmp_path, tiny_config):
+    with pytest.raises(UserError, match="it is a folder"):
+        write_checkpoint(tmp_path, tiny_config, random_params(tiny_config))
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(UserError, match="cannot create folder .*f is a file, not a folder"):
+        write_checkpoint(tmp_path / "f" / "m.bin", tiny_config, random_params(tiny_config))
+    assert sorted(os.listdir(tmp_path)) == ["f"]
 
 
 def test_shapes_match_readme_table(tiny_config):
@@ -150,6 +182,25 @@ def test_too_long(ckpt, tiny_config):
 def test_non_positive_dims(ckpt, slot, value, fragment):
     patch_header(ckpt, slot, value)
     expect_error(ckpt, fragment, "expected all > 0")
+
+
+@pytest.mark.parametrize("slot,value,fragment", [
+    (2, 2**20 + 1, "maxT=1048577 (at most 1048576)"), (3, 70000, "V=70000 (at most 65536)"),
+    (4, 4097, "L=4097 (at most 4096)"), (6, 2**31 - 1, "C=2147483647 (at most 65536)"),
+    (5, 128, "NH=128 (at most C)"),
+])
+def test_dims_out_of_range(ckpt, slot, value, fragment):
+    """Bounds of llmc/gpt2_params.h, checked before any size is computed from the header."""
+    patch_header(ckpt, slot, value)
+    expect_error(ckpt, "dimensions out of range", fragment)
+
+
+def test_dims_at_the_bounds_are_a_size_error(ckpt):
+    """maxT, L, C at their bounds: P is 2.1e14 floats; the exact-size check refuses the file
+    before anything is allocated."""
+    for slot, value in [(2, 2**20), (4, 4096), (5, 1), (6, 65536)]:
+        patch_header(ckpt, slot, value)
+    expect_error(ckpt, "truncated", "expected 844")
 
 
 def test_c_not_divisible_by_nh(ckpt):
