@@ -53,6 +53,8 @@ def write_file_atomic(path, header, bodies):
 def read_header(path, kind, magic, version, error_cls=UserError, fix=""):
     """Read and check the header of a `kind` file (e.g. "model checkpoint").
 
+    version None: any version (the caller checks it), as llmc/utils.h's -1.
+
     Returns (header int32 array (256,), file size in bytes).
     """
     path = os.fspath(path)
@@ -71,7 +73,7 @@ def read_header(path, kind, magic, version, error_cls=UserError, fix=""):
         raise error_cls(
             f"{kind} file {path} has magic number {int(header[0])}, expected "
             f"{magic}: it is not a {kind} file (or it is from another tool).{hint}")
-    if int(header[1]) != version:
+    if version is not None and int(header[1]) != version:
         raise error_cls(
             f"{kind} file {path} has version {int(header[1])}, expected {version}.{hint}")
     return header, size

@@ -9,7 +9,10 @@ bounds (checked before any size is computed), Vp not V rounded up to 128, bad no
 non-zero qkvb with the flag set, NaN values) raises CheckpointError whose
 message names the file, what was found and what was expected. A write that
 fails (a full disk, a folder in the way) raises UserError naming the file,
-removes its temporary file and leaves the previous file unchanged.
+removes its temporary file and leaves the previous file unchanged. The
+training-state reader (dev/train_state.py) refuses step or total steps above
+2^30, B*T above 2^24, T above 2^20, P outside [1, 2^40] and a bad
+has_init_params flag before it computes a size, as llmc/train_state.h does.
 Run: python -m pytest -q tests/test_checkpoint.py
 """
 
@@ -233,3 +236,47 @@ def test_nan_values(ckpt):
         f.seek(1024 + 4 * 10)
         f.write(np.array([np.nan], dtype="<f4").tobytes())
     expect_error(ckpt, "NaN", "wte")
+
+
+# ---- training state (dev/train_state.py, the file that goes beside a checkpoint) ----------
+def write_state(path, P=6, step=2, total=4, B=2, T=8, has_init=0):
+    """A training-state file as llmc/train_state.h writes it (zero m and v)."""
+    h = np.zeros(256, dtype="<i4")
+    h[:4] = [20261126, 1, step, total]
+    h[4:6] = np.array([P], dtype="<u8").view("<i4")
+    h[6:8] = [B, T]
+    h[23] = has_init
+    path.write_bytes(h.tobytes() + np.zeros(P * (2 + has_init), dtype="<f4").tobytes())
+    return path
+
+
+def test_train_state_reads(tmp_path):
+    from dev.train_state import read_train_state
+    st = read_train_state(write_state(tmp_path / "state_000002.bin", has_init=1))
+    assert (st["step"], st["total_steps"], st["B"], st["T"], st["num_parameters"]) == (2, 4, 2, 8, 6)
+    assert st["m"].shape == st["v"].shape == st["init_params"].shape == (6,)
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("step", 2**30 + 1, "step=1073741825"), ("step", -1, "step=-1"),
+    ("total", 2**31 - 1, "total_steps=2147483647"), ("total", 0, "total_steps=0"),
+    ("B", 4097, "B=4097 T=4096"), ("B", 2**31 - 1, "B=2147483647"), ("T", 2**20 + 1, "T=1048577"),
+    ("P", 2**40 + 1, "P=1099511627777"), ("P", 0, "P=0"), ("has_init", 2, "has_init_params=2"),
+])
+def test_train_state_header_bounds(tmp_path, field, value, fragment):
+    """llmc/train_state.h's bounds (step, total steps <= 2^30, B*T <= 2^24, T <= 2^20,
+    1 <= P <= 2^40), checked before the size is computed: a UserError naming the file."""
+    from dev.train_state import read_train_state
+    kwargs = {field: value, **({"T": 4096} if field == "B" and value == 4097 else {})}
+    path = tmp_path / "state.bin"
+    if field == "P":  # no body: the header alone must be refused
+        write_state(path, P=6)
+        raw = bytearray(path.read_bytes())
+        raw[16:24] = np.array([value], dtype="<u8").tobytes()
+        path.write_bytes(bytes(raw))
+    else:
+        write_state(path, **kwargs)
+    with pytest.raises(UserError) as info:
+        read_train_state(path)
+    msg = str(info.value)
+    assert str(path) in msg and "invalid header" in msg and fragment in msg, msg
