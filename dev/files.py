@@ -48,11 +48,11 @@ def _blocking_file(path):
     return None if os.path.isdir(parent) else parent
 
 
-def check_output_file(path, flag):
+def check_output_file(path, flag, example="out/model.bin"):
     """Raise UserError unless `path` can be written as a file (see module doc)."""
     path = os.fspath(path)
     if path == "":
-        raise UserError(f"{flag} is empty; pass a file path such as out/model.bin.")
+        raise UserError(f"{flag} is empty; pass a file path such as {example}.")
     if os.path.isdir(path):
         raise UserError(f"{flag} {path} is a folder, expected a file path; pass a file name "
                         f"inside it, such as {os.path.join(path, 'NAME')}.")
@@ -62,11 +62,11 @@ def check_output_file(path, flag):
                         f"written under it; pick another path.")
 
 
-def check_output_dir(path, flag):
+def check_output_dir(path, flag, example="out/run"):
     """Raise UserError unless `path` is, or can be created as, a folder (see module doc)."""
     path = os.fspath(path)
     if path == "":
-        raise UserError(f"{flag} is empty; pass a folder path such as out/run.")
+        raise UserError(f"{flag} is empty; pass a folder path such as {example}.")
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag} {path} is a file, not a folder; pass a folder path (or remove "
                         f"the file).")
