@@ -255,8 +255,8 @@ def check_args(args):
         problems.append(f"--num-samples {args.num_samples} must be >= 1")
     if args.context < 0:
         problems.append(f"--context {args.context} must be >= 0 (0 = the model's maxT)")
-    if args.seed < 0:
-        problems.append(f"--seed {args.seed} must be >= 0")
+    if not 0 <= args.seed <= MASK64:
+        problems.append(f"--seed {args.seed} must be in [0, 2^64 - 1], as the trainers' --seed")
     if problems:
         raise UserError("; ".join(problems) + ".")
 

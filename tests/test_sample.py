@@ -239,6 +239,8 @@ def test_cli_prompts_and_seeds(models, tmp_path, capsys):
     (("--top-p", "0"), "--top-p 0.0 must be in (0, 1]"),
     (("--top-k", "-2"), "--top-k -2 must be >= 0"),
     (("--max-new-tokens", "0"), "--max-new-tokens 0 must be >= 1"),
+    (("--seed", "-1"), "--seed -1 must be in [0, 2^64 - 1]"),
+    (("--seed", str(2**64)), f"--seed {2**64} must be in [0, 2^64 - 1]"),
     (("--model", "missing.bin"), "missing.bin: no such file"),
     (("--model", "MOD"), "not GPT-2's 50257"),
     (("--model", "MOD", "--tokenizer", "TOK", "--prompt", "3 plus 4"), "'plus' is not a token"),
