@@ -8,20 +8,34 @@ biases 0, padded wte rows 0), deterministic for --seed (same seed, same bytes).
 --no-qkv-bias writes header[8] = 1 with qkvb all zero. --from-hf converts a
 transformers GPT-2 (a local folder offline; a hub name only when it is cached
 or the hub answers). It prints the resolved configuration, the parameter table
-and the total; --dry-run stops there (no allocation, nothing written). Bad
-input: `error: ...` on stderr and exit 1.
+and the total; --dry-run stops there (no allocation, nothing written). Before
+allocating it refuses dimensions beyond llmc/gpt2_params.h's bounds, a model
+whose initialisation needs more than the machine's physical memory, an --out
+that is a folder or lies under a file, and a disk without room for the file;
+the file is written atomically (dev/files.py), so a full disk leaves no
+partial file. Bad input: `error: ...` on stderr and exit 1.
 """
 
 import argparse
+import math
 import os
 import sys
 
 from dev.configs import CONFIG_USES, resolve_config
 from dev.checkpoint import checkpoint_file_size, num_parameters, param_shapes, write_checkpoint
-from dev.errors import UserError, cli_main
+from dev.errors import UserError, cli_main, physical_memory_bytes, require_memory
+from dev.files import check_free_space, check_output_file
 
 
 OVERRIDE_FLAGS = ("--n-layer", "--n-head", "--n-embd", "--seq-len", "--vocab-size")
+MAX_SEED = 2**64 - 1  # numpy's Generator takes any non-negative int; the trainers' seeds are uint64
+
+
+def init_memory_bytes(config):
+    """Peak memory of gpt2_init + write_checkpoint, in bytes: the P floats, plus the draw and
+    the scaled copy of the largest tensor that exist while it is filled."""
+    largest = max(math.prod(s) for s in param_shapes(config).values())
+    return 4 * num_parameters(config) + 8 * largest
 
 
 def parse_args(argv):
@@ -64,6 +78,9 @@ def print_table(config, out=sys.stdout):
     print(f"    {'total':<9} {'':<18} {P:>15,} floats", file=out)
     print(f"    {'file':<9} {'':<18} {checkpoint_file_size(config):>15,} bytes (1024 + 4*P)",
           file=out)
+    phys = physical_memory_bytes()
+    print(f"    {'memory':<9} {'':<18} {init_memory_bytes(config):>15,} bytes to initialise"
+          + (f" (this machine has {phys:,})" if phys else ""), file=out)
 
 
 def load_hf_model(name_or_dir):
@@ -100,6 +117,11 @@ def load_hf_model(name_or_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed {args.seed}: must be in [0, 2^64 - 1]; pass a non-negative "
+                        f"integer such as 0.")
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     overrides = dict(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                      max_seq_len=args.seq_len, vocab_size=args.vocab_size)
     if args.from_hf:
@@ -115,6 +137,11 @@ def main(argv=None):
     if args.dry_run:
         print("dry run: nothing written")
         return 0
+    check_output_file(out, "--out")
+    require_memory(init_memory_bytes(config), f"initialising {config.describe()} "
+                   f"({num_parameters(config):,} parameters)",
+                   "Pick smaller --n-layer/--n-embd/--seq-len/--vocab-size, or a machine with more memory.")
+    check_free_space(out, checkpoint_file_size(config), "--out")
     from dev.init import gpt2_init
     params = gpt2_init(config, args.seed)
     write_checkpoint(out, config, params)
@@ -151,6 +178,8 @@ def convert_hf(args):
     if args.dry_run:
         print("dry run: nothing written")
         return 0
+    check_output_file(out, "--out")
+    check_free_space(out, checkpoint_file_size(config), "--out")
     model.save_checkpoint(out)
     print(f"wrote {out} ({os.path.getsize(out):,} bytes)")
     return 0

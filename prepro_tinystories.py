@@ -21,7 +21,10 @@ its first 1/20 of stories (at least one) to validation.
 Without --input it uses data/TinyStories_all_data.tar.gz, downloading it from
 Hugging Face with a progress bar when missing; when that fails (offline) it
 says so and falls back to the embedded corpus in dev/data/embedded_stories/.
-Bad input (missing file, bad JSON, no stories): `error: ...` and exit 1.
+Every output is written to a hidden temporary name in --out-dir and renamed
+into place only once all are written, so a failure (a full disk) leaves the
+folder as it was. Bad input (missing file, bad JSON, no stories, an --out-dir
+that is a file or under one, a full disk): `error: ...` and exit 1.
 """
 
 import argparse
@@ -37,6 +40,7 @@ import urllib.request
 import numpy as np
 
 from dev.errors import UserError, cli_main
+from dev.files import check_output_dir, make_dirs, write_error
 from dev.shards import write_token_shard
 from dev.tokenizer import GPT2_EOT, ENDOFTEXT, get_gpt2_encoding, gpt2_encoding_source, write_tokenizer_file
 
@@ -310,6 +314,7 @@ def tokenize_split(name, sources, args, pool, write_shard):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_output_dir(args.out_dir, "--out-dir", os.path.join("data", "tinystories"))
     print(f"prepro_tinystories: out-dir={args.out_dir} max-stories={args.max_stories or 'all'} "
           f"shard-size={args.shard_size:,} workers={args.workers}")
     train_sources, val_sources, what = resolve_sources(args)
@@ -317,55 +322,74 @@ def main(argv=None):
     enc = get_gpt2_encoding(verbose=False)
     source = "tiktoken" if gpt2_encoding_source().startswith("tiktoken") else "asset"
     print(f"tokenizer: GPT-2 BPE from {gpt2_encoding_source()}")
-    os.makedirs(args.out_dir, exist_ok=True)
+    make_dirs(args.out_dir, "--out-dir")
     t0 = time.time()
+    # Every output goes to a hidden temporary name first and is renamed into place only when
+    # all of them are written: a failure (a full disk) leaves --out-dir as it was.
+    temps = []
 
-    pool = None
-    if args.workers > 1:
-        import multiprocessing
-        pool = multiprocessing.Pool(args.workers, initializer=_init_worker, initargs=(source,))
-    else:
-        _init_worker(source)
+    def write_temp(name, write, *data):
+        """write(temp path, *data) for the output `name`; a failure names `name`."""
+        temps.append(os.path.join(args.out_dir, f".{name}.part{len(temps)}.bin"))
+        try:
+            write(temps[-1], *data)
+        except UserError as e:
+            if isinstance(e.__cause__, OSError):  # dev.files: the disk is full, say which output
+                raise write_error(e.__cause__, os.path.join(args.out_dir, name)) from e
+            raise
+        return temps[-1]
+
     try:
+        pool = None
+        if args.workers > 1:
+            import multiprocessing
+            pool = multiprocessing.Pool(args.workers, initializer=_init_worker, initargs=(source,))
+        else:
+            _init_worker(source)
+        try:
+            val_parts = []
+            val_stories, val_tokens = tokenize_split("val", val_sources, args, pool, val_parts.append)
+            if val_tokens == 0:
+                raise UserError(f"no validation stories found in {', '.join(map(source_name, val_sources))}: "
+                                f"the input is empty.")
+            train_tmp = []
+
+            def write_train(tokens):
+                name = f"TinyStories_train_{len(train_tmp):03d}.bin"
+                train_tmp.append(write_temp(name, write_token_shard, tokens))
+
+            train_stories, train_tokens = tokenize_split("train", train_sources, args, pool, write_train)
+            if train_tokens == 0:
+                raise UserError(f"no training stories found in {', '.join(map(source_name, train_sources))}: "
+                                f"the input is empty (or has only a validation shard; add shards or "
+                                f"pass --val-input).")
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+
         val_path = os.path.join(args.out_dir, "TinyStories_val.bin")
-        val_parts = []
-        val_stories, val_tokens = tokenize_split("val", val_sources, args, pool, val_parts.append)
-        if val_tokens == 0:
-            raise UserError(f"no validation stories found in {', '.join(map(source_name, val_sources))}: "
-                            f"the input is empty.")
-        train_tmp = []
-
-        def write_train(tokens):
-            tmp = os.path.join(args.out_dir, f".TinyStories_train.part{len(train_tmp)}.bin")
-            write_token_shard(tmp, tokens)
-            train_tmp.append(tmp)
-
-        train_stories, train_tokens = tokenize_split("train", train_sources, args, pool, write_train)
-        if train_tokens == 0:
-            for t in train_tmp:
-                os.remove(t)
-            raise UserError(f"no training stories found in {', '.join(map(source_name, train_sources))}: "
-                            f"the input is empty (or has only a validation shard; add shards or "
-                            f"pass --val-input).")
+        val_tmp = write_temp("TinyStories_val.bin", write_token_shard, np.concatenate(val_parts))
+        tok_path = os.path.join(args.out_dir, "gpt2_tokenizer.bin")
+        tok_tmp = write_temp("gpt2_tokenizer.bin", write_tokenizer_file, enc)
+        if len(train_tmp) == 1:
+            train_paths = [os.path.join(args.out_dir, "TinyStories_train.bin")]
+        else:
+            train_paths = [os.path.join(args.out_dir, f"TinyStories_train_{i:03d}.bin")
+                           for i in range(len(train_tmp))]
+        stale = set(glob.glob(os.path.join(args.out_dir, "TinyStories_train*.bin"))) - set(train_paths)
+        for path in sorted(stale):
+            print(f"removing stale {path} from an earlier run")
+            os.remove(path)
+        for tmp, path in zip(train_tmp + [val_tmp, tok_tmp], train_paths + [val_path, tok_path]):
+            os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"--out-dir {args.out_dir}: {e.strerror or e} on {e.filename}; check the "
+                        f"folder's permissions and free space, then run again.") from e
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-
-    write_token_shard(val_path, np.concatenate(val_parts))
-    if len(train_tmp) == 1:
-        train_paths = [os.path.join(args.out_dir, "TinyStories_train.bin")]
-    else:
-        train_paths = [os.path.join(args.out_dir, f"TinyStories_train_{i:03d}.bin")
-                       for i in range(len(train_tmp))]
-    stale = set(glob.glob(os.path.join(args.out_dir, "TinyStories_train*.bin"))) - set(train_paths)
-    for path in sorted(stale):
-        print(f"removing stale {path} from an earlier run")
-        os.remove(path)
-    for tmp, path in zip(train_tmp, train_paths):
-        os.replace(tmp, path)
-    tok_path = os.path.join(args.out_dir, "gpt2_tokenizer.bin")
-    write_tokenizer_file(tok_path, enc)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     print(f"val:   {val_stories:,} stories, {val_tokens:,} tokens -> {val_path}")
     shard_note = f" in {len(train_paths)} shards" if len(train_paths) > 1 else ""

@@ -2,7 +2,8 @@
 
 Contract: write_file_atomic(path, header_values, bodies) writes header + bodies
 to `path.tmp.<pid>` and renames it over `path` (a crash never leaves a half
-file under the real name). read_header(path, kind, magic, version) returns the
+file under the real name; a failed write removes the temporary file and is a
+UserError naming the file, see dev/files.py). read_header(path, kind, magic, version) returns the
 256 header ints as a numpy int32 array after checking that the file exists, is
 at least 1024 bytes, and has the expected magic and version; every failure is
 a UserError subclass (`error_cls`) naming the file, what was found, what was
@@ -14,6 +15,7 @@ import os
 import numpy as np
 
 from dev.errors import UserError
+from dev.files import atomic_write
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -35,29 +37,23 @@ def make_header(magic, version, values):
 def write_file_atomic(path, header, bodies):
     """Write header (256 int32) then each numpy array in `bodies` (raw bytes, C order).
 
-    Writes to a temporary file in the same folder, fsyncs and renames it over
-    `path`. Creates the parent folder if needed.
+    dev.files.atomic_write: a temporary file in the same folder, fsynced and
+    renamed over `path`; the parent folder is created if needed. A failed
+    write (disk full, a folder in the way) removes the temporary file and
+    raises UserError naming `path`.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.ascontiguousarray(header, dtype="<i4").tofile(f)
-            for body in bodies:
-                np.ascontiguousarray(body).tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    def fill(f):
+        for arr in [np.ascontiguousarray(header, dtype="<i4")] + list(bodies):
+            # f.write keeps the errno (ENOSPC, EFBIG) that ndarray.tofile loses
+            f.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+
+    atomic_write(path, fill)
 
 
 def read_header(path, kind, magic, version, error_cls=UserError, fix=""):
     """Read and check the header of a `kind` file (e.g. "model checkpoint").
+
+    version None: any version (the caller checks it), as llmc/utils.h's -1.
 
     Returns (header int32 array (256,), file size in bytes).
     """
@@ -77,7 +73,7 @@ def read_header(path, kind, magic, version, error_cls=UserError, fix=""):
         raise error_cls(
             f"{kind} file {path} has magic number {int(header[0])}, expected "
             f"{magic}: it is not a {kind} file (or it is from another tool).{hint}")
-    if int(header[1]) != version:
+    if version is not None and int(header[1]) != version:
         raise error_cls(
             f"{kind} file {path} has version {int(header[1])}, expected {version}.{hint}")
     return header, size

@@ -7,8 +7,10 @@ the 16 fp32 tensors of PARAM_NAMES in order, shapes from param_shapes(). The
 file is exactly 1024 + 4*P bytes. Vp is V rounded up to a multiple of 128 and
 rows V..Vp-1 of wte are zero (written so; not enforced on read).
 
-read_checkpoint validates everything (magic, version, positive dims,
-C % NH == 0, Vp, no_qkv_bias flag, exact size) and raises CheckpointError
+read_checkpoint validates everything (magic, version, every dimension
+positive and within the bounds of llmc/gpt2_params.h (MAX_SEQ_LEN, MAX_VOCAB,
+MAX_LAYERS, MAX_CHANNELS, NH <= C) before any size is computed, C % NH == 0,
+Vp, no_qkv_bias flag, exact size) and raises CheckpointError
 (a UserError) naming what was expected and found. write_checkpoint is atomic
 (temp file + rename) and checks every tensor's shape.
 """
@@ -23,6 +25,12 @@ from dev.errors import UserError
 CHECKPOINT_MAGIC = 20240326
 CHECKPOINT_VERSION = 3
 VOCAB_PAD_MULTIPLE = 128
+# Bounds on every dimension (llmc/gpt2_params.h holds the same): far above any model
+# trainable here, and they keep every size derived from them far from overflow (P < 2^49).
+MAX_SEQ_LEN = 1 << 20   # maxT
+MAX_VOCAB = 65536       # V: token shards store uint16 ids
+MAX_LAYERS = 4096       # L
+MAX_CHANNELS = 65536    # C (and NH <= C)
 
 PARAM_NAMES = (
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
@@ -73,12 +81,18 @@ class ModelConfig:
             v = getattr(self, field)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 out.append(f"{field} = {v!r} must be a positive integer")
+        if out:
+            return out
+        for field, bound, why in (("max_seq_len", MAX_SEQ_LEN, ""),
+                                  ("vocab_size", MAX_VOCAB, ": token shards store uint16 ids"),
+                                  ("n_layer", MAX_LAYERS, ""), ("n_embd", MAX_CHANNELS, "")):
+            v = getattr(self, field)
+            if v > bound:
+                out.append(f"{field} = {v} exceeds {bound}, the largest the trainers "
+                           f"accept{why}; pass at most {bound}")
         if not out and self.n_embd % self.n_head != 0:
             out.append(f"n_embd (C) = {self.n_embd} is not divisible by "
                        f"n_head (NH) = {self.n_head}")
-        if not out and self.vocab_size > 65536:
-            out.append(f"vocab_size = {self.vocab_size} exceeds 65536: token shards "
-                       f"store uint16 ids")
         return out
 
     def validate(self, error_cls=UserError, where="model config"):
@@ -137,12 +151,14 @@ def config_from_header(header, path="<header>"):
         raise CheckpointError(
             f"model checkpoint {path} has non-positive dimensions in its header: "
             f"{', '.join(bad)} (expected all > 0). {FIX}")
+    if maxT > MAX_SEQ_LEN or V > MAX_VOCAB or L > MAX_LAYERS or C > MAX_CHANNELS or NH > C:
+        raise CheckpointError(
+            f"model checkpoint {path} has dimensions out of range in its header: maxT={maxT} "
+            f"(at most {MAX_SEQ_LEN}), V={V} (at most {MAX_VOCAB}), L={L} (at most {MAX_LAYERS}), "
+            f"C={C} (at most {MAX_CHANNELS}), NH={NH} (at most C). {FIX}")
     if C % NH != 0:
         raise CheckpointError(
             f"model checkpoint {path} is inconsistent: C={C} is not divisible by NH={NH}. {FIX}")
-    if V > 65536:
-        raise CheckpointError(
-            f"model checkpoint {path} has V={V}, expected at most 65536 (uint16 token ids). {FIX}")
     expected_vp = round_up(V, VOCAB_PAD_MULTIPLE)
     if Vp != expected_vp:
         raise CheckpointError(

@@ -16,16 +16,22 @@ tokenizer was exported. Afterwards it reloads the folder with transformers and
 checks the logits against the reference model on a random batch (and the
 tokenizer against tiktoken), failing if they disagree. The folder is built
 beside --out-dir and renamed into place; an existing --out-dir is replaced
-only with --force.
+only with --force, and never when it is not an export (no config.json) or
+holds the current folder or the checkpoint. An --out-dir that is empty, a
+file or under a file is refused before the model is loaded; a folder that
+cannot be created or written (a read-only place such as /proc, a full disk)
+is an `error:` naming it, and leaves nothing behind.
 """
 
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 
 from dev.errors import UserError, cli_main
+from dev.files import check_output_dir, make_dirs, write_error
 
 GPT2_VOCAB = 50257
 GPT2_EOT = 50256
@@ -136,41 +142,79 @@ def check_export(model, out_dir, with_tokenizer):
     return diff
 
 
+def check_out_dir(out_dir, checkpoint, force):
+    """Refuse, before any work, an --out-dir that cannot be written or that --force must not
+    delete: empty, a file, under a file, a folder holding the current folder or the
+    checkpoint, or a non-empty folder that is not an export (no config.json)."""
+    check_output_dir(out_dir, "--out-dir", "out/d4_hf")
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+        return
+    if not force:
+        raise UserError(f"--out-dir {out_dir} already exists and is not empty; pass --force to "
+                        f"replace it or pick another path.")
+    real = os.path.realpath(out_dir)
+    for what, path in (("the folder you are working in", os.getcwd()),
+                       ("the checkpoint being exported", checkpoint)):
+        inside = os.path.realpath(path)
+        if inside == real or inside.startswith(real.rstrip(os.sep) + os.sep):
+            raise UserError(f"--out-dir {out_dir} --force would delete {what} ({inside}); pick a "
+                            f"new folder for the export, such as out/d4_hf.")
+    if not os.path.exists(os.path.join(out_dir, "config.json")):
+        raise UserError(f"--out-dir {out_dir} holds files but no config.json: it is not an "
+                        f"export, and --force would delete it; pick another folder (or empty "
+                        f"this one yourself).")
+
+
 def export(checkpoint, out_dir, force=False):
     """Export `checkpoint` to `out_dir`; returns (files written, tokenizer exported?, logits diff)."""
     if not os.path.exists(checkpoint):
         raise UserError(f"checkpoint {checkpoint}: no such file. Pass a model file written by "
                         f"create_model.py or a trainer.")
+    check_out_dir(out_dir, checkpoint, force)
     out_dir = os.path.normpath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError(f"--out-dir {out_dir} is a file, not a folder; pick another path.")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
-        raise UserError(f"--out-dir {out_dir} already exists and is not empty; pass --force to "
-                        f"replace it or pick another path.")
-    from transformers.utils import logging as hf_logging
-    from dev.model import GPT, to_hf
-    hf_logging.disable_progress_bar()
-    model = GPT.from_checkpoint(checkpoint)
-    cfg = model.config
-    with_tokenizer = cfg.vocab_size == GPT2_VOCAB
     parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
+    make_dirs(parent, "--out-dir's parent")
     tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     try:
+        os.makedirs(tmp)
+    except OSError as e:
+        raise UserError(f"--out-dir {out_dir}: cannot create the folder {tmp} that the export is "
+                        f"built in ({e.strerror or e}); pick a path in a folder you can "
+                        f"write.") from e
+    step = "write"
+    try:
+        from transformers.utils import logging as hf_logging
+        from dev.model import GPT, to_hf
+        hf_logging.disable_progress_bar()
+        model = GPT.from_checkpoint(checkpoint)
+        cfg = model.config
+        with_tokenizer = cfg.vocab_size == GPT2_VOCAB
         hf = to_hf(model)
         hf.save_pretrained(tmp)
         if with_tokenizer:
             write_gpt2_tokenizer(tmp, cfg.max_seq_len)
         diff = check_export(model, tmp, with_tokenizer)
+        step = "rename"
         if os.path.isdir(out_dir):
             old = tmp + ".old"
             os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
+            try:
+                os.rename(tmp, out_dir)
+            except OSError:
+                os.rename(old, out_dir)
+                raise
             shutil.rmtree(old)
         else:
             os.rename(tmp, out_dir)
+    except OSError as e:
+        raise write_error(e, out_dir, step) from e
+    except Exception as e:  # noqa: BLE001 - only safetensors' I/O errors are handled
+        if type(e).__name__ != "SafetensorError" or "os error" not in str(e):
+            raise
+        # safetensors reports a failed write as SafetensorError("... (os error 27)")
+        code = int(re.search(r"os error (\d+)", str(e)).group(1))
+        raise write_error(OSError(code, os.strerror(code)), out_dir, step) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return sorted(os.listdir(out_dir)), with_tokenizer, diff

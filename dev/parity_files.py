@@ -12,8 +12,10 @@ stdout (README, "File formats"):
   parity losses     magic 20261125 v1: [2] N; then N float32 losses.
 
 maxT is not stored in the gradients file: it follows from P, Vp, L and C
-(P = Vp*C + maxT*C + L*(12*C*C + 13*C) + 2*C). Readers raise ParityFileError
-(a UserError); writers are atomic and raise ValueError on bad arrays.
+(P = Vp*C + maxT*C + L*(12*C*C + 13*C) + 2*C). Readers bound every header
+field before computing a size (B*T at most 2^24 as llmc/parity.h; the model
+dimensions as llmc/gpt2_params.h) and raise ParityFileError (a UserError);
+writers are atomic and raise ValueError on bad arrays.
 """
 
 import collections
@@ -21,8 +23,10 @@ import collections
 import numpy as np
 
 from dev.binheader import HEADER_BYTES, check_size, make_header, read_header, write_file_atomic
-from dev.checkpoint import PARAM_NAMES, ModelConfig, param_shapes
+from dev.checkpoint import (MAX_CHANNELS, MAX_LAYERS, MAX_SEQ_LEN, MAX_VOCAB, PARAM_NAMES,
+                            ModelConfig, param_shapes)
 from dev.errors import UserError
+from dev.train_limits import MAX_TOKENS_PER_STEP
 
 BATCH_MAGIC, BATCH_VERSION = 20261123, 1
 GRADS_MAGIC, GRADS_VERSION = 20261124, 1
@@ -66,9 +70,10 @@ def read_parity_batch(path):
     header, size = read_header(path, "parity batch", BATCH_MAGIC, BATCH_VERSION,
                                ParityFileError, FIX)
     B, T, has_mask = (int(x) for x in header[2:5])
-    if B < 1 or T < 1 or has_mask not in (0, 1):
+    if B < 1 or T < 1 or B * T > MAX_TOKENS_PER_STEP or has_mask not in (0, 1):
         raise ParityFileError(f"parity batch {path} has header B={B} T={T} has_mask={has_mask}, "
-                              f"expected B >= 1, T >= 1, has_mask 0 or 1. {FIX}")
+                              f"expected B >= 1, T >= 1, B*T at most {MAX_TOKENS_PER_STEP}, "
+                              f"has_mask 0 or 1. {FIX}")
     n = B * T
     check_size(path, "parity batch", size, HEADER_BYTES + 4 * n * (2 + has_mask),
                f"1024-byte header + 4 * B*T * {2 + has_mask} with B={B} T={T}",
@@ -83,7 +88,7 @@ def read_parity_batch(path):
 def config_from_grads_header(P, Vp, L, C):
     """Recover maxT from P, Vp, L, C; returns maxT or None when P does not fit."""
     rest = P - Vp * C - L * (12 * C * C + 13 * C) - 2 * C
-    if C <= 0 or rest <= 0 or rest % C != 0:
+    if C <= 0 or rest <= 0 or rest % C != 0 or rest // C > MAX_SEQ_LEN:
         return None
     return rest // C
 
@@ -121,9 +126,12 @@ def read_parity_grads(path):
     header, size = read_header(path, "parity gradients", GRADS_MAGIC, GRADS_VERSION,
                                ParityFileError, FIX)
     B, T, Vp, P, L, C = (int(x) for x in header[2:8])
-    if min(B, T, Vp, P, L, C) < 1 or Vp % 128 != 0:
+    if (min(B, T, Vp, P, L, C) < 1 or Vp % 128 != 0 or B * T > MAX_TOKENS_PER_STEP
+            or Vp > MAX_VOCAB or L > MAX_LAYERS or C > MAX_CHANNELS):
         raise ParityFileError(f"parity gradients {path} has header B={B} T={T} Vp={Vp} P={P} "
-                              f"L={L} C={C}, expected all >= 1 and Vp a multiple of 128. {FIX}")
+                              f"L={L} C={C}, expected all >= 1, B*T at most {MAX_TOKENS_PER_STEP}, "
+                              f"Vp a multiple of 128 and at most {MAX_VOCAB}, L at most "
+                              f"{MAX_LAYERS}, C at most {MAX_CHANNELS}. {FIX}")
     maxT = config_from_grads_header(P, Vp, L, C)
     if maxT is None:
         raise ParityFileError(

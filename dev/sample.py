@@ -28,7 +28,10 @@ sample of a trainer run with --seed S from the same weights:
   otherwise p = softmax(logits[:V] / temperature), then top-k (k most probable),
   then top-p (smallest most-probable set with mass >= top_p; ties by token id),
   renormalize, and invert the cumulative distribution at the coin in [0, 1).
-Bad paths and values print `error: ...` and exit 1.
+Bad paths and values print `error: ...` and exit 1, checked before the model
+is loaded where they can be: --out-json that is a folder or lies under a file,
+a --device torch does not know or that this machine lacks (cuda without a
+GPU); the JSON is written atomically (dev/files.py).
 """
 
 import argparse
@@ -39,6 +42,7 @@ import sys
 import numpy as np
 
 from dev.errors import UserError, cli_main
+from dev.files import atomic_write, check_output_file
 
 GPT2_VOCAB = 50257
 GPT2_EOT = 50256
@@ -251,8 +255,8 @@ def check_args(args):
         problems.append(f"--num-samples {args.num_samples} must be >= 1")
     if args.context < 0:
         problems.append(f"--context {args.context} must be >= 0 (0 = the model's maxT)")
-    if args.seed < 0:
-        problems.append(f"--seed {args.seed} must be >= 0")
+    if not 0 <= args.seed <= MASK64:
+        problems.append(f"--seed {args.seed} must be in [0, 2^64 - 1], as the trainers' --seed")
     if problems:
         raise UserError("; ".join(problems) + ".")
 
@@ -268,9 +272,39 @@ def parse_prompt_ids(text, V):
     return ids
 
 
+def resolve_device(name):
+    """The torch device string for --device `name`: cpu, cuda[:N] (when there is such a GPU)
+    or mps (when available); UserError otherwise, before the model is loaded."""
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"--device {name!r} is not a device name torch knows; use cpu, cuda or "
+                        f"cuda:N.") from e
+    if dev.type == "cpu":
+        return str(dev)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else \
+                "torch sees no CUDA GPU (driver, CUDA_VISIBLE_DEVICES)"
+            raise UserError(f"--device {name}: no CUDA GPU is available here ({why}); use "
+                            f"--device cpu.")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"--device {name}: this machine has {n} CUDA GPU(s), cuda:0 to "
+                            f"cuda:{n - 1}; pick one of those (or --device cpu).")
+        return str(dev)
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return str(dev)
+    raise UserError(f"--device {name}: dev.sample runs on cpu, cuda[:N] or mps (where "
+                    f"available); use --device cpu.")
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
+    if args.out_json is not None:
+        check_output_file(args.out_json, "--out-json", "out/samples.json")
     if args.tokenizer and not os.path.exists(args.tokenizer):
         raise UserError(f"--tokenizer {args.tokenizer}: no such file.")
     if not os.path.exists(args.model):
@@ -278,6 +312,7 @@ def main(argv=None):
                         f"pass a checkpoint a trainer wrote (its -o folder).")
     import torch
     from dev.model import GPT
+    args.device = resolve_device(args.device)
     model = GPT.from_checkpoint(args.model).to(args.device)
     cfg = model.config
     codec = None
@@ -323,11 +358,7 @@ def main(argv=None):
         payload = {"model": args.model, "prompt_ids": prompt_ids, "temperature": args.temperature,
                    "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
                    "samples": samples}
-        tmp = f"{args.out_json}.tmp.{os.getpid()}"
-        os.makedirs(os.path.dirname(os.path.abspath(args.out_json)), exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, args.out_json)
+        atomic_write(args.out_json, lambda f: f.write(json.dumps(payload).encode("utf-8")))
         print(f"wrote {args.out_json}", file=sys.stderr)
     return 0
 

@@ -5,7 +5,8 @@ exactly 1024 + 2N bytes.
 
 Example shard: header [0] 20261122, [1] 1, [2] N examples, [3] E tokens per
 example, [4] V bound (every token < V); then N*E uint16 tokens, then N*E uint8
-loss-mask bytes; exactly 1024 + 3*N*E bytes. Mask byte j of an example is 1
+loss-mask bytes; exactly 1024 + 3*N*E bytes; E is at most maxT's bound + 1
+(2^20 + 1, llmc/dataloader.h). Mask byte j of an example is 1
 when token j is a scored target (predicted from position j-1), so byte 0 is
 always 0; every mask byte is 0 or 1. Readers check all of this and raise
 ShardError (a UserError) naming the file, what was found and what was expected.
@@ -15,6 +16,7 @@ Writers are atomic and raise ValueError on bad arrays (a programming error).
 import numpy as np
 
 from dev.binheader import HEADER_BYTES, check_size, make_header, read_header, write_file_atomic
+from dev.checkpoint import MAX_SEQ_LEN
 from dev.errors import UserError
 
 TOKEN_SHARD_MAGIC = 20240520
@@ -87,10 +89,10 @@ def read_example_shard(path):
     header, size = read_header(path, "example shard", EXAMPLE_SHARD_MAGIC, EXAMPLE_SHARD_VERSION,
                                ShardError, EXAMPLE_FIX)
     N, E, V = (int(x) for x in header[2:5])
-    if N < 1 or E < 2 or not (1 <= V <= MAX_TOKEN + 1):
+    if N < 1 or not 2 <= E <= MAX_SEQ_LEN + 1 or not (1 <= V <= MAX_TOKEN + 1):
         raise ShardError(
             f"example shard {path} has inconsistent header N={N} E={E} V={V}, expected "
-            f"N >= 1, E >= 2, 1 <= V <= {MAX_TOKEN + 1}. {EXAMPLE_FIX}")
+            f"N >= 1, 2 <= E <= {MAX_SEQ_LEN + 1}, 1 <= V <= {MAX_TOKEN + 1}. {EXAMPLE_FIX}")
     check_size(path, "example shard", size, HEADER_BYTES + 3 * N * E,
                f"1024-byte header + 3 * N*E with N={N} E={E}", ShardError, EXAMPLE_FIX)
     tokens = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES, count=N * E).reshape(N, E)

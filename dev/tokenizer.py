@@ -13,7 +13,8 @@ asset forces a choice. The first call prints which source was used.
 write_tokenizer_file(path, encoding_or_token_bytes, eot_id) writes llm.c's
 tokenizer file (decoding only): a 256-int32 header [0] 20240328, [1] 2,
 [2] vocab size, [3] EOT id, then per token a uint8 length (1..255) and its bytes.
-read_tokenizer_file(path) reads it back, raising TokenizerError on bad input.
+read_tokenizer_file(path) reads it (and version 1 files, EOT 50256), refusing
+with TokenizerError exactly the files llmc/tokenizer.h refuses.
 """
 
 import base64
@@ -44,6 +45,8 @@ TIKTOKEN_GPT2_URLS = (
 
 TOKENIZER_MAGIC = 20240328
 TOKENIZER_VERSION = 2
+TOKENIZER_V1_EOT = 50256    # version 1 files have no EOT slot
+TOKENIZER_MAX_VOCAB = 65536
 SOURCES = ("auto", "tiktoken", "asset")
 
 
@@ -199,29 +202,48 @@ def write_tokenizer_file(path, encoding_or_token_bytes, eot_id=None):
 
 
 def read_tokenizer_file(path):
-    """Read llm.c's v2 tokenizer file: (list of bytes per token id, eot_id)."""
+    """Read llm.c's tokenizer file: (list of bytes per token id, eot_id).
+
+    Accepts and refuses exactly the files llmc/tokenizer.h tokenizer_init does:
+    magic 20240328, version 1 (no EOT slot: 50256) or 2, 1 <= n <= 65536 with
+    room in the file for n tokens of at least 2 bytes (checked before the body
+    is read), 0 <= EOT < n, every token 1..255 bytes, nothing after token n-1.
+    """
     fix = "Re-create it with prepro_tinystories.py (or check the path)."
-    header, size = read_header(path, "tokenizer", TOKENIZER_MAGIC, TOKENIZER_VERSION,
-                               TokenizerError, fix)
-    n, eot = int(header[2]), int(header[3])
-    if n < 1 or not (0 <= eot < n):
-        raise TokenizerError(f"tokenizer file {path} has vocab size {n} and EOT id {eot}, "
-                             f"expected vocab size >= 1 and 0 <= EOT < vocab size. {fix}")
+    header, size = read_header(path, "tokenizer", TOKENIZER_MAGIC, None, TokenizerError, fix)
+    version, n = int(header[1]), int(header[2])
+    if version not in (1, 2):
+        raise TokenizerError(f"tokenizer file {path} has version {version}, expected 1 or 2. {fix}")
+    body_size = size - HEADER_BYTES
+    if not 1 <= n <= TOKENIZER_MAX_VOCAB:
+        raise TokenizerError(f"tokenizer file {path} has vocab size {n}, expected 1 to "
+                             f"{TOKENIZER_MAX_VOCAB}. {fix}")
+    if 2 * n > body_size:
+        raise TokenizerError(f"tokenizer file {path} is truncated: its header says {n} tokens, "
+                             f"which take at least {2 * n} bytes after the header, but the file "
+                             f"has {body_size}. {fix}")
+    eot = int(header[3]) if version == 2 else TOKENIZER_V1_EOT
+    if not 0 <= eot < n:
+        v1 = "" if version == 2 else f" (version 1 files imply {TOKENIZER_V1_EOT})"
+        raise TokenizerError(f"tokenizer file {path} has end-of-text id {eot}{v1}, outside its "
+                             f"vocabulary [0, {n}). {fix}")
     with open(path, "rb") as f:
         f.seek(HEADER_BYTES)
-        body = f.read()
+        body = f.read(body_size)
     tokens, pos = [], 0
     for i in range(n):
         if pos >= len(body):
-            raise TokenizerError(f"tokenizer file {path} is truncated: it ends inside token "
-                                 f"{i} of {n} ({size} bytes). {fix}")
+            raise TokenizerError(f"tokenizer file {path} is truncated: it ends at token {i} of "
+                                 f"{n}. {fix}")
         length = body[pos]
-        if length == 0 or pos + 1 + length > len(body):
-            raise TokenizerError(f"tokenizer file {path}: token {i} has length {length} at "
-                                 f"byte {HEADER_BYTES + pos}, past the end or zero. {fix}")
+        if length == 0:
+            raise TokenizerError(f"tokenizer file {path}: token {i} has length 0 (at byte "
+                                 f"{HEADER_BYTES + pos}); every token has 1 to 255 bytes. {fix}")
+        if pos + 1 + length > len(body):
+            raise TokenizerError(f"tokenizer file {path} is truncated inside token {i} of {n}. {fix}")
         tokens.append(body[pos + 1:pos + 1 + length])
         pos += 1 + length
     if pos != len(body):
-        raise TokenizerError(f"tokenizer file {path} is too long: {len(body) - pos} bytes "
-                             f"after the last of its {n} tokens. {fix}")
+        raise TokenizerError(f"tokenizer file {path} is too long: {len(body) - pos} bytes after "
+                             f"the last of its {n} tokens. {fix}")
     return tokens, eot

@@ -3,18 +3,22 @@
 Contract: read_train_state(path) -> dict with the header fields (step, total_steps,
 num_parameters, B, T, data_epoch, data_cursor, data_batches_per_epoch, data_num_shards, seed,
 sampler_rng, model_checksum, elapsed_s, has_init_params) and the float32 arrays m, v (P each) and
-init_params (P, or None when has_init_params is 0), after checking magic, version and the exact
-size (a UserError naming the file otherwise). The trainers write this file (llmc/train_state.h);
+init_params (P, or None when has_init_params is 0), after checking magic, version, the header's
+bounds (llmc/train_state.h: step and total steps at most 2^30, B*T at most 2^24, T at most 2^20,
+1 <= P <= 2^40, has_init_params 0/1) and the exact size (a UserError naming the file otherwise). The trainers write this file (llmc/train_state.h);
 Python only reads it, for tests and for looking inside a run.
 """
 
 import numpy as np
 
 from dev.binheader import HEADER_BYTES, check_size, read_header
+from dev.checkpoint import MAX_SEQ_LEN
 from dev.errors import UserError
+from dev.train_limits import MAX_STEPS, MAX_TOKENS_PER_STEP
 
 MAGIC = 20261126
 VERSION = 1
+MAX_PARAMS = 1 << 40  # llmc/train_state.h TRAIN_STATE_MAX_PARAMS
 FIX = "Pass a state file written by train_gpt2 or train_gpt2fp32cu (DIR/state_NNNNNN.bin)."
 
 
@@ -25,9 +29,15 @@ def _u64(h, slot):
 def read_train_state(path):
     h, size = read_header(path, "training state", MAGIC, VERSION, fix=FIX)
     P = _u64(h, 4)
-    has_init = int(h[23])
-    if has_init not in (0, 1):
-        raise UserError(f"training state file {path}: has_init_params is {has_init}, expected 0 or 1. {FIX}")
+    step, total, B, T, shards, has_init = (int(h[i]) for i in (2, 3, 6, 7, 14, 23))
+    # the bounds of llmc/train_state.h train_state_read_header, before any size is computed
+    if (not 0 <= step <= MAX_STEPS or not 1 <= total <= MAX_STEPS or B < 1 or not 1 <= T <= MAX_SEQ_LEN
+            or B * T > MAX_TOKENS_PER_STEP or not 1 <= P <= MAX_PARAMS or shards < 0
+            or has_init not in (0, 1)):
+        raise UserError(
+            f"training state {path} has an invalid header: step={step} total_steps={total} (both at "
+            f"most {MAX_STEPS}) B={B} T={T} (B*T at most {MAX_TOKENS_PER_STEP}) P={P} (at most 2^40) "
+            f"shards={shards} has_init_params={has_init}. {FIX}")
     n_arrays = 2 + has_init
     check_size(path, "training state", size, HEADER_BYTES + 4 * P * n_arrays,
                f"1024 + 4*P*{n_arrays} with P={P}", fix=FIX)

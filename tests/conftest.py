@@ -9,7 +9,10 @@
   make_checkpoint       fixture: make_checkpoint(config=tiny, seed=0, random=True,
                         name="model.bin") -> path of a checkpoint in tmp_path
   run_cli               fixture: run_cli("create_model.py", "--config", "tiny", ...)
-                        -> CompletedProcess (cwd = REPO, text output, no check)
+                        -> CompletedProcess (cwd = REPO, text output, no check;
+                        preexec_fn= is passed to subprocess)
+  file_size_limit(n)    preexec_fn for a child that sees a full disk after n bytes
+                        per file (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail EFBIG)
 
 The header of every run names the package versions, the CPU and the OpenBLAS kernel in use
 (pytest_report_header, from dev/environment.py).
@@ -78,12 +81,24 @@ def make_checkpoint(tmp_path):
 
 @pytest.fixture
 def run_cli():
-    def run(script, *args, timeout=300, env=None):
+    def run(script, *args, timeout=300, env=None, preexec_fn=None):
         full_env = dict(os.environ, **(env or {}))
         return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
                               cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              env=full_env)
+                              env=full_env, preexec_fn=preexec_fn)
     return run
+
+
+def file_size_limit(nbytes):
+    """preexec_fn for subprocess: a child whose files cannot grow past nbytes, as on a full
+    disk. RLIMIT_FSIZE makes a write past the limit fail with EFBIG once SIGXFSZ (which
+    would kill the process) is ignored."""
+    def limit():
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,15 @@ Checks: write -> read is bit-exact for every tensor (QKV bias on and off), the
 header slots and exact file size match README "File formats", the tensor
 names/shapes equal README's table, num_parameters matches the closed form,
 and each malformed file (missing, wrong magic, wrong version, truncated, too
-long, bad dimensions, Vp not V rounded up to 128, bad no_qkv_bias flag,
+long, non-positive dimensions or dimensions beyond llmc/gpt2_params.h's
+bounds (checked before any size is computed), Vp not V rounded up to 128, bad no_qkv_bias flag,
 non-zero qkvb with the flag set, NaN values) raises CheckpointError whose
-message names the file, what was found and what was expected.
+message names the file, what was found and what was expected. A write that
+fails (a full disk, a folder in the way) raises UserError naming the file,
+removes its temporary file and leaves the previous file unchanged. The
+training-state reader (dev/train_state.py) refuses step or total steps above
+2^30, B*T above 2^24, T above 2^20, P outside [1, 2^40] and a bad
+has_init_params flag before it computes a size, as llmc/train_state.h does.
 Run: python -m pytest -q tests/test_checkpoint.py
 """
 
@@ -52,6 +58,35 @@ def test_write_is_atomic_and_leaves_no_temp(tmp_path, tiny_config):
     write_checkpoint(path, tiny_config, random_params(tiny_config))
     write_checkpoint(path, tiny_config, random_params(tiny_config, seed=1))  # overwrite in place
     assert sorted(os.listdir(tmp_path)) == ["m.bin"]
+
+
+def test_failed_write_removes_temp_and_keeps_old_file(tmp_path, tiny_config, monkeypatch):
+    """A disk that fills during the write: UserError naming the file and the fix, no
+    temporary file left, the checkpoint that was there before unchanged."""
+    import errno
+    import dev.files
+    path = tmp_path / "m.bin"
+    write_checkpoint(path, tiny_config, random_params(tiny_config))
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(dev.files.os, "fsync", full_disk)
+    with pytest.raises(UserError, match="free some disk space") as info:
+        write_checkpoint(path, tiny_config, random_params(tiny_config, seed=1))
+    monkeypatch.setattr(dev.files.os, "fsync", real_fsync)
+    assert f"writing {path} failed (flush: No space left on device" in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"] and path.read_bytes() == before
+
+
+def test_write_to_a_folder_or_under_a_file(tmp_path, tiny_config):
+    with pytest.raises(UserError, match="it is a folder"):
+        write_checkpoint(tmp_path, tiny_config, random_params(tiny_config))
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(UserError, match="cannot create folder .*f is a file, not a folder"):
+        write_checkpoint(tmp_path / "f" / "m.bin", tiny_config, random_params(tiny_config))
+    assert sorted(os.listdir(tmp_path)) == ["f"]
 
 
 def test_shapes_match_readme_table(tiny_config):
@@ -152,6 +187,25 @@ def test_non_positive_dims(ckpt, slot, value, fragment):
     expect_error(ckpt, fragment, "expected all > 0")
 
 
+@pytest.mark.parametrize("slot,value,fragment", [
+    (2, 2**20 + 1, "maxT=1048577 (at most 1048576)"), (3, 70000, "V=70000 (at most 65536)"),
+    (4, 4097, "L=4097 (at most 4096)"), (6, 2**31 - 1, "C=2147483647 (at most 65536)"),
+    (5, 128, "NH=128 (at most C)"),
+])
+def test_dims_out_of_range(ckpt, slot, value, fragment):
+    """Bounds of llmc/gpt2_params.h, checked before any size is computed from the header."""
+    patch_header(ckpt, slot, value)
+    expect_error(ckpt, "dimensions out of range", fragment)
+
+
+def test_dims_at_the_bounds_are_a_size_error(ckpt):
+    """maxT, L, C at their bounds: P is 2.1e14 floats; the exact-size check refuses the file
+    before anything is allocated."""
+    for slot, value in [(2, 2**20), (4, 4096), (5, 1), (6, 65536)]:
+        patch_header(ckpt, slot, value)
+    expect_error(ckpt, "truncated", "expected 844")
+
+
 def test_c_not_divisible_by_nh(ckpt):
     patch_header(ckpt, 5, 3)
     expect_error(ckpt, "C=64 is not divisible by NH=3")
@@ -182,3 +236,47 @@ def test_nan_values(ckpt):
         f.seek(1024 + 4 * 10)
         f.write(np.array([np.nan], dtype="<f4").tobytes())
     expect_error(ckpt, "NaN", "wte")
+
+
+# ---- training state (dev/train_state.py, the file that goes beside a checkpoint) ----------
+def write_state(path, P=6, step=2, total=4, B=2, T=8, has_init=0):
+    """A training-state file as llmc/train_state.h writes it (zero m and v)."""
+    h = np.zeros(256, dtype="<i4")
+    h[:4] = [20261126, 1, step, total]
+    h[4:6] = np.array([P], dtype="<u8").view("<i4")
+    h[6:8] = [B, T]
+    h[23] = has_init
+    path.write_bytes(h.tobytes() + np.zeros(P * (2 + has_init), dtype="<f4").tobytes())
+    return path
+
+
+def test_train_state_reads(tmp_path):
+    from dev.train_state import read_train_state
+    st = read_train_state(write_state(tmp_path / "state_000002.bin", has_init=1))
+    assert (st["step"], st["total_steps"], st["B"], st["T"], st["num_parameters"]) == (2, 4, 2, 8, 6)
+    assert st["m"].shape == st["v"].shape == st["init_params"].shape == (6,)
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("step", 2**30 + 1, "step=1073741825"), ("step", -1, "step=-1"),
+    ("total", 2**31 - 1, "total_steps=2147483647"), ("total", 0, "total_steps=0"),
+    ("B", 4097, "B=4097 T=4096"), ("B", 2**31 - 1, "B=2147483647"), ("T", 2**20 + 1, "T=1048577"),
+    ("P", 2**40 + 1, "P=1099511627777"), ("P", 0, "P=0"), ("has_init", 2, "has_init_params=2"),
+])
+def test_train_state_header_bounds(tmp_path, field, value, fragment):
+    """llmc/train_state.h's bounds (step, total steps <= 2^30, B*T <= 2^24, T <= 2^20,
+    1 <= P <= 2^40), checked before the size is computed: a UserError naming the file."""
+    from dev.train_state import read_train_state
+    kwargs = {field: value, **({"T": 4096} if field == "B" and value == 4097 else {})}
+    path = tmp_path / "state.bin"
+    if field == "P":  # no body: the header alone must be refused
+        write_state(path, P=6)
+        raw = bytearray(path.read_bytes())
+        raw[16:24] = np.array([value], dtype="<u8").tobytes()
+        path.write_bytes(bytes(raw))
+    else:
+        write_state(path, **kwargs)
+    with pytest.raises(UserError) as info:
+        read_train_state(path)
+    msg = str(info.value)
+    assert str(path) in msg and "invalid header" in msg and fragment in msg, msg

@@ -9,7 +9,11 @@ different ones; GPT-2 init statistics (std 0.02, residual projections
 0.02/sqrt(2L), LayerNorm 1/0, biases and padded rows 0; std within 5%, the
 sampling error at these sizes is < 1%); overrides and --no-qkv-bias reach the
 header; --from-hf converts a locally saved transformers model exactly; unknown
-config, invalid override and missing --from-hf folder exit 1 with a message.
+config, invalid override, a dimension beyond llmc/gpt2_params.h's bounds, a
+model too big for the machine's memory (refused before allocating), a
+negative seed, missing --from-hf folder, an --out that is a folder, under a
+file or empty, and a full disk (RLIMIT_FSIZE in the child) exit 1 with an
+`error:` line and no traceback; a failed write leaves no temporary file.
 Run: python -m pytest -q tests/test_create_model.py
 """
 
@@ -23,6 +27,7 @@ from dev.checkpoint import checkpoint_file_size, num_parameters, read_checkpoint
 from dev.configs import NAMED_CONFIGS, resolve_config
 from dev.errors import UserError
 from dev.model import gpt2_init
+from conftest import file_size_limit
 
 EXPECTED = {  # name: (L, NH, C, maxT, V)
     "tiny": (2, 2, 64, 64, 500), "mod97": (2, 4, 128, 8, 101), "d4": (4, 4, 128, 256, 50257),
@@ -122,6 +127,13 @@ def test_from_hf_local_folder(run_cli, tmp_path, tiny_config):
 
 @pytest.mark.parametrize("args,fragment", [
     (["--config", "d5"], "unknown model configuration 'd5'"),
+    (["--config", "tiny", "--seed", "-1"], "--seed -1: must be in [0, 2^64 - 1]"),
+    (["--config", "tiny", "--n-embd", "2147483648"], "n_embd = 2147483648 exceeds 65536"),
+    (["--config", "tiny", "--n-layer", "4097"], "n_layer = 4097 exceeds 4096"),
+    (["--config", "tiny", "--seq-len", "1048577"], "max_seq_len = 1048577 exceeds 1048576"),
+    # within the bounds, but 844 TB of weights: refused before anything is allocated
+    (["--config", "tiny", "--n-embd", "65536", "--n-layer", "4096"],
+     "GiB of memory, more than this machine's"),
     (["--config", "tiny", "--n-head", "3"], "not divisible by n_head (NH) = 3"),
     (["--config", "tiny", "--vocab-size", "0"], "vocab_size = 0 must be a positive integer"),
     (["--config", "tiny", "--vocab-size", "70000"], "exceeds 65536"),
@@ -139,3 +151,28 @@ def test_cli_errors(run_cli, tmp_path, args, fragment):
 def test_resolve_config_unknown_name():
     with pytest.raises(UserError, match="choose one of tiny, mod97, d4, d12"):
         resolve_config("gpt5")
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file", "empty"])
+def test_cli_bad_out_path(run_cli, tmp_path, where):
+    (tmp_path / "file.bin").write_bytes(b"x")
+    out, fragment = {"folder": (tmp_path, "is a folder, expected a file path"),
+                     "under a file": (tmp_path / "file.bin" / "m.bin", "file.bin is a file, not a folder"),
+                     "empty": ("", "--out is empty")}[where]
+    r = run_cli("create_model.py", "--config", "tiny", "--out", out)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: --out") and fragment in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["file.bin"]
+
+
+def test_cli_full_disk(run_cli, tmp_path):
+    """A write that fails (EFBIG, as a full disk gives ENOSPC) names the file, says to free
+    disk space, leaves no temporary file, and keeps the file that was there before."""
+    out = tmp_path / "m.bin"
+    out.write_bytes(b"previous")
+    r = run_cli("create_model.py", "--config", "tiny", "--out", out, preexec_fn=file_size_limit(64 * 1024))
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith(f"error: writing {out} failed") and "free some disk space" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"] and out.read_bytes() == b"previous"

@@ -17,7 +17,10 @@ and greedy choices are never near-ties):
     line token for token (24 new tokens after "Once upon a time");
   - a model with another vocabulary (V=101) exports without a tokenizer and
     says so; a missing checkpoint or an existing --out-dir without --force
-    exits 1 with a message.
+    exits 1 with a message, and so does an --out-dir under a file, in /proc,
+    empty (with --force), a file, one that --force must not delete (it holds
+    the current folder or the checkpoint, or it is not an export), and a full
+    disk (RLIMIT_FSIZE), leaving no temporary folder behind.
 The C trainer's greedy sample is not compared here yet (its sampler is
 mirrored by dev/sample.py, which tests/test_sample.py checks against
 llmc/sampler.h).
@@ -34,7 +37,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, random_params
+from conftest import REPO, file_size_limit, random_params
 from dev.checkpoint import ModelConfig, write_checkpoint
 from dev.export_hf import main as export_main
 from dev.model import GPT
@@ -44,10 +47,10 @@ LOGITS_TOL = 1e-5
 CONFIG = ModelConfig(max_seq_len=32, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)
 
 
-def run_module(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, GPT2_TOKENIZER_SOURCE="asset"))
+def run_module(module, *args, timeout=300, cwd=REPO, preexec_fn=None):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn,
+                          env=dict(os.environ, GPT2_TOKENIZER_SOURCE="asset", PYTHONPATH=REPO))
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +155,45 @@ def test_errors(tmp_path, exported):
     assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_module("dev.export_hf", ckpt, "--out-dir", out)
     assert r.returncode == 1 and "--force" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("case", ["under a file", "in /proc", "empty with --force", "a file",
+                                  "holds the current folder", "holds the checkpoint", "not an export",
+                                  "full disk"])
+def test_bad_out_dir(tmp_path, exported, case):
+    """Each --out-dir is refused with `error:` naming it and exit 1; nothing is deleted and no
+    temporary folder is left. The current-folder case runs in a scratch folder, so a broken
+    check could only delete that."""
+    ckpt, _ = exported
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "config.json").write_text("{}")  # looks like an export: only the cwd rule applies
+    cwd, extra, limit = REPO, [], None
+    if case == "holds the checkpoint":
+        shutil.copy(ckpt, tmp_path / "model.bin")
+        ckpt = tmp_path / "model.bin"
+    out, needle = {
+        "under a file": (tmp_path / "file" / "hf", "file is a file, not a folder"),
+        "in /proc": ("/proc/nonexistent_dir", "cannot create the folder /proc/.nonexistent_dir.tmp."),
+        "empty with --force": ("", "--out-dir is empty"),
+        "a file": (tmp_path / "file", "is a file, not a folder"),
+        "holds the current folder": (tmp_path, "--force would delete the folder you are working in"),
+        "holds the checkpoint": (tmp_path, "--force would delete the checkpoint being exported"),
+        "not an export": (tmp_path / "work", "holds files but no config.json"),
+        "full disk": (tmp_path / "hf", "failed (write: File too large: free some disk space"),
+    }[case]
+    if case == "holds the current folder":
+        cwd = tmp_path / "work"
+    if case == "not an export":
+        (tmp_path / "work" / "notes.txt").write_text("keep me")
+    if case == "full disk":
+        limit = file_size_limit(64 * 1024)
+    if case in ("empty with --force", "holds the current folder", "holds the checkpoint", "not an export"):
+        extra = ["--force"]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = run_module("dev.export_hf", ckpt, "--out-dir", out, *extra, cwd=cwd, preexec_fn=limit)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: ") and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert str(out) in r.stderr or case == "empty with --force", r.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before, "files changed or left behind"
+    assert not [n for n in os.listdir("/proc") if n.startswith(".nonexistent_dir")]

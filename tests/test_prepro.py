@@ -8,7 +8,9 @@ validation; --max-stories and --shard-size (split shards concatenate to the
 unsplit stream, stale shards of an earlier run are removed); .txt input with
 --val-input; .tar.gz input equals the folder; missing input, bad JSON, a
 record without "story", an empty input and a folder without shards exit 1
-with a message. Finally the embedded corpus (dev/data/embedded_stories/)
+with a message; so do an --out-dir that is a file, under a file or empty
+(before any tokenizing) and a full disk (RLIMIT_FSIZE), which leaves the
+previous run's files in --out-dir unchanged and no temporary file. Finally the embedded corpus (dev/data/embedded_stories/)
 goes through the whole Python pipeline after a failed download:
 prepro -> token shards -> create_model.py -> reference model trains a few
 steps on shard batches and its loss falls.
@@ -23,7 +25,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, file_size_limit
 from dev.shards import read_token_shard
 from dev.tokenizer import get_gpt2_encoding, read_tokenizer_file
 
@@ -171,6 +173,39 @@ def test_bad_input_exits_1(run_cli, tmp_path, setup, fragment):
     assert fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert str(path.name) in r.stderr, r.stderr
     assert not glob.glob(str(tmp_path / "out" / "TinyStories_*.bin"))
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "empty"])
+def test_bad_out_dir_exits_1(run_cli, corpus, tmp_path, case):
+    """Refused before any tokenizing, naming the flag and the path."""
+    (tmp_path / "file").write_text("x")
+    out, needle = {"a file": (tmp_path / "file", "is a file, not a folder"),
+                   "under a file": (tmp_path / "file" / "out", "file is a file, not a folder"),
+                   "empty": ("", "--out-dir is empty")}[case]
+    r = run_prepro(run_cli, "--input", corpus[0], "--out-dir", out, "--workers", 1)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: --out-dir") and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "tokenize" not in r.stderr, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@pytest.mark.parametrize("limit", [2048, 64 * 1024])
+def test_full_disk_leaves_out_dir_as_it_was(run_cli, corpus, tmp_path, limit):
+    """A full disk (RLIMIT_FSIZE in the child: 2 KiB fails the val shard after five train
+    shards of 2024 bytes, 64 KiB the tokenizer file after every shard) names the file and
+    the fix, and leaves
+    --out-dir exactly as before: the previous run's files unchanged, no temporary files."""
+    out = tmp_path / "out"
+    ok(run_prepro(run_cli, "--input", corpus[0], "--out-dir", out, "--workers", 1, "--max-stories", 3))
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    r = run_cli("prepro_tinystories.py", "--input", corpus[0], "--out-dir", out, "--workers", 2,
+                "--shard-size", 500, preexec_fn=file_size_limit(limit))
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    last = r.stderr.strip().splitlines()[-1]  # after tqdm's progress lines
+    name = "TinyStories_val.bin" if limit == 2048 else "gpt2_tokenizer.bin"
+    assert last.startswith(f"error: writing {out / name} failed"), r.stderr
+    assert "free some disk space" in last and "Traceback" not in r.stderr, r.stderr
+    assert {p: (out / p).read_bytes() for p in os.listdir(out)} == before
 
 
 def test_embedded_corpus_whole_pipeline(run_cli, tmp_path):

@@ -15,7 +15,11 @@ Checks:
   - the CLI: GPT-2 prompts encode offline ("Hello world" -> [15496, 995]);
     word mode with the mod-97 tokenizer file ("3 + 4 =" -> [3, 97, 4, 98]);
     the same seed gives the same continuation, another seed another one;
-    bad values and paths exit 1 with a message and no traceback;
+    bad values and paths exit 1 with a message and no traceback, and so do,
+    before any sampling, an --out-json that is a folder, under a file or
+    empty, --device cuda where torch sees no GPU (CUDA_VISIBLE_DEVICES=""),
+    an unknown or unsupported --device, a model whose header dims exceed
+    the bounds and a tokenizer with a huge vocab size;
   - against the real C trainer (skipped when ./train_gpt2 is not built): a
     1-step run with -l 0 (weights unchanged) samples from the start token at
     20 tokens at temperature 0 and 1 with --seed 42 and -t 16; dev.sample's
@@ -50,13 +54,13 @@ class Result:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def run_sample(*args, capsys=None):
+def run_sample(*args, capsys=None, env=None):
     """Run `python -m dev.sample ARGS`; in this process (through cli_main, as the module's
     __main__ does) when capsys is given, which saves the torch import of a new process."""
     if capsys is None:
         r = subprocess.run([sys.executable, "-m", "dev.sample", *map(str, args)], cwd=REPO,
                            capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, GPT2_TOKENIZER_SOURCE="asset"))
+                           env=dict(os.environ, GPT2_TOKENIZER_SOURCE="asset", **(env or {})))
         return Result(r.returncode, r.stdout, r.stderr)
     capsys.readouterr()
     try:
@@ -235,6 +239,8 @@ def test_cli_prompts_and_seeds(models, tmp_path, capsys):
     (("--top-p", "0"), "--top-p 0.0 must be in (0, 1]"),
     (("--top-k", "-2"), "--top-k -2 must be >= 0"),
     (("--max-new-tokens", "0"), "--max-new-tokens 0 must be >= 1"),
+    (("--seed", "-1"), "--seed -1 must be in [0, 2^64 - 1]"),
+    (("--seed", str(2**64)), f"--seed {2**64} must be in [0, 2^64 - 1]"),
     (("--model", "missing.bin"), "missing.bin: no such file"),
     (("--model", "MOD"), "not GPT-2's 50257"),
     (("--model", "MOD", "--tokenizer", "TOK", "--prompt", "3 plus 4"), "'plus' is not a token"),
@@ -250,6 +256,48 @@ def test_cli_errors(models, args, needle, capsys):
     # in this process through cli_main; the missing-model case also as a real process
     r = run_sample(*args, capsys=None if "missing.bin" in args else capsys)
     assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def patched_copy(src, dst, slot, value):
+    """Copy of file src at dst with header int32 slot set to value."""
+    raw = bytearray(src.read_bytes())
+    raw[4 * slot:4 * slot + 4] = np.array([value], dtype="<i4").tobytes()
+    dst.write_bytes(bytes(raw))
+    return dst
+
+
+@pytest.mark.parametrize("case", ["out-json is a folder", "out-json under a file", "out-json empty",
+                                  "cuda without a GPU", "unknown device", "device torch has but we don't",
+                                  "model dims out of range", "tokenizer with a huge vocab size"])
+def test_cli_bad_outputs_devices_and_files(models, tmp_path, case, capsys):
+    """Each refused with `error:` and exit 1 before any token is sampled (nothing on stdout),
+    and no JSON file written."""
+    (tmp_path / "file.json").write_text("{}")
+    mod, tok = models / "mod.bin", models / "data" / "tokenizer.bin"
+    base = ["--model", mod, "--prompt-ids", "3,97", "--max-new-tokens", 2]
+    args, needle, env = {
+        "out-json is a folder": (["--out-json", tmp_path], "--out-json", None),
+        "out-json under a file": (["--out-json", tmp_path / "file.json" / "x.json"],
+                                  "file.json is a file, not a folder", None),
+        "out-json empty": (["--out-json", ""], "--out-json is empty", None),
+        # CUDA_VISIBLE_DEVICES="" hides any GPU, so this is the no-GPU case on every machine
+        "cuda without a GPU": (["--device", "cuda"], "--device cuda: no CUDA GPU is available here",
+                               {"CUDA_VISIBLE_DEVICES": ""}),
+        "unknown device": (["--device", "bogus"], "--device 'bogus' is not a device name", None),
+        "device torch has but we don't": (["--device", "meta"], "runs on cpu, cuda[:N] or mps", None),
+        "model dims out of range": (["--model", patched_copy(mod, tmp_path / "bad.bin", 4, 5000)],
+                                    "bad.bin has dimensions out of range in its header: ", None),
+        "tokenizer with a huge vocab size": (
+            ["--tokenizer", patched_copy(tok, tmp_path / "bad_tok.bin", 2, 2**31 - 1)],
+            "bad_tok.bin has vocab size 2147483647, expected 1 to 65536", None),
+    }[case]
+    if case == "out-json is a folder":
+        needle = f"--out-json {tmp_path} is a folder, expected a file path"
+    r = run_sample(*base, *args, capsys=None if env else capsys, env=env)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: ") and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout == "", "the error must come before any sampling"
+    assert sorted(os.listdir(tmp_path)) == ["bad.bin", "bad_tok.bin", "file.json"]
 
 
 @pytest.mark.skipif(not os.access(TRAINER, os.X_OK),

@@ -3,7 +3,10 @@
 Checks: each format round-trips bit-exactly with the README header slots and
 exact size; readers reject missing files, wrong magic, wrong version,
 truncated and over-long files and inconsistent headers/bodies with a
-ShardError / ParityFileError (UserError) naming the file and the numbers.
+ShardError / ParityFileError (UserError) naming the file and the numbers;
+header fields beyond the C readers' bounds (example shard E > 2^20 + 1,
+parity batch B*T > 2^24, parity gradients B*T, Vp, L, C) are refused before
+a size is computed; dev's bound constants equal llmc's.
 Run: python -m pytest -q tests/test_shards.py
 """
 
@@ -165,7 +168,7 @@ def test_example_shard_wrong_version(example_shard):
 
 def test_example_shard_bad_header(example_shard):
     patch(example_shard, 3, 1)
-    raises(read_example_shard, example_shard, ShardError, "E=1", "E >= 2")
+    raises(read_example_shard, example_shard, ShardError, "E=1", "2 <= E <= 1048577")
 
 
 def test_example_shard_truncated(example_shard):
@@ -187,6 +190,13 @@ def test_example_shard_bad_mask(example_shard):
 def test_example_shard_mask_byte0(example_shard):
     poke(example_shard, 1024 + 2 * 30 + 6 * 4, 1, "u1")  # example 4, position 0
     raises(read_example_shard, example_shard, ShardError, "example 4", "mask byte 0")
+
+
+@pytest.mark.parametrize("E", [2**31 - 1, 2**20 + 2])
+def test_example_shard_huge_e(example_shard, E):
+    """E beyond maxT's bound + 1 (llmc/dataloader.h) is refused before N*E is computed."""
+    patch(example_shard, 3, E)
+    raises(read_example_shard, example_shard, ShardError, f"E={E}", "2 <= E <= 1048577")
 
 
 # ---- parity files ------------------------------------------------------------------------
@@ -245,3 +255,41 @@ def test_parity_losses_round_trip_and_errors(tmp_path):
     raises(read_parity_losses, path, ParityFileError, "version 9")
     raises(read_parity_batch, tmp_path / "none.bin", ParityFileError, "does not exist")
     raises(read_parity_batch, path, ParityFileError, "magic number 20261125", "expected 20261123")
+
+
+@pytest.mark.parametrize("B,T", [(2**31 - 1, 2**31 - 1), (4097, 4096)])
+def test_parity_batch_too_many_tokens(tmp_path, B, T):
+    """B*T above 2^24 (llmc/train_limits.h), whether or not B*T would wrap in int32/int64."""
+    path = tmp_path / "batch.bin"
+    write_parity_batch(path, np.zeros((2, 3)), np.zeros((2, 3)))
+    patch(path, 2, B)
+    patch(path, 3, T)
+    raises(read_parity_batch, path, ParityFileError, f"B={B} T={T}", "B*T at most 16777216")
+
+
+@pytest.mark.parametrize("slot,value", [(2, 2**31 - 1), (4, 65664), (6, 4097), (7, 65537)])
+def test_parity_grads_header_bounds(tmp_path, tiny_config, slot, value):
+    path = tmp_path / "grads.bin"
+    write_parity_grads(path, 1.0, np.zeros((1, 1, 512)), random_params(tiny_config))
+    patch(path, slot, value)
+    raises(read_parity_grads, path, ParityFileError, f"={value}", "at most")
+
+
+def test_bounds_equal_the_c_headers():
+    """dev's copies of the bounds equal llmc/gpt2_params.h and llmc/train_limits.h."""
+    import re
+    from conftest import REPO
+    from dev import checkpoint, train_limits, train_state
+
+    def defines(name):
+        text = open(os.path.join(REPO, "llmc", name), encoding="utf-8").read()
+        return {k: eval(v.replace("(uint64_t)", ""))  # noqa: S307 - integer expressions only
+                for k, v in re.findall(r"#define (\w+) (\([^/\n]*\)|\d+)", text)}
+    c = {**defines("gpt2_params.h"), **defines("train_limits.h"), **defines("train_state.h")}
+    assert c["GPT2_MAX_SEQ_LEN"] == checkpoint.MAX_SEQ_LEN
+    assert c["GPT2_MAX_VOCAB"] == checkpoint.MAX_VOCAB
+    assert c["GPT2_MAX_LAYERS"] == checkpoint.MAX_LAYERS
+    assert c["GPT2_MAX_CHANNELS"] == checkpoint.MAX_CHANNELS
+    assert c["TRAIN_MAX_STEPS"] == train_limits.MAX_STEPS
+    assert c["TRAIN_MAX_TOKENS_PER_STEP"] == train_limits.MAX_TOKENS_PER_STEP
+    assert c["TRAIN_STATE_MAX_PARAMS"] == train_state.MAX_PARAMS

@@ -6,16 +6,24 @@ gives the published GPT-2 ids ("Hello world" -> [15496, 995],
 decodes back to the input on mixed text; when tiktoken's own gpt2 files are
 cached, both encodings agree on that text; a damaged ranks file and a bad
 source name are clear errors; the tokenizer file round-trips for GPT-2 and a
-small custom vocabulary with llm.c's header, and malformed files are rejected.
+small custom vocabulary with llm.c's header, and malformed files are rejected;
+a table of crafted files (bad version, vocab size 0 / 65537 / 2^31-1, n past
+the body, EOT out of range, zero-length token, trailing bytes, truncation;
+and the accepted edge cases: version 1, 65536 tokens, 255-byte tokens) gets
+the same verdict, vocab size and EOT from read_tokenizer_file and from
+llmc/tokenizer.h compiled into a probe (skipped without a C compiler).
 Run: python -m pytest -q tests/test_tokenizer.py
 """
 
 import hashlib
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from dev.tokenizer import (ASSET_PATH, ASSET_SHA256, TokenizerError, load_asset_ranks,
                            load_gpt2_encoding, read_tokenizer_file, tiktoken_cache_has_gpt2,
                            write_tokenizer_file)
@@ -119,3 +127,90 @@ def test_tokenizer_file_errors(tmp_path):
     path.write_bytes(bytes(bad))
     with pytest.raises(TokenizerError, match="magic number 20240326.*expected 20240328"):
         read_tokenizer_file(path)
+
+
+def tokenizer_bytes(tokens, n=None, eot=0, version=2, tail=b""):
+    """Raw tokenizer file: header (magic, version, n, eot) + length-prefixed tokens + tail."""
+    header = np.zeros(256, dtype="<i4")
+    header[:4] = [20240328, version, len(tokens) if n is None else n, eot]
+    return header.tobytes() + b"".join(bytes([len(t)]) + t for t in tokens) + tail
+
+
+ABC = [b"a", b"bc", b"def"]
+# name -> file bytes; the comment says whether llmc/tokenizer.h accepts it
+TOKENIZER_FILES = {
+    "valid": tokenizer_bytes(ABC, eot=2),                                   # accepted
+    "255-byte token": tokenizer_bytes([b"x" * 255, b"y"], eot=1),            # accepted
+    "65536 tokens": tokenizer_bytes([b"t"] * 65536, eot=65535),              # accepted
+    "version 1, GPT-2 size": tokenizer_bytes([b"t"] * 50257, eot=-7, version=1),  # accepted, EOT 50256
+    "version 1, small": tokenizer_bytes(ABC, version=1),                     # EOT 50256 >= n
+    "version 3": tokenizer_bytes(ABC, version=3),
+    "vocab size 0": tokenizer_bytes(ABC, n=0),
+    "vocab size 65537": tokenizer_bytes([b"t"] * 65537),
+    "huge vocab size": tokenizer_bytes(ABC, n=2**31 - 1),
+    "negative vocab size": tokenizer_bytes(ABC, n=-1),
+    "n larger than the body": tokenizer_bytes(ABC, n=5),
+    "header only": tokenizer_bytes([], n=1),
+    "EOT -1": tokenizer_bytes(ABC, eot=-1),
+    "EOT = n": tokenizer_bytes(ABC, eot=3),
+    "zero-length token": tokenizer_bytes([b"a", b"", b"def", b"g"], eot=0),
+    "truncated inside a token": tokenizer_bytes(ABC, eot=2)[:-1],
+    "trailing bytes": tokenizer_bytes(ABC, eot=2, tail=b"\x01x"),
+    "one trailing byte": tokenizer_bytes(ABC, eot=2, tail=b"\x00"),
+    "fewer tokens than n": tokenizer_bytes([b"abcdef"], n=3),
+}
+ACCEPTED = {"valid", "255-byte token", "65536 tokens", "version 1, GPT-2 size"}
+
+C_TOKENIZER_PROBE = r"""
+#include "llmc/tokenizer.h"
+int main(int argc, char** argv) {
+    (void)argc;
+    Tokenizer t;
+    tokenizer_init(&t, argv[1]);
+    printf("%d %d\n", t.vocab_size, t.eot_token);
+    tokenizer_free(&t);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("name", list(TOKENIZER_FILES))
+def test_tokenizer_file_bounds(tmp_path, name):
+    """Every header field bounded before the body is read: refused files raise TokenizerError
+    naming the file; the accepted ones give the right size and EOT."""
+    path = tmp_path / "tok.bin"
+    path.write_bytes(TOKENIZER_FILES[name])
+    if name in ACCEPTED:
+        tokens, eot = read_tokenizer_file(path)
+        header = np.frombuffer(TOKENIZER_FILES[name][:16], dtype="<i4")
+        assert len(tokens) == header[2] and eot == (header[3] if header[1] == 2 else 50256)
+    else:
+        with pytest.raises(TokenizerError) as info:
+            read_tokenizer_file(path)
+        assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_tokenizer_file_python_and_c_agree(tmp_path):
+    """llmc/tokenizer.h tokenizer_init and dev.tokenizer.read_tokenizer_file accept exactly
+    the same files, with the same vocab size and EOT."""
+    src, exe = tmp_path / "probe.c", tmp_path / "probe"
+    src.write_text(C_TOKENIZER_PROBE)
+    r = subprocess.run(["cc", "-O1", "-std=gnu11", "-I", REPO, str(src), "-o", str(exe), "-lm"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for name, data in TOKENIZER_FILES.items():
+        path = tmp_path / "tok.bin"
+        path.write_bytes(data)
+        c = subprocess.run([str(exe), str(path)], capture_output=True, text=True)
+        try:
+            tokens, eot = read_tokenizer_file(path)
+            py = f"{len(tokens)} {eot}"
+        except TokenizerError as e:
+            py = None
+            assert c.returncode == 1 and c.stderr.startswith("error: tokenizer file"), \
+                f"{name}: Python refuses ({e}) but C gives exit {c.returncode}: {c.stdout}{c.stderr}"
+        if py is not None:
+            assert c.returncode == 0 and c.stdout.strip() == py, \
+                f"{name}: Python reads {py}, C gives exit {c.returncode}: {c.stdout}{c.stderr}"
+        assert (py is not None) == (name in ACCEPTED), name
