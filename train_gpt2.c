@@ -54,7 +54,6 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #include "llmc/args.h"
 #include "llmc/checkpoint.h"
 #include "llmc/dataloader.h"
-#include "llmc/driver.h"
 #include "llmc/gpt2_params.h"
 #include "llmc/logger.h"
 #include "llmc/parity.h"
@@ -64,12 +63,9 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #include "llmc/schedule.h"
 #include "llmc/tokenizer.h"
 #include "llmc/train_config.h"
+#include "llmc/train_driver.h"
 #include "llmc/train_state.h"
 #include "llmc/utils.h"
-
-#ifndef GIT_COMMIT
-#define GIT_COMMIT "unknown"
-#endif
 
 // Parallel regions with less work than this (in elements; matmuls and attention in
 // multiply-adds / 64) run on one thread: forking costs microseconds, and on a busy
@@ -92,12 +88,6 @@ static int thread_id(void) {
 #else
     return 0;
 #endif
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 // ----------------------------------------------------------------------------
@@ -876,12 +866,6 @@ static double vector_norm(const float* x, size_t n) {
     return sqrt(total);
 }
 
-typedef struct {
-    float beta1, beta2, eps, weight_decay;
-    int decay_matrices_only; // --decay-params matrices
-    int decay_toward_init;   // --decay-toward-init: decay pulls toward model->init_params
-} AdamWSettings;
-
 // One AdamW step t (1-based) with learning rate lr on grads * grad_scale.
 // Per parameter, with wd = weight_decay for the tensors that decay, else 0:
 //   g = grad * grad_scale
@@ -920,14 +904,6 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
         offset += n;
     }
 }
-
-typedef struct {
-    float loss;
-    float grad_norm;  // before clipping
-    float lr;
-    float grad_scale; // clip / norm when clipped, else 1
-    int num_correct, num_examples;
-} StepResult;
 
 // Weight noise of training step `step`: params[j] += weight_noise_at(key, j) over
 // the spans of llmc/regularizers.h (not wte's padded rows, not a disabled qkvb).
@@ -1006,16 +982,6 @@ static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n
     return out;
 }
 
-// Generates gen_tokens tokens after start_token into tokens[1..]; returns the count.
-static int gpt2_sample(GPT2* model, Sampler* sampler, Rng* rng, int start_token, int gen_tokens, int* tokens) {
-    tokens[0] = start_token;
-    for (int i = 1; i <= gen_tokens; i++) {
-        const float* logits = gpt2_next_token_logits(model, tokens, i);
-        tokens[i] = sampler_pick(sampler, logits, model->config.vocab_size, rng_float(rng));
-    }
-    return gen_tokens;
-}
-
 // ----------------------------------------------------------------------------
 // main
 
@@ -1064,299 +1030,58 @@ static const char* blas_name(void) {
 #endif
 }
 
-typedef struct {
-    double loss;
-    double acc;   // example data only, else NAN
-} EvalResult;
+// ---- the backend of llmc/train_driver.h: this file's model behind the shared training run
 
-// Mean validation loss over `max_batches` batches (-1 = all), from the start
-// of the validation data. Token data: mean of the batch means (every batch
-// has B*T positions). Example data: sum over scored targets / their count,
-// and the fraction of examples whose every scored target is the argmax.
-static EvalResult evaluate(GPT2* model, DataLoader* val, int max_batches) {
-    dataloader_reset(val);
-    size_t n = val->batches_per_epoch;
-    if (max_batches > 0 && (size_t)max_batches < n) { n = (size_t)max_batches; }
-    double loss_sum = 0.0;
-    size_t scored = 0;
-    long long correct = 0, examples = 0;
-    for (size_t i = 0; i < n; i++) {
-        dataloader_next_batch(val);
-        gpt2_forward(model, val->inputs, val->targets, val->loss_mask, val->B, val->T);
-        loss_sum += model->loss_sum;
-        scored += model->num_scored;
-        correct += model->num_correct;
-        examples += model->num_examples;
-    }
-    EvalResult r;
-    r.loss = scored > 0 ? loss_sum / (double)scored : NAN;
-    r.acc = val->kind == DATA_EXAMPLES && examples > 0 ? (double)correct / (double)examples : NAN;
-    return r;
-}
-
-static void print_row(const char* name, const char* fmt, ...) LLMC_PRINTF(2, 3);
-static void print_row(const char* name, const char* fmt, ...) {
-    char val[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(val, sizeof(val), fmt, ap);
-    va_end(ap);
-    printf("| %-22s | %-50s |\n", name, val);
-}
-
-static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState* st_in) {
-    char* model_path = str_printf("%s/model_%06d.bin", dir, st_in->step);
-    char* state_path = str_printf("%s/state_%06d.bin", dir, st_in->step);
-    TrainState st = *st_in;
-    st.model_checksum = hash_words(model->params_memory, model->num_parameters * sizeof(float));
-    st.has_init_params = model->init_params != NULL;
-    checkpoint_save(model_path, &model->config, model->params_memory);
-    train_state_save(state_path, &st, model->m_memory, model->v_memory, model->init_params);
-    printf("saved %s and %s\n", model_path, state_path);
-    free(model_path);
-    free(state_path);
-}
-
-int main(int argc, char** argv) {
-    TrainConfig cfg;
-    train_config_defaults(&cfg);
-    ArgSpec specs[TRAIN_CONFIG_MAX_SPECS];
-    int nspecs = train_config_specs(&cfg, specs);
-    args_parse(argc, argv, specs, nspecs,
-               "[flags]\n  train:         ./train_gpt2 --model M.bin -i 'train*.bin' -j val.bin -o out/run\n"
-               "  resume:        ./train_gpt2 --resume out/run/state_000100.bin --steps 200\n"
-               "  parity grads:  ./train_gpt2 --model M.bin --parity-batch batch.bin --parity-out grads.bin\n"
-               "  parity steps:  ./train_gpt2 --model M.bin --parity-batch batch.bin --steps N "
-               "--parity-losses losses.bin -o DIR");
-    train_config_check(&cfg);
-    warn_ineffective_regularizers(&cfg);
-    if (cfg.threads > 0) {
+static void cpu_configure(const TrainConfig* cfg) {
+    if (cfg->threads > 0) {
 #ifdef _OPENMP
-        omp_set_num_threads(cfg.threads);
+        omp_set_num_threads(cfg->threads);
 #else
-        if (cfg.threads > 1) { warn("built without OpenMP: --threads %d runs on 1 thread", cfg.threads); }
+        if (cfg->threads > 1) { warn("built without OpenMP: --threads %d runs on 1 thread", cfg->threads); }
 #endif
     }
 #ifdef USE_BLAS
     openblas_set_num_threads(1); // OpenBLAS runs inside our OpenMP threads (see sgemm_rows)
 #endif
-    int threads = num_threads();
-    int parity = cfg.parity_batch[0] != '\0';
-    int parity_grads = cfg.parity_out[0] != '\0';
+}
 
-    // ---- the model: from --model, or the model file beside the --resume state
-    int resuming = cfg.resume[0] != '\0';
-    TrainState resume_state;
-    memset(&resume_state, 0, sizeof(resume_state));
-    char* model_path = NULL;
-    if (resuming) {
-        if (parity) { fatal("--resume cannot be combined with the parity mode (--parity-batch)"); }
-        train_state_read_header(cfg.resume, &resume_state);
-        char* dir = path_dirname(cfg.resume);
-        model_path = str_printf("%s/model_%06d.bin", dir, resume_state.step);
-        free(dir);
-        if (!path_exists(model_path)) {
-            fatal("training state %s is for step %d, but its model file %s is missing (a state file "
-                  "resumes with the model_NNNNNN.bin of the same step beside it)",
-                  cfg.resume, resume_state.step, model_path);
-        }
-    } else {
-        model_path = str_dup(cfg.model);
-    }
-    GPT2 model;
-    gpt2_build_from_checkpoint(&model, model_path);
-    const GPT2Config* mc = &model.config;
-    if (resuming) {
-        if (resume_state.num_parameters != model.num_parameters) {
-            fatal("training state %s holds %zu parameters but model %s has %zu: they do not belong together",
-                  cfg.resume, resume_state.num_parameters, model_path, model.num_parameters);
-        }
-        uint64_t h = hash_words(model.params_memory, model.num_parameters * sizeof(float));
-        if (h != resume_state.model_checksum) {
-            fatal("model %s does not match training state %s (checksum differs): the model file was "
-                  "replaced after the state was written", model_path, cfg.resume);
-        }
-    }
+static void* cpu_load(const char* path, const GPT2Config** config, size_t* num_parameters, const float** params) {
+    GPT2* model = (GPT2*)mallocCheck(sizeof(GPT2));
+    gpt2_build_from_checkpoint(model, path);
+    *config = &model->config;
+    *num_parameters = model->num_parameters;
+    *params = model->params_memory;
+    return model;
+}
 
-    // ---- the batch geometry
-    ParityBatch pb;
-    memset(&pb, 0, sizeof(pb));
-    int B, T, data_kind = DATA_TOKENS, example_len = 0;
-    if (parity) {
-        parity_batch_read(&pb, cfg.parity_batch, mc->vocab_size, mc->max_seq_len);
-        B = pb.B;
-        T = pb.T;
-    } else {
-        B = cfg.batch_size;
-        data_kind = data_kind_of(cfg.train_data, "-i", &example_len);
-        if (data_kind == DATA_EXAMPLES) {
-            if (cfg.seq_len != 0 && cfg.seq_len != example_len - 1) {
-                fatal("-t %d does not fit the example shards of -i %s: they hold E=%d tokens per example, "
-                      "so T must be E-1 = %d (drop -t)", cfg.seq_len, cfg.train_data, example_len, example_len - 1);
-            }
-            T = example_len - 1;
-        } else {
-            T = cfg.seq_len > 0 ? cfg.seq_len : mc->max_seq_len;
-        }
-        if (T > mc->max_seq_len && data_kind == DATA_EXAMPLES) {
-            fatal("the example shards of -i %s hold E=%d tokens per example, so T = E-1 = %d, longer than "
-                  "the model's context maxT=%d (model %s): use a model with maxT >= %d",
-                  cfg.train_data, example_len, T, mc->max_seq_len, model_path, T);
-        }
-        if (T > mc->max_seq_len) {
-            fatal("-t %d is longer than the model's context maxT=%d (model %s): use -t %d or less "
-                  "(-t 0 = the model's context)", T, mc->max_seq_len, model_path, mc->max_seq_len);
-        }
-    }
-    if (resuming && (resume_state.B != B || resume_state.T != T)) {
-        fatal("training state %s was written with -b %d -t %d; resume with the same batch geometry "
-              "(got -b %d -t %d)", cfg.resume, resume_state.B, resume_state.T, B, T);
-    }
-    if (resuming && resume_state.seed != (uint64_t)cfg.seed) {
-        fatal("training state %s was written with --seed %llu; resume with the same seed (got --seed %lld) "
-              "so the data order continues", cfg.resume, (unsigned long long)resume_state.seed, cfg.seed);
-    }
-
-    // ---- memory: refuse what cannot fit before reading data or allocating
+// Refuses what cannot fit in memory before any data is read or buffer allocated.
+static void cpu_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep_logits, const char* model_path) {
+    GPT2* model = (GPT2*)m;
     char what[160];
     snprintf(what, sizeof(what), "training model %s (%zu parameters) with B=%d T=%d", model_path,
-             model.num_parameters, B, T);
-    require_memory(gpt2_memory_bytes(&model, B, T, parity_grads, 3 + (cfg.weight_noise > 0.0f) +
-                                     cfg.decay_toward_init), what, "Use a smaller -b or -t, or a smaller model.");
+             model->num_parameters, B, T);
+    int param_copies = 3 + (cfg->weight_noise > 0.0f) + cfg->decay_toward_init;  // params, grads, m, v, ...
+    require_memory(gpt2_memory_bytes(model, B, T, keep_logits, param_copies), what,
+                   "Use a smaller -b or -t, or a smaller model.");
+}
 
-    // ---- data
-    DataLoader train_loader, val_loader;
-    int have_train = 0, have_val = 0;
-    if (!parity) {
-        dataloader_init(&train_loader, cfg.train_data, "-i", B, T, mc->vocab_size, 1, (uint64_t)cfg.seed);
-        have_train = 1;
-        if (cfg.val_data[0] && cfg.val_every > 0) {
-            dataloader_init(&val_loader, cfg.val_data, "-j", B, T, mc->vocab_size, 0, 0);
-            have_val = 1;
-            if (val_loader.kind != train_loader.kind) {
-                fatal("-j %s and -i %s hold different kinds of shards (token vs example); use one kind",
-                      cfg.val_data, cfg.train_data);
-            }
-        }
-        if (resuming && (resume_state.data_batches_per_epoch != train_loader.batches_per_epoch ||
-                         resume_state.data_num_shards != (int)train_loader.num_shards)) {
-            fatal("the training data differs from the run being resumed: %d shards and %llu batches per "
-                  "epoch then, %zu and %zu now; resume with the same -i, -b and -t",
-                  resume_state.data_num_shards, (unsigned long long)resume_state.data_batches_per_epoch,
-                  train_loader.num_shards, train_loader.batches_per_epoch);
-        }
+static void cpu_allocate(void* m, const TrainConfig* cfg, int B, int T, int keep_logits) {
+    GPT2* model = (GPT2*)m;
+    size_t bytes = model->num_parameters * sizeof(float);
+    gpt2_allocate(model, B, T, keep_logits);
+    model->seed = (uint64_t)cfg->seed;
+    model->dropout = dropout_config(cfg->dropout);
+    if (cfg->weight_noise > 0.0f) { model->clean_params = (float*)mallocCheck(bytes); }
+    if (cfg->decay_toward_init) {
+        // the parameters before step 1; a resumed run reads them from its state file
+        model->init_params = (float*)mallocCheck(bytes);
+        memcpy(model->init_params, model->params_memory, bytes);
     }
-    int total_steps = cfg.steps;
-    if (total_steps == -1 && resuming) { total_steps = resume_state.total_steps; } // the run's planned end
-    if (total_steps == -1) {
-        if (parity) { total_steps = 1; }
-        else {
-            if (train_loader.batches_per_epoch > (size_t)INT32_MAX) { fatal("one epoch has too many batches; pass --steps"); }
-            total_steps = (int)train_loader.batches_per_epoch;
-        }
-    }
-    int start_step = resuming ? resume_state.step : 0;
-    const char* out_dir = cfg.output_dir;
-    char* resume_dir = NULL;
-    if (resuming && !out_dir[0]) { resume_dir = path_dirname(cfg.resume); out_dir = resume_dir; }
-    if (parity && !parity_grads && !out_dir[0]) {
-        fatal("--parity-losses saves the final model: give an output folder with -o DIR");
-    }
+}
 
-    // ---- tokenizer (samples only)
-    Tokenizer tokenizer;
-    memset(&tokenizer, 0, sizeof(tokenizer));
-    int sampling = !parity && cfg.sample_every > 0;
-    if (sampling && cfg.tokenizer[0]) {
-        if (path_exists(cfg.tokenizer)) {
-            tokenizer_init(&tokenizer, cfg.tokenizer);
-            tokenizer_check_model(&tokenizer, cfg.tokenizer, mc->vocab_size, model_path);
-        } else {
-            warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
-        }
-    }
-
-    // ---- buffers
-    gpt2_allocate(&model, B, T, parity_grads);
-    model.seed = (uint64_t)cfg.seed;
-    model.dropout = dropout_config(cfg.dropout);
-    if (cfg.weight_noise > 0.0f) { model.clean_params = (float*)mallocCheck(model.num_parameters * sizeof(float)); }
-    if (cfg.decay_toward_init) {
-        // the parameters before step 1; a resumed run reads them from its state file (below)
-        model.init_params = (float*)mallocCheck(model.num_parameters * sizeof(float));
-        memcpy(model.init_params, model.params_memory, model.num_parameters * sizeof(float));
-    }
-    if (resuming) { check_resume_regularizers(&resume_state, &cfg); }
-    LrSchedule sched;
-    sched.kind = lr_schedule_kind(cfg.lr_schedule);
-    sched.max_lr = cfg.lr;
-    sched.warmup = cfg.warmup;
-    sched.total_steps = total_steps;
-    sched.min_lr_frac = cfg.min_lr_frac;
-    AdamWSettings opt;
-    opt.beta1 = cfg.beta1;
-    opt.beta2 = cfg.beta2;
-    opt.eps = cfg.eps;
-    opt.weight_decay = cfg.weight_decay;
-    opt.decay_matrices_only = strcmp(cfg.decay_params, "matrices") == 0;
-    opt.decay_toward_init = cfg.decay_toward_init;
-
-    // ---- the resolved configuration
-    char cpu[256];
-    cpu_model_name(cpu, sizeof(cpu));
-    printf("+------------------------+----------------------------------------------------+\n");
-    print_row("setting", "value");
-    printf("+------------------------+----------------------------------------------------+\n");
-    print_row("mode", "%s", parity_grads ? "parity: one forward/backward" : parity ? "parity: N steps on one batch"
-              : resuming ? "train (resumed)" : "train");
-    print_row("model", "%s", model_path);
-    print_row("maxT / V / Vp", "%d / %d / %d", mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size);
-    print_row("L / NH / C / HS", "%d / %d / %d / %d", mc->num_layers, mc->num_heads, mc->channels,
-              mc->channels / mc->num_heads);
-    print_row("qkv bias", "%s", mc->no_qkv_bias ? "off (qkvb held at 0)" : "on");
-    print_row("parameters", "%zu", model.num_parameters);
-    if (parity) {
-        print_row("parity batch", "%s (B=%d T=%d, mask %s)", cfg.parity_batch, B, T, pb.mask ? "yes" : "no");
-    } else {
-        print_row("train data (-i)", "%s", cfg.train_data);
-        print_row("  kind", "%s, %zu shard(s), %zu batches/epoch", data_kind == DATA_EXAMPLES ?
-                  "example shards" : "token shards", train_loader.num_shards, train_loader.batches_per_epoch);
-        print_row("val data (-j)", "%s", have_val ? cfg.val_data : "(none)");
-        if (have_val) {
-            print_row("  val batches (-m)", "%zu of %zu", cfg.val_batches > 0 && (size_t)cfg.val_batches <
-                      val_loader.batches_per_epoch ? (size_t)cfg.val_batches : val_loader.batches_per_epoch,
-                      val_loader.batches_per_epoch);
-            print_row("  val every (-v)", "%d", cfg.val_every);
-        }
-    }
-    print_row("B x T (-b, -t)", "%d x %d = %d tokens/step", B, T, B * T);
-    print_row("steps", "%d%s", total_steps, resuming ? " (total)" : "");
-    if (resuming) { print_row("resume from", "%s (step %d)", cfg.resume, start_step); }
-    if (sched.kind == LR_CONSTANT) {
-        print_row("lr (-l)", "%g, constant after %d warmup steps", (double)cfg.lr, cfg.warmup);
-    } else {
-        print_row("lr (-l)", "%g, %s decay to %g after %d warmup steps", (double)cfg.lr, cfg.lr_schedule,
-                  (double)(cfg.lr * cfg.min_lr_frac), cfg.warmup);
-    }
-    print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
-    print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
-              "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
-    print_row("  decay toward", "%s", cfg.decay_toward_init ? "the initial values (--decay-toward-init 1)" : "zero");
-    if (cfg.grad_clip > 0) { print_row("grad clip", "%g (global norm)", (double)cfg.grad_clip); }
-    else { print_row("grad clip", "off"); }
-    char reg[REGULARIZER_DESC_LEN];
-    print_row("dropout", "%s", describe_dropout(reg, sizeof(reg), cfg.dropout));
-    print_row("weight noise", "%s", describe_weight_noise(reg, sizeof(reg), cfg.weight_noise));
-    if (sampling) {
-        print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg.sample_every,
-                  cfg.gen_tokens, (double)cfg.temperature, cfg.top_k, (double)cfg.top_p);
-        print_row("tokenizer", "%s", tokenizer.token_table ? cfg.tokenizer : "(none: token ids)");
-    }
-    print_row("seed", "%lld", cfg.seed);
-    print_row("output (-o)", "%s", out_dir[0] ? out_dir : "(none: no log, no checkpoints)");
-    if (out_dir[0] && cfg.save_every > 0) { print_row("save every", "%d steps and at the end", cfg.save_every); }
-    else if (out_dir[0]) { print_row("save every", "at the end"); }
-    print_row("threads", "%d (OpenMP%s)", threads,
+static void cpu_print_rows(void* m) {
+    (void)m;
+    print_row("threads", "%d (OpenMP%s)", num_threads(),
 #ifdef _OPENMP
               ""
 #else
@@ -1364,204 +1089,74 @@ int main(int argc, char** argv) {
 #endif
               );
     print_row("BLAS", "%s", blas_name());
-    print_row("commit", "%s", GIT_COMMIT);
-    printf("+------------------------+----------------------------------------------------+\n");
+}
 
-    // ---- parity mode 1: one forward/backward, write everything, exit
-    if (parity_grads) { // the forward/backward of training step 1, dropout and weight noise included
-        gpt2_forward_backward_step(&model, pb.inputs, pb.targets, pb.mask, B, T, 1, cfg.weight_noise);
-        parity_grads_write(cfg.parity_out, B, T, mc->padded_vocab_size, model.num_parameters, mc->num_layers,
-                           mc->channels, model.mean_loss, model.saved_logits, model.grads_memory);
-        printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)model.mean_loss,
-               cfg.parity_out);
-        parity_batch_free(&pb);
-        gpt2_free(&model);
-        free(model_path);
-        return 0;
-    }
+static void cpu_log_config(void* m, Json* j) {
+    (void)m;
+    json_key_int(j, "threads", num_threads());
+    json_key_string(j, "blas", blas_name());
+}
 
-    // ---- log
-    Logger logger;
-    memset(&logger, 0, sizeof(logger));
-    Json j = {NULL, 0, 0, 0};
-    if (out_dir[0]) {
-        output_dir_claim(out_dir);  // one trainer per folder; stale temporary files go
-        logger_open(&logger, out_dir, resuming ? (long long)start_step : -1);
-        char hw[400];
-        snprintf(hw, sizeof(hw), "%s, %d threads", cpu, threads);
-        json_begin(&j);
-        if (resuming) {
-            json_key_object(&j, "resume");
-            json_key_string(&j, "state", cfg.resume);
-            json_key_int(&j, "from_step", start_step);
-            json_end_object(&j);
-        }
-        json_key_object(&j, "config");
-        train_config_json(&j, specs, nspecs);
-        json_key_string(&j, "model_file", model_path);
-        json_key_int(&j, "max_seq_len", mc->max_seq_len);
-        json_key_int(&j, "vocab_size", mc->vocab_size);
-        json_key_int(&j, "padded_vocab_size", mc->padded_vocab_size);
-        json_key_int(&j, "n_layer", mc->num_layers);
-        json_key_int(&j, "n_head", mc->num_heads);
-        json_key_int(&j, "n_embd", mc->channels);
-        json_key_bool(&j, "qkv_bias", !mc->no_qkv_bias);
-        json_key_int(&j, "num_parameters", (long long)model.num_parameters);
-        json_key_int(&j, "B", B);
-        json_key_int(&j, "T", T);
-        json_key_int(&j, "total_steps", total_steps);
-        json_key_string(&j, "data_kind", parity ? "parity_batch" : data_kind == DATA_EXAMPLES ? "examples" : "tokens");
-        json_key_int(&j, "threads", threads);
-        json_key_string(&j, "blas", blas_name());
-        json_end_object(&j);
-        json_key_string(&j, "commit", GIT_COMMIT);
-        json_key_string(&j, "hardware", hw);
-        json_key_string(&j, "trainer", "train_gpt2");
-        json_end(&j);
-        logger_write(&logger, &j);
-    }
+static void cpu_hardware(void* m, char* buf, size_t n) {
+    (void)m;
+    char cpu[256];
+    cpu_model_name(cpu, sizeof(cpu));
+    snprintf(buf, n, "%s, %d threads", cpu, num_threads());
+}
 
-    // ---- training state
-    Rng sample_rng;
-    rng_seed(&sample_rng, mix_seed((uint64_t)cfg.seed, 0x73616D706C65ULL)); // "sample"
-    double elapsed_before = 0.0;
-    if (resuming) {
-        train_state_load_body(cfg.resume, &resume_state, model.m_memory, model.v_memory, model.init_params);
-        dataloader_seek(&train_loader, resume_state.data_epoch, (size_t)resume_state.data_cursor);
-        sample_rng.state = resume_state.sampler_rng;
-        elapsed_before = resume_state.elapsed_s;
-        if (resume_state.total_steps != total_steps) {
-            warn("the resumed run used --steps %d, this one %d: the learning-rate schedule changes",
-                 resume_state.total_steps, total_steps);
-        }
-    }
-    Sampler sampler;
-    memset(&sampler, 0, sizeof(sampler));
-    int* sample_tokens = NULL;
-    if (sampling) {
-        sampler_init(&sampler, mc->vocab_size, cfg.temperature, cfg.top_k, cfg.top_p);
-        sample_tokens = (int*)mallocCheck(((size_t)cfg.gen_tokens + 1) * sizeof(int));
-    }
-    int start_token = tokenizer.token_table ? tokenizer.eot_token : mc->vocab_size - 1;  // eot < V (checked)
-    float* parity_loss_values = parity ? (float*)callocCheck((size_t)total_steps, sizeof(float)) : NULL;
-    int last_saved = resuming ? start_step : -1;
-    if (start_step >= total_steps) {
-        printf("the state is already at step %d of %d: nothing to do (raise --steps to train longer)\n",
-               start_step, total_steps);
-    }
-    double t_start = now_seconds();
-    int exit_code = 0;
-    for (int step = start_step + 1; step <= total_steps; step++) {
-        const int *inputs, *targets, *mask;
-        if (parity) {
-            inputs = pb.inputs;
-            targets = pb.targets;
-            mask = pb.mask;
-        } else {
-            dataloader_next_batch(&train_loader);
-            inputs = train_loader.inputs;
-            targets = train_loader.targets;
-            mask = train_loader.loss_mask;
-        }
-        double t0 = now_seconds();
-        StepResult r;
-        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, cfg.weight_noise, &r);
-        double t1 = now_seconds();
-        // the parameters' norm, when the update ran (a non-finite loss or gradient norm skips it)
-        double param_norm = isfinite(r.loss) && isfinite(r.grad_norm) ? vector_norm(model.params_memory, model.num_parameters) : 0.0;
-        if (training_diverged(&logger, &j, step, r.loss, r.grad_norm, param_norm, r.lr, out_dir, last_saved,
-                              model_path)) {
-            exit_code = 1;
-            break;
-        }
-        double step_s = t1 - t0;
-        double tok_s = (double)B * T / step_s;
-        int has_acc = mask != NULL && r.num_examples > 0;
-        double train_acc = has_acc ? (double)r.num_correct / r.num_examples : NAN;
-        if (parity) { parity_loss_values[step - start_step - 1] = r.loss; }
-        printf("step %5d/%d | loss %.6f%s", step, total_steps, (double)r.loss, has_acc ? " | acc " : "");
-        if (has_acc) { printf("%.4f", train_acc); }
-        printf(" | lr %.3e | norm %.4f%s | %.1f ms | %.0f tok/s\n", (double)r.lr, (double)r.grad_norm,
-               r.grad_scale < 1.0f ? " (clipped)" : "", step_s * 1e3, tok_s);
-        EvalResult ev;
-        ev.loss = NAN;
-        ev.acc = NAN;
-        int evaluated = have_val && (step % cfg.val_every == 0 || step == total_steps);
-        if (evaluated) {
-            ev = evaluate(&model, &val_loader, cfg.val_batches);
-            printf("val loss %.6f", ev.loss);
-            if (!isnan(ev.acc)) { printf(" | val acc %.4f", ev.acc); }
-            printf("\n");
-        }
-        double elapsed = elapsed_before + (now_seconds() - t_start);
-        if (logger.fp) {
-            json_begin(&j);
-            json_key_int(&j, "step", step);
-            json_key_float(&j, "train_loss", r.loss);
-            if (has_acc) { json_key_float(&j, "train_acc", train_acc); } else { json_key_null(&j, "train_acc"); }
-            if (evaluated) {
-                json_key_float(&j, "val_loss", ev.loss);
-                if (!isnan(ev.acc)) { json_key_float(&j, "val_acc", ev.acc); } else { json_key_null(&j, "val_acc"); }
-            }
-            json_key_float(&j, "lr", r.lr);
-            json_key_float(&j, "grad_norm", r.grad_norm);
-            json_key_float(&j, "param_norm", param_norm);
-            json_key_float(&j, "tokens_per_s", tok_s);
-            json_key_float(&j, "elapsed_s", elapsed);
-            json_end(&j);
-            logger_write(&logger, &j);
-        }
-        if (sampling && (step % cfg.sample_every == 0 || step == total_steps)) {
-            gpt2_sample(&model, &sampler, &sample_rng, start_token, cfg.gen_tokens, sample_tokens);
-            char* text = tokenizer_decode_text(&tokenizer, sample_tokens + 1, cfg.gen_tokens);
-            printf("sample (step %d):\n", step);
-            fputs_utf8(text, stdout);  // the log's text: valid UTF-8, U+FFFD for invalid parts
-            printf("\n---\n");
-            if (logger.fp) {
-                json_begin(&j);
-                json_key_int(&j, "step", step);
-                json_key_string(&j, "sample", text);
-                json_end(&j);
-                logger_write(&logger, &j);
-            }
-            free(text);
-        }
-        if (out_dir[0] && ((cfg.save_every > 0 && step % cfg.save_every == 0) || step == total_steps)) {
-            TrainState st;
-            memset(&st, 0, sizeof(st));
-            st.step = step;
-            st.total_steps = total_steps;
-            st.num_parameters = model.num_parameters;
-            st.B = B;
-            st.T = T;
-            st.data_epoch = have_train ? train_loader.epoch : 0;
-            st.data_cursor = have_train ? train_loader.cursor : 0;
-            st.data_batches_per_epoch = have_train ? train_loader.batches_per_epoch : 0;
-            st.data_num_shards = have_train ? (int)train_loader.num_shards : 0;
-            st.seed = (uint64_t)cfg.seed;
-            st.sampler_rng = sample_rng.state;
-            st.elapsed_s = elapsed_before + (now_seconds() - t_start);
-            save_checkpoint_pair(out_dir, &model, &st);
-            last_saved = step;
-        }
-    }
-    if (parity && exit_code == 0) {
-        parity_losses_write(cfg.parity_losses, parity_loss_values, total_steps - start_step);
-        printf("parity: wrote %d losses to %s\n", total_steps - start_step, cfg.parity_losses);
-    }
+static void cpu_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
+                        BatchResult* r) {
+    GPT2* model = (GPT2*)m;
+    gpt2_forward(model, inputs, targets, mask, B, T);
+    r->loss_sum = model->loss_sum;
+    r->num_scored = model->num_scored;
+    r->num_correct = model->num_correct;
+    r->num_examples = model->num_examples;
+}
 
-    // ---- clean up (everything is freed so AddressSanitizer's leak check stays quiet)
-    free(parity_loss_values);
-    free(sample_tokens);
-    if (sampling) { sampler_free(&sampler); }
-    json_free(&j);
-    logger_close(&logger);
-    tokenizer_free(&tokenizer);
-    if (have_train) { dataloader_free(&train_loader); }
-    if (have_val) { dataloader_free(&val_loader); }
-    parity_batch_free(&pb);
-    gpt2_free(&model);
-    free(model_path);
-    free(resume_dir);
-    return exit_code;
+static void cpu_train_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T, int step,
+                           const LrSchedule* sched, const AdamWSettings* opt, float grad_clip, float weight_noise,
+                           StepResult* r) {
+    gpt2_train_step((GPT2*)m, inputs, targets, mask, B, T, step, sched, opt, grad_clip, weight_noise, r);
+}
+
+static double cpu_param_norm(void* m) {
+    GPT2* model = (GPT2*)m;
+    return vector_norm(model->params_memory, model->num_parameters);
+}
+
+static const float* cpu_next_token_logits(void* m, const int* tokens, int n) {
+    return gpt2_next_token_logits((GPT2*)m, tokens, n);
+}
+
+static void cpu_parity_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
+                            float weight_noise, float* loss, const float** logits, const float** grads) {
+    GPT2* model = (GPT2*)m;
+    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, 1, weight_noise);
+    *loss = model->mean_loss;
+    *logits = model->saved_logits;
+    *grads = model->grads_memory;
+}
+
+static HostTensors cpu_host_tensors(void* m, int download) {
+    (void)download; // the CPU's tensors are the host's
+    GPT2* model = (GPT2*)m;
+    HostTensors h = {model->params_memory, model->m_memory, model->v_memory, model->init_params};
+    return h;
+}
+
+static void cpu_upload_state(void* m) { (void)m; }
+
+static void cpu_destroy(void* m) {
+    gpt2_free((GPT2*)m);
+    free(m);
+}
+
+int main(int argc, char** argv) {
+    static const TrainerBackend cpu = {
+        "train_gpt2", "", NULL, 0, cpu_configure, cpu_load, cpu_prepare, cpu_allocate, cpu_print_rows,
+        cpu_log_config, cpu_hardware, cpu_forward, cpu_train_step, cpu_param_norm, cpu_next_token_logits,
+        cpu_parity_step, cpu_host_tensors, cpu_upload_state, cpu_destroy,
+    };
+    return train_main(argc, argv, &cpu);
 }

@@ -57,7 +57,6 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 #include "llmc/args.h"
 #include "llmc/checkpoint.h"
 #include "llmc/dataloader.h"
-#include "llmc/driver.h"
 #include "llmc/gpt2_params.h"
 #include "llmc/logger.h"
 #include "llmc/parity.h"
@@ -67,12 +66,10 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 #include "llmc/schedule.h"
 #include "llmc/tokenizer.h"
 #include "llmc/train_config.h"
+#include "llmc/train_driver.h"
 #include "llmc/train_state.h"
 #include "llmc/utils.h"
 
-#ifndef GIT_COMMIT
-#define GIT_COMMIT "unknown"
-#endif
 
 // ----------------------------------------------------------------------------
 // checked CUDA and cuBLAS calls
@@ -120,12 +117,6 @@ static void* gpu_malloc(size_t bytes, const char* what, const char* file, int li
 #define gpuMalloc(bytes, what) gpu_malloc((bytes), (what), __FILE__, __LINE__)
 
 static inline int ceil_div(size_t a, size_t b) { return (int)((a + b - 1) / b); }
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // ----------------------------------------------------------------------------
 // device helpers
@@ -2157,12 +2148,6 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     encoder_backward(g.wte, g.wpe, dres, inputs, &model->buckets, B, T, C, Vp);
 }
 
-typedef struct {
-    float beta1, beta2, eps, weight_decay;
-    int decay_matrices_only;  // --decay-params matrices
-    int decay_toward_init;    // --decay-toward-init: decay pulls toward model->init_memory
-} AdamWSettings;
-
 // One AdamW step t (1-based), the arithmetic of train_gpt2.c's gpt2_adamw_update
 // (see there, decay toward the initialization included); one launch per tensor
 // for its weight decay; qkvb is skipped when the model has no QKV bias.
@@ -2187,14 +2172,6 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
         offset += n;
     }
 }
-
-typedef struct {
-    float loss;
-    float grad_norm;   // before clipping
-    float lr;
-    float grad_scale;  // clip / norm when clipped, else 1
-    int num_correct, num_examples;
-} StepResult;
 
 // Weight noise of training step `step` over the spans of llmc/regularizers.h (not wte's padded
 // rows, not a disabled qkvb): the numbers of train_gpt2.c's add_weight_noise.
@@ -2268,75 +2245,8 @@ static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n
     return model->sample_logits;
 }
 
-// Generates gen_tokens tokens after start_token into tokens[1..]; returns the count.
-static int gpt2_sample(GPT2* model, Sampler* sampler, Rng* rng, int start_token, int gen_tokens, int* tokens) {
-    tokens[0] = start_token;
-    for (int i = 1; i <= gen_tokens; i++) {
-        const float* logits = gpt2_next_token_logits(model, tokens, i);
-        tokens[i] = sampler_pick(sampler, logits, model->config.vocab_size, rng_float(rng));
-    }
-    return gen_tokens;
-}
-
 // ----------------------------------------------------------------------------
 // main
-
-typedef struct {
-    double loss;
-    double acc;  // example data only, else NAN
-} EvalResult;
-
-// Mean validation loss over `max_batches` batches (-1 = all) from the start of
-// the validation data: train_gpt2.c's evaluate.
-static EvalResult evaluate(GPT2* model, DataLoader* val, int max_batches) {
-    dataloader_reset(val);
-    size_t n = val->batches_per_epoch;
-    if (max_batches > 0 && (size_t)max_batches < n) n = (size_t)max_batches;
-    double loss_sum = 0.0;
-    size_t scored = 0;
-    long long correct = 0, examples = 0;
-    for (size_t i = 0; i < n; i++) {
-        dataloader_next_batch(val);
-        gpt2_forward(model, val->inputs, val->targets, val->loss_mask, val->B, val->T, 0);
-        loss_sum += model->loss_sum;
-        scored += model->num_scored;
-        correct += model->num_correct;
-        examples += model->num_examples;
-    }
-    EvalResult r;
-    r.loss = scored > 0 ? loss_sum / (double)scored : NAN;
-    r.acc = val->kind == DATA_EXAMPLES && examples > 0 ? (double)correct / (double)examples : NAN;
-    return r;
-}
-
-static void print_row(const char* name, const char* fmt, ...) LLMC_PRINTF(2, 3);
-static void print_row(const char* name, const char* fmt, ...) {
-    char val[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(val, sizeof(val), fmt, ap);
-    va_end(ap);
-    printf("| %-22s | %-50s |\n", name, val);
-}
-
-// Copies the parameters and AdamW moments to the host and writes the model
-// file and the training state (both atomic).
-static void save_checkpoint_pair(const char* dir, GPT2* model, const TrainState* st_in) {
-    char* model_path = str_printf("%s/model_%06d.bin", dir, st_in->step);
-    char* state_path = str_printf("%s/state_%06d.bin", dir, st_in->step);
-    size_t bytes = model->num_parameters * sizeof(float);
-    cudaCheck(cudaMemcpy(model->params_host, model->params_memory, bytes, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(model->m_host, model->m_memory, bytes, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(model->v_host, model->v_memory, bytes, cudaMemcpyDeviceToHost));
-    TrainState st = *st_in;
-    st.model_checksum = hash_words(model->params_host, bytes);
-    st.has_init_params = model->init_memory != NULL;
-    checkpoint_save(model_path, &model->config, model->params_host);
-    train_state_save(state_path, &st, model->m_host, model->v_host, model->init_host);
-    printf("saved %s and %s\n", model_path, state_path);
-    free(model_path);
-    free(state_path);
-}
 
 // Exits 1 with a clear message when there is no usable GPU; fills prop.
 static void require_gpu(cudaDeviceProp* prop) {
@@ -2355,488 +2265,211 @@ static void require_gpu(cudaDeviceProp* prop) {
 
 static const char* const ATTENTION_CHOICES[] = {"auto", "fused-tf32", "fused", "cublas", NULL};
 
-int main(int argc, char** argv) {
-    TrainConfig cfg;
-    train_config_defaults(&cfg);
-    int tf32 = 1;
-    const char* attention_choice = "auto";
-    ArgSpec specs[TRAIN_CONFIG_MAX_SPECS + 2];
-    int nspecs = train_config_specs(&cfg, specs);
-    ArgSpec tf32_spec = {0, "tf32", ARG_INT, &tf32, "CUDA: TF32 tensor cores for the matmuls (1), or exact fp32 (0)", NULL};
-    ArgSpec attn_spec = {0, "attention", ARG_CHOICE, &attention_choice,
-                         "CUDA: attention kernels: fused-tf32 (flash-style on TF32 tensor cores), fused (the same "
-                         "in fp32), cublas (batched SGEMMs), or auto (fused-tf32 with --tf32 1, fused with --tf32 0, "
-                         "where the head size allows)", ATTENTION_CHOICES};
-    specs[nspecs++] = tf32_spec;
-    specs[nspecs++] = attn_spec;
-    args_parse(argc, argv, specs, nspecs,
-               "[flags]\n  train:         ./train_gpt2fp32cu --model M.bin -i 'train*.bin' -j val.bin -o out/run\n"
-               "  resume:        ./train_gpt2fp32cu --resume out/run/state_000100.bin --steps 200\n"
-               "  parity grads:  ./train_gpt2fp32cu --model M.bin --parity-batch batch.bin --parity-out grads.bin --tf32 0\n"
-               "  parity steps:  ./train_gpt2fp32cu --model M.bin --parity-batch batch.bin --steps N "
-               "--parity-losses losses.bin -o DIR --tf32 0");
-    train_config_check(&cfg);
-    warn_ineffective_regularizers(&cfg);
-    if (tf32 != 0 && tf32 != 1) fatal("--tf32 must be 0 or 1, got %d", tf32);
-    cudaDeviceProp prop;
-    require_gpu(&prop);
-    int parity = cfg.parity_batch[0] != '\0';
-    int parity_grads = cfg.parity_out[0] != '\0';
+// ---- the backend of llmc/train_driver.h: this file's model behind the shared training run
 
-    // ---- the model: from --model, or the model file beside the --resume state
-    int resuming = cfg.resume[0] != '\0';
-    TrainState resume_state;
-    memset(&resume_state, 0, sizeof(resume_state));
-    char* model_path = NULL;
-    if (resuming) {
-        if (parity) fatal("--resume cannot be combined with the parity mode (--parity-batch)");
-        train_state_read_header(cfg.resume, &resume_state);
-        char* dir = path_dirname(cfg.resume);
-        model_path = str_printf("%s/model_%06d.bin", dir, resume_state.step);
-        free(dir);
-        if (!path_exists(model_path)) {
-            fatal("training state %s is for step %d, but its model file %s is missing (a state file "
-                  "resumes with the model_NNNNNN.bin of the same step beside it)",
-                  cfg.resume, resume_state.step, model_path);
-        }
-    } else {
-        model_path = str_dup(cfg.model);
-    }
-    GPT2 model;
-    gpt2_build_from_checkpoint(&model, model_path);
-    const GPT2Config* mc = &model.config;
-    if (resuming) {
-        if (resume_state.num_parameters != model.num_parameters) {
-            fatal("training state %s holds %zu parameters but model %s has %zu: they do not belong together",
-                  cfg.resume, resume_state.num_parameters, model_path, model.num_parameters);
-        }
-        uint64_t h = hash_words(model.params_host, model.num_parameters * sizeof(float));
-        if (h != resume_state.model_checksum) {
-            fatal("model %s does not match training state %s (checksum differs): the model file was "
-                  "replaced after the state was written", model_path, cfg.resume);
-        }
-    }
+static int g_tf32 = 1;                         // --tf32
+static const char* g_attention_choice = "auto";  // --attention
+static cudaDeviceProp g_prop;                  // the GPU (require_gpu)
 
-    // ---- attention kernels: auto = the tensor-core kernels with --tf32 1, the fp32 fused
-    // kernels with --tf32 0, each when the head size and shared memory allow, else cuBLAS.
-    // Dropout on the attention weights exists in the cuBLAS version only (the fused kernels
-    // never form the weights that would be dropped), so --dropout > 0 takes it.
+static const ArgSpec CUDA_SPECS[] = {
+    {0, "tf32", ARG_INT, &g_tf32, "CUDA: TF32 tensor cores for the matmuls (1), or exact fp32 (0)", NULL},
+    {0, "attention", ARG_CHOICE, &g_attention_choice,
+     "CUDA: attention kernels: fused-tf32 (flash-style on TF32 tensor cores), fused (the same in fp32), cublas "
+     "(batched SGEMMs), or auto (fused-tf32 with --tf32 1, fused with --tf32 0, where the head size allows)",
+     ATTENTION_CHOICES},
+};
+
+typedef struct {
+    GPT2 gpt2;
+    int attention_kind;     // ATTENTION_FUSED_TF32, ATTENTION_FUSED or ATTENTION_CUBLAS
+    int attention_dropout;  // --dropout > 0 took the cuBLAS attention
+    float* grads_host;      // (P) parity mode: the gradients on the host
+} CudaModel;
+
+static void cuda_configure(const TrainConfig* cfg) {
+    (void)cfg;
+    if (g_tf32 != 0 && g_tf32 != 1) fatal("--tf32 must be 0 or 1, got %d", g_tf32);
+    require_gpu(&g_prop);
+}
+
+static void* cuda_load(const char* path, const GPT2Config** config, size_t* num_parameters, const float** params) {
+    CudaModel* cm = (CudaModel*)callocCheck(1, sizeof(CudaModel));
+    gpt2_build_from_checkpoint(&cm->gpt2, path);
+    *config = &cm->gpt2.config;
+    *num_parameters = cm->gpt2.num_parameters;
+    *params = cm->gpt2.params_host;
+    return cm;
+}
+
+// Attention kernels: auto = the tensor-core kernels with --tf32 1, the fp32 fused kernels with
+// --tf32 0, each when the head size and shared memory allow, else cuBLAS. Dropout on the
+// attention weights exists in the cuBLAS version only (the fused kernels never form the weights
+// that would be dropped), so --dropout > 0 takes it. GPU memory is checked by each allocation.
+static void cuda_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep_logits, const char* model_path) {
+    (void)B, (void)T, (void)keep_logits, (void)model_path;
+    CudaModel* cm = (CudaModel*)m;
+    const GPT2Config* mc = &cm->gpt2.config;
+    const cudaDeviceProp* prop = &g_prop;
+    const char* choice = g_attention_choice;
     int HS = mc->channels / mc->num_heads;
     size_t fused_smem = attention_fused_smem_bytes(HS), tc_smem = attention_tc_smem_bytes(HS);
-    int fused_ok = fused_smem > 0 && fused_smem <= prop.sharedMemPerBlockOptin;
-    int tc_ok = prop.major >= 8 && tc_smem > 0 && tc_smem <= prop.sharedMemPerBlockOptin;
-    int attention_kind = ATTENTION_CUBLAS;
-    int attention_dropout = cfg.dropout > 0.0f;
-    if (attention_dropout && strcmp(attention_choice, "auto") != 0 && strcmp(attention_choice, "cublas") != 0) {
+    int fused_ok = fused_smem > 0 && fused_smem <= prop->sharedMemPerBlockOptin;
+    int tc_ok = prop->major >= 8 && tc_smem > 0 && tc_smem <= prop->sharedMemPerBlockOptin;
+    cm->attention_kind = ATTENTION_CUBLAS;
+    cm->attention_dropout = cfg->dropout > 0.0f;
+    if (cm->attention_dropout && strcmp(choice, "auto") != 0 && strcmp(choice, "cublas") != 0) {
         fatal("--attention %s has no attention dropout; with --dropout %g use --attention cublas or auto "
-              "(auto takes cublas when dropout is on)", attention_choice, (double)cfg.dropout);
+              "(auto takes cublas when dropout is on)", choice, (double)cfg->dropout);
     }
-    if (attention_dropout) {
-        attention_kind = ATTENTION_CUBLAS;
-    } else if (strcmp(attention_choice, "fused") == 0) {
+    if (cm->attention_dropout) {
+        cm->attention_kind = ATTENTION_CUBLAS;
+    } else if (strcmp(choice, "fused") == 0) {
         if (!fused_ok) {
             fatal("--attention fused: the fused kernels support head sizes 16, 32, 64, 128 within the GPU's %zu "
                   "bytes of shared memory per block; this model has HS=%d%s. Use --attention cublas or auto",
-                  (size_t)prop.sharedMemPerBlockOptin, HS, fused_smem ? " (too much shared memory)" : "");
+                  (size_t)prop->sharedMemPerBlockOptin, HS, fused_smem ? " (too much shared memory)" : "");
         }
-        attention_kind = ATTENTION_FUSED;
-    } else if (strcmp(attention_choice, "fused-tf32") == 0) {
+        cm->attention_kind = ATTENTION_FUSED;
+    } else if (strcmp(choice, "fused-tf32") == 0) {
         if (!tc_ok) {
             fatal("--attention fused-tf32: the tensor-core kernels need an sm_80 or newer GPU (this one is sm_%d%d), "
                   "head size 16, 32 or 64 (this model has HS=%d) and %zu bytes of shared memory per block (the GPU "
-                  "allows %zu). Use --attention fused, cublas or auto", prop.major, prop.minor, HS, tc_smem,
-                  (size_t)prop.sharedMemPerBlockOptin);
+                  "allows %zu). Use --attention fused, cublas or auto", prop->major, prop->minor, HS, tc_smem,
+                  (size_t)prop->sharedMemPerBlockOptin);
         }
-        attention_kind = ATTENTION_FUSED_TF32;
-    } else if (strcmp(attention_choice, "auto") == 0) {
-        attention_kind = (tf32 && tc_ok) ? ATTENTION_FUSED_TF32 : fused_ok ? ATTENTION_FUSED : ATTENTION_CUBLAS;
+        cm->attention_kind = ATTENTION_FUSED_TF32;
+    } else if (strcmp(choice, "auto") == 0) {
+        cm->attention_kind = (g_tf32 && tc_ok) ? ATTENTION_FUSED_TF32 : fused_ok ? ATTENTION_FUSED : ATTENTION_CUBLAS;
     }
+}
 
-    // ---- the batch geometry
-    ParityBatch pb;
-    memset(&pb, 0, sizeof(pb));
-    int B, T, data_kind = DATA_TOKENS, example_len = 0;
-    if (parity) {
-        parity_batch_read(&pb, cfg.parity_batch, mc->vocab_size, mc->max_seq_len);
-        B = pb.B;
-        T = pb.T;
-    } else {
-        B = cfg.batch_size;
-        data_kind = data_kind_of(cfg.train_data, "-i", &example_len);
-        if (data_kind == DATA_EXAMPLES) {
-            if (cfg.seq_len != 0 && cfg.seq_len != example_len - 1) {
-                fatal("-t %d does not fit the example shards of -i %s: they hold E=%d tokens per example, "
-                      "so T must be E-1 = %d (drop -t)", cfg.seq_len, cfg.train_data, example_len, example_len - 1);
-            }
-            T = example_len - 1;
-        } else {
-            T = cfg.seq_len > 0 ? cfg.seq_len : mc->max_seq_len;
-        }
-        if (T > mc->max_seq_len) {
-            fatal("-t %d is longer than the model's context maxT=%d (model %s): use -t %d or less "
-                  "(-t 0 = the model's context)", T, mc->max_seq_len, model_path, mc->max_seq_len);
-        }
-    }
-    if (resuming && (resume_state.B != B || resume_state.T != T)) {
-        fatal("training state %s was written with -b %d -t %d; resume with the same batch geometry "
-              "(got -b %d -t %d)", cfg.resume, resume_state.B, resume_state.T, B, T);
-    }
-    if (resuming && resume_state.seed != (uint64_t)cfg.seed) {
-        fatal("training state %s was written with --seed %llu; resume with the same seed (got --seed %lld) "
-              "so the data order continues", cfg.resume, (unsigned long long)resume_state.seed, cfg.seed);
-    }
-
-    // ---- data
-    DataLoader train_loader, val_loader;
-    int have_train = 0, have_val = 0;
-    if (!parity) {
-        dataloader_init(&train_loader, cfg.train_data, "-i", B, T, mc->vocab_size, 1, (uint64_t)cfg.seed);
-        have_train = 1;
-        if (cfg.val_data[0] && cfg.val_every > 0) {
-            dataloader_init(&val_loader, cfg.val_data, "-j", B, T, mc->vocab_size, 0, 0);
-            have_val = 1;
-            if (val_loader.kind != train_loader.kind) {
-                fatal("-j %s and -i %s hold different kinds of shards (token vs example); use one kind",
-                      cfg.val_data, cfg.train_data);
-            }
-        }
-        if (resuming && (resume_state.data_batches_per_epoch != train_loader.batches_per_epoch ||
-                         resume_state.data_num_shards != (int)train_loader.num_shards)) {
-            fatal("the training data differs from the run being resumed: %d shards and %llu batches per "
-                  "epoch then, %zu and %zu now; resume with the same -i, -b and -t",
-                  resume_state.data_num_shards, (unsigned long long)resume_state.data_batches_per_epoch,
-                  train_loader.num_shards, train_loader.batches_per_epoch);
-        }
-    }
-    int total_steps = cfg.steps;
-    if (total_steps == -1 && resuming) total_steps = resume_state.total_steps;  // the run's planned end
-    if (total_steps == -1) {
-        if (parity) {
-            total_steps = 1;
-        } else {
-            if (train_loader.batches_per_epoch > (size_t)INT32_MAX) fatal("one epoch has too many batches; pass --steps");
-            total_steps = (int)train_loader.batches_per_epoch;
-        }
-    }
-    int start_step = resuming ? resume_state.step : 0;
-    const char* out_dir = cfg.output_dir;
-    char* resume_dir = NULL;
-    if (resuming && !out_dir[0]) { resume_dir = path_dirname(cfg.resume); out_dir = resume_dir; }
-    if (parity && !parity_grads && !out_dir[0]) fatal("--parity-losses saves the final model: give an output folder with -o DIR");
-
-    // ---- tokenizer (samples only)
-    Tokenizer tokenizer;
-    memset(&tokenizer, 0, sizeof(tokenizer));
-    int sampling = !parity && cfg.sample_every > 0;
-    if (sampling && cfg.tokenizer[0]) {
-        if (path_exists(cfg.tokenizer)) {
-            tokenizer_init(&tokenizer, cfg.tokenizer);
-            tokenizer_check_model(&tokenizer, cfg.tokenizer, mc->vocab_size, model_path);
-        } else warn("tokenizer %s not found: samples print token ids (pass --tokenizer FILE)", cfg.tokenizer);
-    }
-
-    // ---- GPU buffers and cuBLAS
+static void cuda_allocate(void* m, const TrainConfig* cfg, int B, int T, int keep_logits) {
+    CudaModel* cm = (CudaModel*)m;
+    GPT2* model = &cm->gpt2;
     cublasCheck(cublasCreate(&g_cublas));
-    cublasCheck(cublasSetMathMode(g_cublas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-    gpt2_allocate(&model, B, T, attention_kind, parity_grads);
-    model.seed = (uint64_t)cfg.seed;
-    model.dropout = dropout_config(cfg.dropout);
-    size_t param_bytes = model.num_parameters * sizeof(float);
-    if (cfg.weight_noise > 0.0f) model.clean_memory = (float*)gpuMalloc(param_bytes, "the clean parameters (--weight-noise)");
-    if (cfg.decay_toward_init) {
-        // the parameters before step 1; a resumed run reads them from its state file (below)
-        model.init_memory = (float*)gpuMalloc(param_bytes, "the initial parameters (--decay-toward-init)");
-        model.init_host = (float*)mallocCheck(param_bytes);
-        memcpy(model.init_host, model.params_host, param_bytes);
-        cudaCheck(cudaMemcpy(model.init_memory, model.init_host, param_bytes, cudaMemcpyHostToDevice));
+    cublasCheck(cublasSetMathMode(g_cublas, g_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    gpt2_allocate(model, B, T, cm->attention_kind, keep_logits);
+    model->seed = (uint64_t)cfg->seed;
+    model->dropout = dropout_config(cfg->dropout);
+    size_t bytes = model->num_parameters * sizeof(float);
+    if (cfg->weight_noise > 0.0f) model->clean_memory = (float*)gpuMalloc(bytes, "the clean parameters (--weight-noise)");
+    if (cfg->decay_toward_init) {
+        // the parameters before step 1; a resumed run reads them from its state file
+        model->init_memory = (float*)gpuMalloc(bytes, "the initial parameters (--decay-toward-init)");
+        model->init_host = (float*)mallocCheck(bytes);
+        memcpy(model->init_host, model->params_host, bytes);
+        cudaCheck(cudaMemcpy(model->init_memory, model->init_host, bytes, cudaMemcpyHostToDevice));
     }
-    if (resuming) check_resume_regularizers(&resume_state, &cfg);
-    LrSchedule sched;
-    sched.kind = lr_schedule_kind(cfg.lr_schedule);
-    sched.max_lr = cfg.lr;
-    sched.warmup = cfg.warmup;
-    sched.total_steps = total_steps;
-    sched.min_lr_frac = cfg.min_lr_frac;
-    AdamWSettings opt;
-    opt.beta1 = cfg.beta1;
-    opt.beta2 = cfg.beta2;
-    opt.eps = cfg.eps;
-    opt.weight_decay = cfg.weight_decay;
-    opt.decay_matrices_only = strcmp(cfg.decay_params, "matrices") == 0;
-    opt.decay_toward_init = cfg.decay_toward_init;
+    if (keep_logits) cm->grads_host = (float*)mallocCheck(bytes);
+}
+
+static const char* cuda_attention_name(const CudaModel* cm) {
+    return cm->attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32" : cm->attention_kind == ATTENTION_FUSED ? "fused"
+                                                                                                             : "cublas";
+}
+
+static void cuda_print_rows(void* m) {
+    CudaModel* cm = (CudaModel*)m;
     size_t gpu_free = 0, gpu_total = 0;
     cudaCheck(cudaMemGetInfo(&gpu_free, &gpu_total));
+    print_row("GPU", "%s", g_prop.name);
+    print_row("  memory", "%.1f GiB used of %.1f GiB", (gpu_total - gpu_free) / 1073741824.0, gpu_total / 1073741824.0);
+    print_row("matmuls", "cuBLAS, %s", g_tf32 ? "TF32 tensor cores (--tf32 1)" : "exact fp32 (--tf32 0)");
+    print_row("attention", "%s", cm->attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32 (flash-style, TF32 tensor cores)"
+                                 : cm->attention_kind == ATTENTION_FUSED ? "fused (flash-style, fp32 SIMT)"
+                                 : cm->attention_dropout ? "cublas (strided-batched + softmax kernels; --dropout needs it)"
+                                                         : "cublas (strided-batched + softmax kernels)");
+}
+
+static void cuda_log_config(void* m, Json* j) {
+    json_key_string(j, "blas", g_tf32 ? "cuBLAS (TF32)" : "cuBLAS (fp32)");
+    json_key_string(j, "attention_kernels", cuda_attention_name((CudaModel*)m));
+}
+
+static void cuda_hardware(void* m, char* buf, size_t n) {
+    (void)m;
     int driver = 0, runtime = 0;
     cudaCheck(cudaDriverGetVersion(&driver));
     cudaCheck(cudaRuntimeGetVersion(&runtime));
-    char gpu_desc[400];
-    snprintf(gpu_desc, sizeof(gpu_desc), "%s (sm_%d%d, %d SMs, %.1f GiB), driver %d.%d, runtime %d.%d", prop.name,
-             prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, driver / 1000,
+    snprintf(buf, n, "%s (sm_%d%d, %d SMs, %.1f GiB), driver %d.%d, runtime %d.%d", g_prop.name, g_prop.major,
+             g_prop.minor, g_prop.multiProcessorCount, g_prop.totalGlobalMem / 1073741824.0, driver / 1000,
              (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10);
-    const char* attention_desc = attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32 (flash-style, TF32 tensor cores)"
-                                 : attention_kind == ATTENTION_FUSED ? "fused (flash-style, fp32 SIMT)"
-                                 : attention_dropout ? "cublas (strided-batched + softmax kernels; --dropout needs it)"
-                                                     : "cublas (strided-batched + softmax kernels)";
+}
 
-    // ---- the resolved configuration
-    printf("+------------------------+----------------------------------------------------+\n");
-    print_row("setting", "value");
-    printf("+------------------------+----------------------------------------------------+\n");
-    print_row("mode", "%s", parity_grads ? "parity: one forward/backward" : parity ? "parity: N steps on one batch"
-              : resuming ? "train (resumed)" : "train");
-    print_row("model", "%s", model_path);
-    print_row("maxT / V / Vp", "%d / %d / %d", mc->max_seq_len, mc->vocab_size, mc->padded_vocab_size);
-    print_row("L / NH / C / HS", "%d / %d / %d / %d", mc->num_layers, mc->num_heads, mc->channels, HS);
-    print_row("qkv bias", "%s", mc->no_qkv_bias ? "off (qkvb held at 0)" : "on");
-    print_row("parameters", "%zu", model.num_parameters);
-    if (parity) {
-        print_row("parity batch", "%s (B=%d T=%d, mask %s)", cfg.parity_batch, B, T, pb.mask ? "yes" : "no");
-    } else {
-        print_row("train data (-i)", "%s", cfg.train_data);
-        print_row("  kind", "%s, %zu shard(s), %zu batches/epoch", data_kind == DATA_EXAMPLES ?
-                  "example shards" : "token shards", train_loader.num_shards, train_loader.batches_per_epoch);
-        print_row("val data (-j)", "%s", have_val ? cfg.val_data : "(none)");
-        if (have_val) {
-            print_row("  val batches (-m)", "%zu of %zu", cfg.val_batches > 0 && (size_t)cfg.val_batches <
-                      val_loader.batches_per_epoch ? (size_t)cfg.val_batches : val_loader.batches_per_epoch,
-                      val_loader.batches_per_epoch);
-            print_row("  val every (-v)", "%d", cfg.val_every);
-        }
-    }
-    print_row("B x T (-b, -t)", "%d x %d = %d tokens/step", B, T, B * T);
-    print_row("steps", "%d%s", total_steps, resuming ? " (total)" : "");
-    if (resuming) print_row("resume from", "%s (step %d)", cfg.resume, start_step);
-    print_row("lr (-l)", "%g, %s, warmup %d, floor %g", (double)cfg.lr, cfg.lr_schedule, cfg.warmup,
-              (double)(cfg.lr * cfg.min_lr_frac));
-    print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg.beta1, (double)cfg.beta2, (double)cfg.eps);
-    print_row("weight decay", "%g on %s", (double)cfg.weight_decay, opt.decay_matrices_only ?
-              "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
-    print_row("  decay toward", "%s", cfg.decay_toward_init ? "the initial values (--decay-toward-init 1)" : "zero");
-    if (cfg.grad_clip > 0) print_row("grad clip", "%g (global norm)", (double)cfg.grad_clip);
-    else print_row("grad clip", "off");
-    char reg[REGULARIZER_DESC_LEN];
-    print_row("dropout", "%s", describe_dropout(reg, sizeof(reg), cfg.dropout));
-    print_row("weight noise", "%s", describe_weight_noise(reg, sizeof(reg), cfg.weight_noise));
-    if (sampling) {
-        print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg.sample_every,
-                  cfg.gen_tokens, (double)cfg.temperature, cfg.top_k, (double)cfg.top_p);
-        print_row("tokenizer", "%s", tokenizer.token_table ? cfg.tokenizer : "(none: token ids)");
-    }
-    print_row("seed", "%lld", cfg.seed);
-    print_row("output (-o)", "%s", out_dir[0] ? out_dir : "(none: no log, no checkpoints)");
-    if (out_dir[0] && cfg.save_every > 0) print_row("save every", "%d steps and at the end", cfg.save_every);
-    else if (out_dir[0]) print_row("save every", "at the end");
-    print_row("GPU", "%s", prop.name);
-    print_row("  memory", "%.1f GiB used of %.1f GiB", (gpu_total - gpu_free) / 1073741824.0, gpu_total / 1073741824.0);
-    print_row("matmuls", "cuBLAS, %s", tf32 ? "TF32 tensor cores (--tf32 1)" : "exact fp32 (--tf32 0)");
-    print_row("attention", "%s", attention_desc);
-    print_row("commit", "%s", GIT_COMMIT);
-    printf("+------------------------+----------------------------------------------------+\n");
+static void cuda_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
+                         BatchResult* r) {
+    GPT2* model = &((CudaModel*)m)->gpt2;
+    gpt2_forward(model, inputs, targets, mask, B, T, 0);
+    r->loss_sum = model->loss_sum;
+    r->num_scored = model->num_scored;
+    r->num_correct = model->num_correct;
+    r->num_examples = model->num_examples;
+}
 
-    // ---- parity mode 1: one forward/backward, write everything, exit
-    if (parity_grads) {  // the forward/backward of training step 1, dropout and weight noise included
-        gpt2_forward_backward_step(&model, pb.inputs, pb.targets, pb.mask, B, T, 1, cfg.weight_noise);
-        float* grads_host = (float*)mallocCheck(model.num_parameters * sizeof(float));
-        cudaCheck(cudaMemcpy(grads_host, model.grads_memory, model.num_parameters * sizeof(float), cudaMemcpyDeviceToHost));
-        parity_grads_write(cfg.parity_out, B, T, mc->padded_vocab_size, model.num_parameters, mc->num_layers,
-                           mc->channels, model.mean_loss, model.saved_logits, grads_host);
-        printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)model.mean_loss, cfg.parity_out);
-        free(grads_host);
-        parity_batch_free(&pb);
-        gpt2_free(&model);
-        cublasCheck(cublasDestroy(g_cublas));
-        free(model_path);
-        return 0;
-    }
+static void cuda_train_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T, int step,
+                            const LrSchedule* sched, const AdamWSettings* opt, float grad_clip, float weight_noise,
+                            StepResult* r) {
+    gpt2_train_step(&((CudaModel*)m)->gpt2, inputs, targets, mask, B, T, step, sched, opt, grad_clip, weight_noise, r);
+}
 
-    // ---- log
-    Logger logger;
-    memset(&logger, 0, sizeof(logger));
-    Json j = {NULL, 0, 0, 0};
-    if (out_dir[0]) {
-        output_dir_claim(out_dir);  // one trainer per folder; stale temporary files go
-        logger_open(&logger, out_dir, resuming ? (long long)start_step : -1);
-        json_begin(&j);
-        if (resuming) {
-            json_key_object(&j, "resume");
-            json_key_string(&j, "state", cfg.resume);
-            json_key_int(&j, "from_step", start_step);
-            json_end_object(&j);
-        }
-        json_key_object(&j, "config");
-        train_config_json(&j, specs, nspecs);
-        json_key_string(&j, "model_file", model_path);
-        json_key_int(&j, "max_seq_len", mc->max_seq_len);
-        json_key_int(&j, "vocab_size", mc->vocab_size);
-        json_key_int(&j, "padded_vocab_size", mc->padded_vocab_size);
-        json_key_int(&j, "n_layer", mc->num_layers);
-        json_key_int(&j, "n_head", mc->num_heads);
-        json_key_int(&j, "n_embd", mc->channels);
-        json_key_bool(&j, "qkv_bias", !mc->no_qkv_bias);
-        json_key_int(&j, "num_parameters", (long long)model.num_parameters);
-        json_key_int(&j, "B", B);
-        json_key_int(&j, "T", T);
-        json_key_int(&j, "total_steps", total_steps);
-        json_key_string(&j, "data_kind", parity ? "parity_batch" : data_kind == DATA_EXAMPLES ? "examples" : "tokens");
-        json_key_string(&j, "blas", tf32 ? "cuBLAS (TF32)" : "cuBLAS (fp32)");
-        json_key_string(&j, "attention_kernels", attention_kind == ATTENTION_FUSED_TF32 ? "fused-tf32"
-                        : attention_kind == ATTENTION_FUSED ? "fused" : "cublas");
-        json_end_object(&j);
-        json_key_string(&j, "commit", GIT_COMMIT);
-        json_key_string(&j, "hardware", gpu_desc);
-        json_key_string(&j, "trainer", "train_gpt2fp32cu");
-        json_end(&j);
-        logger_write(&logger, &j);
-    }
+static double cuda_param_norm(void* m) {
+    GPT2* model = &((CudaModel*)m)->gpt2;
+    return vector_norm(model->params_memory, model->num_parameters, model->norm_scratch);
+}
 
-    // ---- training state
-    Rng sample_rng;
-    rng_seed(&sample_rng, mix_seed((uint64_t)cfg.seed, 0x73616D706C65ULL));  // "sample"
-    double elapsed_before = 0.0;
-    if (resuming) {
-        train_state_load_body(cfg.resume, &resume_state, model.m_host, model.v_host, model.init_host);
-        size_t bytes = model.num_parameters * sizeof(float);
-        cudaCheck(cudaMemcpy(model.m_memory, model.m_host, bytes, cudaMemcpyHostToDevice));
-        cudaCheck(cudaMemcpy(model.v_memory, model.v_host, bytes, cudaMemcpyHostToDevice));
-        if (model.init_memory) cudaCheck(cudaMemcpy(model.init_memory, model.init_host, bytes, cudaMemcpyHostToDevice));
-        dataloader_seek(&train_loader, resume_state.data_epoch, (size_t)resume_state.data_cursor);
-        sample_rng.state = resume_state.sampler_rng;
-        elapsed_before = resume_state.elapsed_s;
-        if (resume_state.total_steps != total_steps) {
-            warn("the resumed run used --steps %d, this one %d: the learning-rate schedule changes",
-                 resume_state.total_steps, total_steps);
-        }
-    }
-    Sampler sampler;
-    memset(&sampler, 0, sizeof(sampler));
-    int* sample_tokens = NULL;
-    if (sampling) {
-        sampler_init(&sampler, mc->vocab_size, cfg.temperature, cfg.top_k, cfg.top_p);
-        sample_tokens = (int*)mallocCheck(((size_t)cfg.gen_tokens + 1) * sizeof(int));
-    }
-    int start_token = tokenizer.token_table ? tokenizer.eot_token : mc->vocab_size - 1;  // eot < V (checked)
-    float* parity_loss_values = parity ? (float*)callocCheck((size_t)total_steps, sizeof(float)) : NULL;
-    int last_saved = resuming ? start_step : -1;
-    if (start_step >= total_steps) {
-        printf("the state is already at step %d of %d: nothing to do (raise --steps to train longer)\n",
-               start_step, total_steps);
-    }
-    double t_start = now_seconds();
-    int exit_code = 0;
-    for (int step = start_step + 1; step <= total_steps; step++) {
-        const int *inputs, *targets, *mask;
-        if (parity) {
-            inputs = pb.inputs;
-            targets = pb.targets;
-            mask = pb.mask;
-        } else {
-            dataloader_next_batch(&train_loader);
-            inputs = train_loader.inputs;
-            targets = train_loader.targets;
-            mask = train_loader.loss_mask;
-        }
-        double t0 = now_seconds();
-        StepResult r;
-        gpt2_train_step(&model, inputs, targets, mask, B, T, step, &sched, &opt, cfg.grad_clip, cfg.weight_noise, &r);
-        double t1 = now_seconds();
-        // the parameters' norm, when the update ran (a non-finite loss or gradient norm skips it)
-        double param_norm = isfinite(r.loss) && isfinite(r.grad_norm) ? vector_norm(model.params_memory, model.num_parameters, model.norm_scratch) : 0.0;
-        if (training_diverged(&logger, &j, step, r.loss, r.grad_norm, param_norm, r.lr, out_dir, last_saved,
-                              model_path)) {
-            exit_code = 1;
-            break;
-        }
-        double step_s = t1 - t0;
-        double tok_s = (double)B * T / step_s;
-        int has_acc = mask != NULL && r.num_examples > 0;
-        double train_acc = has_acc ? (double)r.num_correct / r.num_examples : NAN;
-        if (parity) parity_loss_values[step - start_step - 1] = r.loss;
-        printf("step %5d/%d | loss %.6f%s", step, total_steps, (double)r.loss, has_acc ? " | acc " : "");
-        if (has_acc) printf("%.4f", train_acc);
-        printf(" | lr %.3e | norm %.4f%s | %.1f ms | %.0f tok/s\n", (double)r.lr, (double)r.grad_norm,
-               r.grad_scale < 1.0f ? " (clipped)" : "", step_s * 1e3, tok_s);
-        EvalResult ev;
-        ev.loss = NAN;
-        ev.acc = NAN;
-        int evaluated = have_val && (step % cfg.val_every == 0 || step == total_steps);
-        if (evaluated) {
-            ev = evaluate(&model, &val_loader, cfg.val_batches);
-            printf("val loss %.6f", ev.loss);
-            if (!isnan(ev.acc)) printf(" | val acc %.4f", ev.acc);
-            printf("\n");
-        }
-        double elapsed = elapsed_before + (now_seconds() - t_start);
-        if (logger.fp) {
-            json_begin(&j);
-            json_key_int(&j, "step", step);
-            json_key_float(&j, "train_loss", r.loss);
-            if (has_acc) json_key_float(&j, "train_acc", train_acc);
-            else json_key_null(&j, "train_acc");
-            if (evaluated) {
-                json_key_float(&j, "val_loss", ev.loss);
-                if (!isnan(ev.acc)) json_key_float(&j, "val_acc", ev.acc);
-                else json_key_null(&j, "val_acc");
-            }
-            json_key_float(&j, "lr", r.lr);
-            json_key_float(&j, "grad_norm", r.grad_norm);
-            json_key_float(&j, "param_norm", param_norm);
-            json_key_float(&j, "tokens_per_s", tok_s);
-            json_key_float(&j, "elapsed_s", elapsed);
-            json_end(&j);
-            logger_write(&logger, &j);
-        }
-        if (sampling && (step % cfg.sample_every == 0 || step == total_steps)) {
-            gpt2_sample(&model, &sampler, &sample_rng, start_token, cfg.gen_tokens, sample_tokens);
-            char* text = tokenizer_decode_text(&tokenizer, sample_tokens + 1, cfg.gen_tokens);
-            printf("sample (step %d):\n", step);
-            fputs_utf8(text, stdout);  // the log's text: valid UTF-8, U+FFFD for invalid parts
-            printf("\n---\n");
-            if (logger.fp) {
-                json_begin(&j);
-                json_key_int(&j, "step", step);
-                json_key_string(&j, "sample", text);
-                json_end(&j);
-                logger_write(&logger, &j);
-            }
-            free(text);
-        }
-        if (out_dir[0] && ((cfg.save_every > 0 && step % cfg.save_every == 0) || step == total_steps)) {
-            TrainState st;
-            memset(&st, 0, sizeof(st));
-            st.step = step;
-            st.total_steps = total_steps;
-            st.num_parameters = model.num_parameters;
-            st.B = B;
-            st.T = T;
-            st.data_epoch = have_train ? train_loader.epoch : 0;
-            st.data_cursor = have_train ? train_loader.cursor : 0;
-            st.data_batches_per_epoch = have_train ? train_loader.batches_per_epoch : 0;
-            st.data_num_shards = have_train ? (int)train_loader.num_shards : 0;
-            st.seed = (uint64_t)cfg.seed;
-            st.sampler_rng = sample_rng.state;
-            st.elapsed_s = elapsed_before + (now_seconds() - t_start);
-            save_checkpoint_pair(out_dir, &model, &st);
-            last_saved = step;
-        }
-    }
-    if (parity && exit_code == 0) {
-        parity_losses_write(cfg.parity_losses, parity_loss_values, total_steps - start_step);
-        printf("parity: wrote %d losses to %s\n", total_steps - start_step, cfg.parity_losses);
-    }
+static const float* cuda_next_token_logits(void* m, const int* tokens, int n) {
+    return gpt2_next_token_logits(&((CudaModel*)m)->gpt2, tokens, n);
+}
 
-    // ---- clean up
-    free(parity_loss_values);
-    free(sample_tokens);
-    if (sampling) sampler_free(&sampler);
-    json_free(&j);
-    logger_close(&logger);
-    tokenizer_free(&tokenizer);
-    if (have_train) dataloader_free(&train_loader);
-    if (have_val) dataloader_free(&val_loader);
-    parity_batch_free(&pb);
-    gpt2_free(&model);
-    cublasCheck(cublasDestroy(g_cublas));
-    free(model_path);
-    free(resume_dir);
-    return exit_code;
+static void cuda_parity_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
+                             float weight_noise, float* loss, const float** logits, const float** grads) {
+    CudaModel* cm = (CudaModel*)m;
+    GPT2* model = &cm->gpt2;
+    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, 1, weight_noise);
+    cudaCheck(cudaMemcpy(cm->grads_host, model->grads_memory, model->num_parameters * sizeof(float),
+                         cudaMemcpyDeviceToHost));
+    *loss = model->mean_loss;
+    *logits = model->saved_logits;
+    *grads = cm->grads_host;
+}
+
+// The host mirrors; with download, the parameters and AdamW moments are copied from the GPU first
+// (the initial parameters never change on the GPU: init_host stays their copy).
+static HostTensors cuda_host_tensors(void* m, int download) {
+    GPT2* model = &((CudaModel*)m)->gpt2;
+    if (download) {
+        size_t bytes = model->num_parameters * sizeof(float);
+        cudaCheck(cudaMemcpy(model->params_host, model->params_memory, bytes, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(model->m_host, model->m_memory, bytes, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(model->v_host, model->v_memory, bytes, cudaMemcpyDeviceToHost));
+    }
+    HostTensors h = {model->params_host, model->m_host, model->v_host, model->init_host};
+    return h;
+}
+
+static void cuda_upload_state(void* m) {
+    GPT2* model = &((CudaModel*)m)->gpt2;
+    size_t bytes = model->num_parameters * sizeof(float);
+    cudaCheck(cudaMemcpy(model->m_memory, model->m_host, bytes, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(model->v_memory, model->v_host, bytes, cudaMemcpyHostToDevice));
+    if (model->init_memory) cudaCheck(cudaMemcpy(model->init_memory, model->init_host, bytes, cudaMemcpyHostToDevice));
+}
+
+static void cuda_destroy(void* m) {
+    CudaModel* cm = (CudaModel*)m;
+    int allocated = cm->gpt2.grads_memory != NULL;
+    gpt2_free(&cm->gpt2);
+    if (allocated) cublasCheck(cublasDestroy(g_cublas));
+    free(cm->grads_host);
+    free(cm);
+}
+
+int main(int argc, char** argv) {
+    static const TrainerBackend cuda = {
+        "train_gpt2fp32cu", " --tf32 0", CUDA_SPECS, (int)(sizeof(CUDA_SPECS) / sizeof(CUDA_SPECS[0])),
+        cuda_configure, cuda_load, cuda_prepare, cuda_allocate, cuda_print_rows, cuda_log_config, cuda_hardware,
+        cuda_forward, cuda_train_step, cuda_param_norm, cuda_next_token_logits, cuda_parity_step,
+        cuda_host_tensors, cuda_upload_state, cuda_destroy,
+    };
+    return train_main(argc, argv, &cuda);
 }

@@ -36,6 +36,7 @@ Valid C11 and C++ (the CUDA trainer includes it through nvcc).
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 // ----------------------------------------------------------------------------
@@ -459,6 +460,13 @@ static inline uint64_t hash_words(const void* data, size_t num_bytes) {
         h *= 1099511628211ULL;
     }
     return h;
+}
+
+// Seconds on the monotonic clock (for step times; never for results).
+static inline double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 #endif // LLMC_UTILS_H

@@ -1,0 +1,34 @@
+"""Bad input to the CUDA trainer: the same clear errors as the CPU trainer's.
+
+Both trainers run the one training driver of llmc/train_driver.h, so every check on flags,
+files and the batch geometry holds for both. What it checks: each case of
+tests/test_cpu_errors.py (bad files, flags, hostile headers, batch geometry, resume states,
+tokenizers), run through the CUDA trainer on each backend, exits 1 with an `error:` line that
+names the same things, and no crash or sanitizer output. Left out: the CPU trainer's memory
+estimate ("batch that cannot fit in memory"; the CUDA trainer's allocations check GPU memory
+one by one, tests/test_gpu_train.py).
+Run: python -m pytest -q tests/test_gpu_errors.py   (the gpu variants need a GPU)
+"""
+
+import pytest
+
+from test_cpu_errors import CASES, case_args, files  # noqa: F401 (files is a fixture)
+from test_cpu_helpers import run_trainer
+from test_gpu_helpers import BACKENDS, cuda_trainer
+
+CPU_ONLY = {"batch that cannot fit in memory"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", [c for c in CASES if c not in CPU_ONLY])
+def test_bad_input_is_the_same_clear_error(files, backend, name):  # noqa: F811
+    binary = cuda_trainer(backend)
+    args, want = case_args(files, name)
+    r = run_trainer(*args, binary=binary, check=False)
+    assert r.returncode == 1, f"{name}: exit {r.returncode} (negative = killed by a signal)\n{r.stderr}"
+    err = r.stderr
+    assert err.startswith("error: ") or "\nerror: " in err, f"{name}: no 'error:' line in\n{err}"
+    for s in want:
+        assert s in err, f"{name}: the message should mention {s!r}:\n{err}"
+    for bad in ("Traceback", "Sanitizer", "Segmentation", "core dumped"):
+        assert bad not in err
