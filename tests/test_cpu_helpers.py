@@ -122,9 +122,9 @@ def grad_tolerance(ref):
 # torch.optim.AdamW in double precision): our error must be at most FP32_ERROR_FACTOR times PyTorch
 # fp32's own error on the same problem, plus FP32_FLOOR_ULPS ulp of the tensor's largest value (for
 # tensors that PyTorch happens to get exactly right). PyTorch's error is taken as the worst of an
-# ensemble: the run from the given parameters and runs from parameters multiplied by (1 +- 2^-24),
-# signs drawn at random; a rounding error is equivalent to such a relative perturbation of the
-# inputs, so these are as correct as the first and sample how far the rounding can carry the result.
+# ensemble: the run from the given parameters and runs from parameters each moved by one ulp, up or
+# down at random; a rounding error is equivalent to such a relative perturbation of the inputs, so
+# these are as correct as the first and sample how far the rounding can carry the result.
 # To re-measure, run the tests with FP32_ERROR_LOG=file (one JSON line per comparison) and
 # summarize with `python tests/test_cpu_helpers.py file`.
 # Measured on 2026-12-03 (Intel Xeon; OpenBLAS Haswell, SkylakeX and Zen kernels; USE_BLAS=0; 1-4
@@ -133,19 +133,35 @@ def grad_tolerance(ref):
 # 0.95 -> 0.951, or eps 1e-8 -> 1e-7 in the reference each fail the tests (checked by hand).
 FP32_ERROR_FACTOR = 8.0
 FP32_FLOOR_ULPS = 4
-FP32_PERTURBATION_SEEDS = (1, 2)
+FP32_PERTURBATION_SEEDS = (1, 2, 3, 4)
 
 
 def perturb_one_ulp(model, seed):
-    """Multiply every parameter element of `model` (a torch module: dev.model.GPT or a transformers
-    model) by 1 + s * 2^-24, s = +-1 drawn from `seed`."""
+    """Move every parameter element of `model` (a torch module: dev.model.GPT or a transformers
+    model) by one ulp, up or down as drawn from `seed`."""
     import torch
     rng = np.random.default_rng(seed)
     with torch.no_grad():
         for p in model.parameters():
-            s = torch.from_numpy(rng.choice([-1.0, 1.0], size=tuple(p.shape)).astype(np.float32))
-            p.add_(p * s.to(p.dtype) * 2.0 ** -24)
+            up = torch.from_numpy(rng.random(tuple(p.shape)) < 0.5)
+            p.copy_(torch.nextafter(p, torch.where(up, torch.tensor(float("inf"), dtype=p.dtype),
+                                                   torch.tensor(float("-inf"), dtype=p.dtype))))
     return model
+
+
+def write_perturbed_checkpoint(src, dst, seed):
+    """dst = the checkpoint src with every parameter moved by one ulp, up or down as drawn from
+    `seed` (wte's padded rows stay zero): a start as correct as src's, for measuring how far
+    rounding carries a run of our own trainers."""
+    from dev.checkpoint import read_checkpoint, write_checkpoint
+    config, params = read_checkpoint(src)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, p in params.items():
+        up = rng.random(p.shape) < 0.5
+        q = np.nextafter(p, np.where(up, np.float32(np.inf), np.float32(-np.inf))).astype(np.float32)
+        out[name] = np.where(p == 0, p, q)  # exact zeros (padding, a disabled bias) stay zero
+    write_checkpoint(dst, config, out)
 
 
 def fp32_reference(load, run):
@@ -159,10 +175,13 @@ def fp32_reference(load, run):
     return ref64, runs32
 
 
-def assert_fp32_accurate(name, got, ref64, runs32, keep=None, key=None, factor=FP32_ERROR_FACTOR):
+def assert_fp32_accurate(name, got, ref64, runs32, keep=None, key=None, factor=FP32_ERROR_FACTOR,
+                         against="float64", spread_of="PyTorch fp32"):
     """Fail unless max|got - ref64[key]| <= factor * (PyTorch fp32's worst error) + floor over the
     elements where `keep` (a bool mask, default all) is true (key defaults to name); the message
-    names the tensor and gives both errors."""
+    names the tensor and gives both errors. With ref64 an fp32 run of our own and runs32 runs from
+    perturbed starts (write_perturbed_checkpoint), it compares two of our trainers the same way
+    (against, spread_of name them in the message)."""
     key = name if key is None else key
     ref = np.asarray(ref64[key], dtype=np.float64)
     got = np.asarray(got, dtype=np.float64)
@@ -184,9 +203,9 @@ def assert_fp32_accurate(name, got, ref64, runs32, keep=None, key=None, factor=F
     err = float(diff[worst])
     if not err <= budget:
         raise AssertionError(
-            f"{name}: error against float64 {err:.3e} > {budget:.3e} = {factor:g} x PyTorch fp32's "
+            f"{name}: error against {against} {err:.3e} > {budget:.3e} = {factor:g} x {spread_of}'s "
             f"{torch_err:.3e} + {floor:.1e} at index {tuple(int(i) for i in worst)}: got "
-            f"{got[worst]:.9g}, float64 reference {ref[worst]:.9g}")
+            f"{got[worst]:.9g}, {against} reference {ref[worst]:.9g}")
 
 
 def lr_at(step, lr, warmup, total_steps, schedule="cosine", min_lr_frac=0.1):

@@ -15,6 +15,10 @@ What it provides:
                             pytest.skip for "gpu" without a GPU
   workbench(backend, name)  path of a dev/cuda workbench binary for the backend
   compute_sanitizer()       path of compute-sanitizer, or None
+  assert_run_within_spread(what, got_dir, want_dir, spread_dirs, steps, lr)
+                            two runs of our trainers (e.g. one resumed by the other trainer) agree:
+                            final parameters and logged losses within FP32_ERROR_FACTOR times
+                            the spread of CPU-trainer runs from starts one ulp away
 The CPU trainer's helpers (run_trainer, assert_close, grad_tolerance, torch_train_steps, ...) live
 in tests/test_cpu_helpers.py and are reused, not copied.
 Run: python -m pytest -q tests/test_gpu_helpers.py
@@ -99,6 +103,40 @@ def compute_sanitizer():
             return p
     return None
 
+
+
+def assert_run_within_spread(what, got_dir, want_dir, spread_dirs, steps, lr):
+    """got_dir's model_{steps}.bin and logged train/val losses against want_dir's, where both are
+    fp32 runs of the same training and spread_dirs hold the same run from parameters moved by one
+    ulp (tests/test_cpu_helpers.write_perturbed_checkpoint). Over `steps` AdamW steps rounding
+    differences grow to a size that depends on every summation order (so on the BLAS kernel);
+    the spread runs measure that size on this machine, and the difference between the two
+    trainers must stay within FP32_ERROR_FACTOR times it plus 4 ulp
+    (tests/test_cpu_helpers.assert_fp32_accurate). The key bias, whose true gradient is zero
+    (see tests/test_cpu_train.py), gets lr * steps instead."""
+    import numpy as np
+    from dev.checkpoint import PARAM_NAMES, read_checkpoint
+    from test_cpu_helpers import assert_close, assert_fp32_accurate, read_log, step_records
+
+    def load(d):
+        config, params = read_checkpoint(os.path.join(d, f"model_{steps:06d}.bin"))
+        recs = step_records(read_log(os.path.join(d, "log.jsonl")))
+        params["train_losses"] = np.array([r["train_loss"] for r in recs])
+        params["val_losses"] = np.array([r["val_loss"] for r in recs if "val_loss" in r])
+        return config, params
+
+    config, want = load(want_dir)
+    _, got = load(got_dir)
+    spread = [load(d)[1] for d in spread_dirs]
+    C = config.n_embd
+    labels = dict(against="the reference run", spread_of="runs from starts one ulp away")
+    for name in ("train_losses", "val_losses", *PARAM_NAMES):
+        keep = None
+        if name == "qkvb":
+            assert_close(f"qkvb key block {what}", got[name][:, C:2 * C], want[name][:, C:2 * C], lr * steps)
+            keep = np.ones(want[name].shape, dtype=bool)
+            keep[:, C:2 * C] = False
+        assert_fp32_accurate(f"{name} {what}", got[name], want, spread, keep, key=name, **labels)
 
 # ---- tests of the helpers ------------------------------------------------------------------
 

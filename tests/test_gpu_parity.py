@@ -27,7 +27,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from dev.checkpoint import PARAM_NAMES, write_checkpoint
 from dev.configs import NAMED_CONFIGS

@@ -43,7 +43,6 @@ from test_cpu_parity import check_one_pass, reference_pass
 from test_cpu_train import log_values, same_files, token_data
 from conftest import random_params
 
-LOSS_ATOL = 1e-4
 
 
 # ---- the random numbers: C and Python agree ---------------------------------------------------
