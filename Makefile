@@ -67,6 +67,16 @@ endif
 
 LLMC_HEADERS := $(wildcard llmc/*.h)
 
+# What detection found is part of each build's inputs: .build/<target>.flags holds the compiler
+# command's flags and is rewritten only when they change (OpenBLAS or OpenMP appearing or
+# vanishing, USE_BLAS=0, another CC or CFLAGS), so make rebuilds exactly then and a binary can
+# never silently lack what the machine now has.
+define build_flags
+$(shell mkdir -p .build && { printf '%s\n' '$(2)' | cmp -s - .build/$(1).flags || printf '%s\n' '$(2)' > .build/$(1).flags; } && echo .build/$(1).flags)
+endef
+TRAIN_GPT2_FLAGS := $(call build_flags,train_gpt2,$(CC) $(CFLAGS_STD) $(CFLAGS) $(OMP_FLAGS) $(BLAS_CFLAGS) $(BLAS_LIBS) $(LDLIBS))
+TRAIN_GPT2_ASAN_FLAGS := $(call build_flags,train_gpt2_asan,$(CC) $(CFLAGS_STD) $(OMP_FLAGS) $(BLAS_CFLAGS) $(BLAS_LIBS) $(LDLIBS))
+
 .PHONY: all test clean asan bench-cpu cpu-info
 
 all: train_gpt2
@@ -76,14 +86,14 @@ cpu-info:
 	@echo "train_gpt2: $(BLAS_MSG)"
 	@echo "train_gpt2: commit $(GIT_COMMIT)"
 
-train_gpt2: train_gpt2.c $(LLMC_HEADERS)
+train_gpt2: train_gpt2.c $(LLMC_HEADERS) $(TRAIN_GPT2_FLAGS)
 	@echo "train_gpt2: $(OMP_MSG)"
 	@echo "train_gpt2: $(BLAS_MSG)"
 	$(CC) $(CFLAGS_STD) $(CFLAGS) $(OMP_FLAGS) $(BLAS_CFLAGS) -DGIT_COMMIT='"$(GIT_COMMIT)"' $< -o $@ $(BLAS_LIBS) $(LDLIBS)
 
 # Sanitized build for tests/test_cpu_sanitizers.py: -O1 keeps it fast enough,
 # -fno-sanitize-recover makes any UBSan finding fatal (non-zero exit).
-train_gpt2_asan: train_gpt2.c $(LLMC_HEADERS)
+train_gpt2_asan: train_gpt2.c $(LLMC_HEADERS) $(TRAIN_GPT2_ASAN_FLAGS)
 	@echo "train_gpt2_asan: $(OMP_MSG)"
 	@echo "train_gpt2_asan: $(BLAS_MSG)"
 	$(CC) $(CFLAGS_STD) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -99,6 +109,7 @@ bench-cpu: train_gpt2
 
 clean:
 	rm -f train_gpt2 train_gpt2_asan
+	rm -rf .build
 
 # ---- CUDA trainer ----
 # Owned by the CUDA trainer (issue 4). Targets:

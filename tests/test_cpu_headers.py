@@ -7,7 +7,10 @@ What it checks:
   - the 16 tensor names, order and shapes of llmc/gpt2_params.h equal dev/checkpoint.py's
     PARAM_NAMES and param_shapes for several configurations, and P too;
   - llmc/schedule.h's lr_at equals the Python mirror (tests/test_cpu_helpers.lr_at) at every step
-    for the three schedules, with and without warmup.
+    for the three schedules, with and without warmup;
+  - the build cannot go stale: in a copy of the sources, a train_gpt2 built with USE_BLAS=0 is
+    out of date for a plain `make train_gpt2` (what detection finds is an input of the build,
+    .build/train_gpt2.flags), and up to date again once rebuilt.
 Run: python -m pytest -q tests/test_cpu_headers.py
 """
 
@@ -119,3 +122,26 @@ def test_schedule_matches_python_mirror(table_probe):
         want = [lr_at(s, 0.003, int(warmup), 20, kind, 0.1) for s in range(1, 21)]
         for step, (got, w) in enumerate(zip(values, want), 1):
             assert got == pytest.approx(w, rel=1e-6), f"{key} step {step}: C {got}, Python {w}"
+
+
+def test_make_rebuilds_when_detection_changes(tmp_path):
+    import shutil
+    for name in ("Makefile", "train_gpt2.c"):
+        shutil.copy(os.path.join(REPO, name), tmp_path / name)
+    shutil.copytree(os.path.join(REPO, "llmc"), tmp_path / "llmc")
+    venv = os.path.join(REPO, ".venv")
+    if os.path.isdir(venv):
+        os.symlink(venv, tmp_path / ".venv")  # the same BLAS detection as the repository's build
+
+    def make(*args):
+        return subprocess.run(["make", "-s", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    assert make("train_gpt2", "USE_BLAS=0").returncode == 0
+    plain = make("-q", "train_gpt2")  # -q: exit 1 when the target is out of date
+    info = make("cpu-info").stdout
+    blas_found = "OpenBLAS" in info and "not found" not in info
+    if blas_found:
+        assert plain.returncode == 1, "a USE_BLAS=0 binary looked up to date for a build with BLAS"
+    assert make("train_gpt2").returncode == 0
+    assert make("-q", "train_gpt2").returncode == 0, "a fresh build should be up to date"
+    assert make("-q", "train_gpt2", "USE_BLAS=0").returncode == (1 if blas_found else 0)
