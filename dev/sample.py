@@ -363,5 +363,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command `gpt2-sample` (pyproject.toml): the same as `python -m dev.sample`."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()
