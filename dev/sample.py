@@ -11,7 +11,7 @@ end-of-text token unless --no-stop-at-eot. The continuation goes to stdout;
 Encoding the prompt:
   - no --tokenizer: the model must have GPT-2's vocabulary (V = 50257); the
     prompt is BPE-encoded with dev.tokenizer.get_gpt2_encoding() (offline).
-  - --tokenizer FILE (llm.c v2 tokenizer file, e.g. the one prepare_data.py
+  - --tokenizer FILE (llm.c v2 tokenizer file, e.g. the one dev.mod_arith
     writes): with 50257 tokens and EOT 50256 it is GPT-2 (BPE-encoded as
     above, decoded with the file); any other vocabulary is "word mode": the
     prompt is whitespace-separated token texts ("12 + 34 =") and the output is
