@@ -105,7 +105,7 @@ test:
 	bash dev/test.sh
 
 bench-cpu: train_gpt2
-	$(PYTHON) dev/bench_cpu.py
+	$(PYTHON) -m dev.bench_cpu
 
 clean:
 	rm -f train_gpt2 train_gpt2_asan

@@ -15,7 +15,7 @@ Each trainer runs --warmup steps first (not timed: page faults, torch.compile's 
 then --steps timed steps; the table reports the median step. The C trainer's step time comes
 from its log (tokens_per_s of each step). Nothing is written besides a temporary folder and,
 with --out, the table.
-Usage: python dev/bench_cpu.py [--threads 2] [--steps 8] [--warmup 2] [--skip-compile] [--out FILE]
+Usage: python -m dev.bench_cpu [--threads 2] [--steps 8] [--warmup 2] [--skip-compile] [--out FILE]
        (or: make bench-cpu)
 """
 
@@ -29,11 +29,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from dev.errors import UserError, cli_main
 
-from dev.errors import UserError, cli_main  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv):

@@ -23,7 +23,7 @@ GPU's dense TF32 peak (no sparsity), from the table below or --peak-tflops.
 Peak GPU memory: the maximum of nvidia-smi's memory.used while the process runs, minus the value
 before it started (the same yardstick for all three; it includes the CUDA context and PyTorch's
 cached-but-free blocks); PyTorch's own max_memory_allocated is reported beside it.
-Usage: python dev/bench_gpu.py [--configs d12:4:1024,d12:8:1024,d12:16:1024,d4:16:256]
+Usage: python -m dev.bench_gpu [--configs d12:4:1024,d12:8:1024,d12:16:1024,d4:16:256]
            [--steps 10] [--warmup 3] [--skip-compile] [--out FILE.md] [--json FILE.json]
 """
 
@@ -38,11 +38,9 @@ import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from dev.errors import UserError, cli_main
 
-from dev.errors import UserError, cli_main  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # dense (no sparsity) TF32 tensor-core peaks in TFLOP/s, from NVIDIA's datasheets
 TF32_PEAK_TFLOPS = [
@@ -217,7 +215,7 @@ def run_ours(exe, model_path, shard, B, T, args, tmp):
 
 def run_torch(model_path, batch_path, B, T, compiled, args, tmp):
     result = os.path.join(tmp, f"torch_{int(compiled)}_{B}_{T}.json")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model_path, "--batch", batch_path,
+    cmd = [sys.executable, "-m", "dev.bench_gpu", "--worker", "--model", model_path, "--batch", batch_path,
            "--batch-size", str(B), "--seq-len", str(T), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--result", result] + (["--compile"] if compiled else [])
     with MemoryPoller() as mem:

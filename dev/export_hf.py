@@ -251,5 +251,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command `gpt2-export-hf` (pyproject.toml): the same as `python -m dev.export_hf`."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -110,7 +110,7 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
       "tests/test_answer_loss.py::test_answer_only_loss_and_accuracy[cuda-gpu]"
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
-  run_stage "bench" "$out/bench_gpu.log" 480 "$py" dev/bench_gpu.py --out "$out/bench_gpu.md" --json "$out/bench_gpu.json"
+  run_stage "bench" "$out/bench_gpu.log" 480 "$py" -m dev.bench_gpu --out "$out/bench_gpu.md" --json "$out/bench_gpu.json"
 fi
 if [ "$what" = all ] || [ "$what" = workbenches ]; then
   for f in dev/cuda/*.cu; do

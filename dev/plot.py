@@ -205,5 +205,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command `gpt2-plot` (pyproject.toml): the same as `python -m dev.plot`."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

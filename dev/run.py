@@ -120,7 +120,7 @@ example:
   {"seeds": [1, 2],
    "base": {"model": "mod97", "train_fraction": 0.5,
             "data_dir": "{work}/data/frac{train_fraction}",
-            "prepare": "python {exp_dir}/prepare_data.py --train-fraction {train_fraction} --out-dir {data_dir}",
+            "prepare": "python -m dev.mod_arith --train-fraction {train_fraction} --out-dir {data_dir}",
             "train_data": "{data_dir}/train.bin", "val_data": "{data_dir}/val.bin",
             "steps": 20000, "batch_size": 512, "lr": 0.001, "lr_schedule": "constant",
             "warmup": 10, "beta2": 0.98, "weight_decay": 1.0, "val_every": 100, "val_batches": -1},
@@ -868,5 +868,10 @@ def report(runs, exp_dir, tag, title, failures):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command `gpt2-run` (pyproject.toml): the same as `python -m dev.run`."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

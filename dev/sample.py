@@ -11,7 +11,7 @@ end-of-text token unless --no-stop-at-eot. The continuation goes to stdout;
 Encoding the prompt:
   - no --tokenizer: the model must have GPT-2's vocabulary (V = 50257); the
     prompt is BPE-encoded with dev.tokenizer.get_gpt2_encoding() (offline).
-  - --tokenizer FILE (llm.c v2 tokenizer file, e.g. the one prepare_data.py
+  - --tokenizer FILE (llm.c v2 tokenizer file, e.g. the one dev.mod_arith
     writes): with 50257 tokens and EOT 50256 it is GPT-2 (BPE-encoded as
     above, decoded with the file); any other vocabulary is "word mode": the
     prompt is whitespace-separated token texts ("12 + 34 =") and the output is
@@ -363,5 +363,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The console command `gpt2-sample` (pyproject.toml): the same as `python -m dev.sample`."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -15,7 +15,6 @@ vocab, maxT the model's context.
 #define LLMC_GPT2_PARAMS_H
 
 #include <stddef.h>
-#include <stdio.h>
 
 #define NUM_PARAMETER_TENSORS 16
 #define VOCAB_PAD_MULTIPLE 128
@@ -122,32 +121,11 @@ static inline void point_parameters(ParameterTensors* params, float* memory,
     }
 }
 
-// Offset (in floats) of tensor i inside the contiguous block.
-static inline size_t param_offset(const size_t sizes[NUM_PARAMETER_TENSORS], int i) {
-    size_t off = 0;
-    for (int j = 0; j < i; j++) { off += sizes[j]; }
-    return off;
-}
-
 // The weight matrices (wte, wpe, qkvw, attprojw, fcw, fcprojw): the tensors
 // `--decay-params matrices` applies weight decay to. Biases and LayerNorm
 // parameters are the rest.
 static inline int param_is_matrix(int i) {
     return i == P_WTE || i == P_WPE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW;
-}
-
-// "(L, 3*C, C) = (2, 192, 64)"-style description of tensor i into buf.
-static inline void describe_param_shape(char* buf, size_t bufsize, int i, const GPT2Config* cfg) {
-    int ndims[NUM_PARAMETER_TENSORS];
-    size_t dims[NUM_PARAMETER_TENSORS][3];
-    fill_param_shapes(ndims, dims, cfg);
-    if (ndims[i] == 1) {
-        snprintf(buf, bufsize, "(%zu)", dims[i][0]);
-    } else if (ndims[i] == 2) {
-        snprintf(buf, bufsize, "(%zu, %zu)", dims[i][0], dims[i][1]);
-    } else {
-        snprintf(buf, bufsize, "(%zu, %zu, %zu)", dims[i][0], dims[i][1], dims[i][2]);
-    }
 }
 
 #endif // LLMC_GPT2_PARAMS_H

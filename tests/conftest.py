@@ -1,6 +1,7 @@
 """Shared pytest fixtures for the whole suite (kept small on purpose).
 
-  REPO                  repository root (also put on sys.path so `import dev` works)
+  REPO                  repository root (`import dev` works through pyproject.toml's
+                        [tool.pytest.ini_options] pythonpath, or the editable install)
   tiny_config           the `tiny` ModelConfig (L=2, NH=2, C=64, maxT=64, V=500, Vp=512)
   random_params(config, seed, scale=0.1)
                         every tensor random (LayerNorm weights around 1, biases
@@ -8,7 +9,8 @@
                         bias is off: exercises every tensor, unlike GPT-2 init
   make_checkpoint       fixture: make_checkpoint(config=tiny, seed=0, random=True,
                         name="model.bin") -> path of a checkpoint in tmp_path
-  run_cli               fixture: run_cli("create_model.py", "--config", "tiny", ...)
+  run_cli               fixture: run_cli("create_model.py", "--config", "tiny", ...), or
+                        run_cli("dev.mod_arith", ...) for `python -m dev.mod_arith`
                         -> CompletedProcess (cwd = REPO, text output, no check;
                         preexec_fn= is passed to subprocess)
   file_size_limit(n)    preexec_fn for a child that sees a full disk after n bytes
@@ -28,13 +30,11 @@ import sys
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-os.environ.setdefault("GPT2_TOKENIZER_SOURCE", "asset")
+from dev.checkpoint import param_shapes, write_checkpoint
+from dev.configs import NAMED_CONFIGS
 
-from dev.checkpoint import param_shapes, write_checkpoint  # noqa: E402
-from dev.configs import NAMED_CONFIGS  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("GPT2_TOKENIZER_SOURCE", "asset")
 
 
 def random_params(config, seed=0, scale=0.1):
@@ -83,7 +83,8 @@ def make_checkpoint(tmp_path):
 def run_cli():
     def run(script, *args, timeout=300, env=None, preexec_fn=None):
         full_env = dict(os.environ, **(env or {}))
-        return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)],
+        target = [os.path.join(REPO, script)] if script.endswith(".py") else ["-m", script]
+        return subprocess.run([sys.executable, *target, *map(str, args)],
                               cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env=full_env, preexec_fn=preexec_fn)
     return run

@@ -1,13 +1,15 @@
-"""experiments/00010-delayed-generalization/prepare_data.py: the addition-mod-97 example shards.
+"""dev/mod_arith.py: the addition-mod-97 example shards.
 
-Checks, on the files the script writes (read back with dev.shards and
+Checks, on the files `python -m dev.mod_arith` writes (read back with dev.shards and
 dev.tokenizer): exact counts (4704 train + 4705 val of 9409 at fraction 0.5,
 floor(f * 9409) train for f = 0.3 and 0.7); the two splits are disjoint and
 together hold every pair (a, b) exactly once; every example is
 [a, 97, b, 98, (a+b) % 97, 99, 100, 100] with the loss mask 1 only at
 position 4; the header's V bound is 101; the same seed gives identical bytes
 and another seed a different split; the tokenizer file has the 101 strings
-and EOT 99; bad --train-fraction exits 1 with a message.
+and EOT 99; bad --train-fraction exits 1 with a message; the experiment's
+experiments/00010-delayed-generalization/prepare_data.py (run as dev/run.py runs
+a "prepare" command: PYTHONPATH = the repository) writes the same bytes.
 Run: python -m pytest -q tests/test_mod_arith_data.py
 """
 
@@ -16,15 +18,17 @@ import math
 import numpy as np
 import pytest
 
+from conftest import REPO
 from dev.shards import read_example_shard
 from dev.tokenizer import read_tokenizer_file
 
-SCRIPT = "experiments/00010-delayed-generalization/prepare_data.py"
+MODULE = "dev.mod_arith"
+EXPERIMENT_SCRIPT = "experiments/00010-delayed-generalization/prepare_data.py"
 P = 97
 
 
 def prepare(run_cli, out_dir, *args):
-    r = run_cli(SCRIPT, "--out-dir", out_dir, *args)
+    r = run_cli(MODULE, "--out-dir", out_dir, *args)
     assert r.returncode == 0, r.stderr
     train = read_example_shard(out_dir / "train.bin")
     val = read_example_shard(out_dir / "val.bin")
@@ -89,5 +93,17 @@ def test_tokenizer_file(run_cli, tmp_path):
     (("--train-fraction", "0.00001"), "leaves 0 training"),
 ])
 def test_bad_arguments(run_cli, tmp_path, args, needle):
-    r = run_cli(SCRIPT, "--out-dir", tmp_path, *args)
+    r = run_cli(MODULE, "--out-dir", tmp_path, *args)
     assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_experiment_script_writes_the_same_bytes(run_cli, tmp_path):
+    args = ("--train-fraction", 0.3, "--seed", 4, "--modulus", 13)
+    r = run_cli(EXPERIMENT_SCRIPT, "--out-dir", tmp_path / "script", *args, env={"PYTHONPATH": REPO})
+    assert r.returncode == 0, r.stderr
+    r = run_cli(MODULE, "--out-dir", tmp_path / "module", *args)
+    assert r.returncode == 0, r.stderr
+    for name in ("train.bin", "val.bin", "tokenizer.bin"):
+        a = (tmp_path / "script" / name).read_bytes()
+        assert a == (tmp_path / "module" / name).read_bytes(), name
+        assert len(a) > 0, name

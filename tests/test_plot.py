@@ -145,7 +145,7 @@ def test_log_reader(tmp_path):
                     reason="./train_gpt2 is not built (run `make train_gpt2`)")
 def test_real_trainer_log(tmp_path, run_cli):
     data = tmp_path / "data"
-    r = run_cli("experiments/00010-delayed-generalization/prepare_data.py", "--out-dir", data)
+    r = run_cli("dev.mod_arith", "--out-dir", data)
     assert r.returncode == 0, r.stderr
     r = run_cli("create_model.py", "--config", "mod97", "--n-embd", 32, "--n-head", 2,
                 "--out", tmp_path / "model.bin")

@@ -29,7 +29,6 @@ Run: python -m pytest -q tests/test_run.py
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -54,10 +53,9 @@ def run_module(*args, timeout=300):
 
 
 def scratch_experiment(tmp_path, edit=None, name="smoke.json"):
-    """A copy of the smoke config (optionally edited) and prepare_data.py in tmp_path/exp."""
+    """A copy of the smoke config (optionally edited) in tmp_path/exp."""
     exp = tmp_path / "exp"
     exp.mkdir(exist_ok=True)
-    shutil.copy(os.path.join(EXP, "prepare_data.py"), exp / "prepare_data.py")
     with open(SMOKE) as f:
         cfg = json.load(f)
     if edit:

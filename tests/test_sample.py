@@ -197,7 +197,7 @@ def models(tmp_path_factory):
     mod = ModelConfig(max_seq_len=8, vocab_size=101, n_layer=1, n_head=2, n_embd=16)
     write_checkpoint(root / "gpt2.bin", gpt2, random_params(gpt2, seed=5, scale=0.3))
     write_checkpoint(root / "mod.bin", mod, random_params(mod, seed=6, scale=0.3))
-    r = subprocess.run([sys.executable, "experiments/00010-delayed-generalization/prepare_data.py",
+    r = subprocess.run([sys.executable, "-m", "dev.mod_arith",
                         "--out-dir", str(root / "data")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return root

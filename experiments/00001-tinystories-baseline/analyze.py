@@ -27,18 +27,13 @@ import argparse
 import glob
 import json
 import os
-import sys
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from dev.errors import UserError, cli_main  # noqa: E402
-from dev.logs import read_log  # noqa: E402
-from dev.shards import read_token_shard  # noqa: E402
-from dev.tokenizer import get_gpt2_encoding  # noqa: E402
+from dev.errors import UserError, cli_main
+from dev.logs import read_log
+from dev.shards import read_token_shard
+from dev.tokenizer import get_gpt2_encoding
 
 NGRAM = 8
 
