@@ -149,7 +149,11 @@ endif
 GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(subst sm_,,$(a)),code=$(a)) \
            -gencode arch=compute_$(subst sm_,,$(lastword $(GPU_ARCHS))),code=compute_$(subst sm_,,$(lastword $(GPU_ARCHS)))
 NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -Wall,-Wextra,-Wno-unused-function
-CUDA_SOURCES_DEPS := $(LLMC_HEADERS)
+# the kernels, one header per layer (llmc/*.cuh), shared by the trainer and the workbenches;
+# the .cuh files include llmc/*.h headers (regularizers.h, utils.h) too
+LLMC_CUDA_HEADERS := $(wildcard llmc/*.cuh)
+CUDA_SOURCES_DEPS := $(LLMC_HEADERS) $(LLMC_CUDA_HEADERS)
+WORKBENCH_DEPS := dev/cuda/common.h $(CUDA_SOURCES_DEPS)
 CUDA_WORKBENCHES := $(basename $(notdir $(wildcard dev/cuda/*.cu)))
 EMU_CXX ?= g++
 EMU_FLAGS ?= -std=c++20 -O2 -g -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas -Wno-unused-parameter
@@ -174,14 +178,15 @@ CUDA_TRAINER_OUT ?= train_gpt2fp32cu
 train_gpt2fp32cu: train_gpt2_fp32.cu $(CUDA_SOURCES_DEPS) | cuda-check-tools
 	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I$(CUBLAS_INC) -DGIT_COMMIT='"$(GIT_COMMIT)"' $< -o $(CUDA_TRAINER_OUT) $(CUBLAS_LDFLAGS)
 
-dev/cuda/bin/%: dev/cuda/%.cu dev/cuda/common.h | cuda-check-tools
+dev/cuda/bin/%: dev/cuda/%.cu $(WORKBENCH_DEPS) | cuda-check-tools
 	@mkdir -p dev/cuda/bin
-	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I$(CUBLAS_INC) $< -o $@ $(CUBLAS_LDFLAGS)
+	$(NVCC) $(NVCC_FLAGS) $(GENCODE) -I. -I$(CUBLAS_INC) $< -o $@ $(CUBLAS_LDFLAGS)
 
 cuda-workbenches: $(addprefix dev/cuda/bin/,$(CUDA_WORKBENCHES))
 
-# CPU-emulated builds (no nvcc or GPU needed): translate <<<>>> launches, compile with g++
-dev/cuda/bin/emu/%: dev/cuda/%.cu dev/cuda/common.h $(EMU_DEPS)
+# CPU-emulated builds (no nvcc or GPU needed): translate <<<>>> launches, compile with g++.
+# translate.py inlines the quoted llmc/*.cuh includes, translated, so their launches run too.
+dev/cuda/bin/emu/%: dev/cuda/%.cu $(WORKBENCH_DEPS) $(EMU_DEPS)
 	@mkdir -p dev/cuda/bin/emu
 	$(PYTHON) dev/cuda/emu/translate.py $< $@.cpp
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_INC) -Idev/cuda -I. $@.cpp -o $@
