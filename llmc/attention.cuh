@@ -29,6 +29,7 @@
 #include <mma.h>
 
 #include "cuda_common.cuh"
+#include "matmul.cuh"
 #include "regularizers.cuh"
 #include "utils.h"
 

@@ -1,7 +1,7 @@
 // llmc/cuda_common.cuh: the CUDA helpers every kernel header, the CUDA trainer and the
 // kernel workbenches (dev/cuda/common.h) share.
-// defines: cudaCheck, launchCheck, cublasCheck, gpuMalloc, ceil_div, require_gpu, g_cublas,
-//          ROWS_PER_CHUNK, warp_sum, warp_max
+// defines: cudaCheck, launchCheck, cublasCheck, gpuMalloc, ceil_div, require_gpu, ROWS_PER_CHUNK,
+//          warp_sum, warp_max
 //
 // Contract: every CUDA and cuBLAS call goes through cudaCheck / cublasCheck and every
 // launch is followed by launchCheck(); a failure prints file:line and the call and exits 1.
@@ -82,9 +82,6 @@ static void require_gpu(cudaDeviceProp* prop, const char* advice) {
     cudaCheck(cudaSetDevice(0));
     cudaCheck(cudaGetDeviceProperties(prop, 0));
 }
-
-// the program's one cuBLAS handle (matmul.cuh, attention.cuh version 1); the program creates it
-static cublasHandle_t g_cublas;
 
 #define ROWS_PER_CHUNK 256  // rows per partial sum in the two-stage column reductions
 

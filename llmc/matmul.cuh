@@ -1,5 +1,5 @@
 // llmc/matmul.cuh: the linear layers on cuBLAS (g_cublas), with the bias kernels.
-// defines: add_bias_kernel, bias_partial_kernel, bias_final_kernel, matmul_forward, matmul_backward
+// defines: g_cublas, add_bias_kernel, bias_partial_kernel, bias_final_kernel, matmul_forward, matmul_backward
 //
 // matmul_forward: out = inp @ weight^T (+ bias). matmul_backward: dinp is WRITTEN (=), dweight
 // and dbias ACCUMULATE (+=); dbias in two deterministic stages (dev/cuda/matmul_backward_bias.cu
@@ -9,6 +9,9 @@
 #define LLMC_MATMUL_CUH
 
 #include "cuda_common.cuh"
+
+// the program's one cuBLAS handle (here and attention.cuh version 1); the program creates it
+static cublasHandle_t g_cublas;
 
 // out[r, c] += bias[c]
 __global__ void add_bias_kernel(float* out, const float* bias, size_t N, int OC) {
