@@ -219,24 +219,7 @@ static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int kee
     model->col_scratch = (float*)gpuMalloc((size_t)ceil_div(BT, ROWS_PER_CHUNK) * 4 * C * sizeof(float),
                                            "the column-sum scratch");
     model->norm_scratch = (double*)gpuMalloc((NORM_MAX_BLOCKS + 1) * sizeof(double), "the norm scratch");
-    AttentionState* at = &model->attn;
-    memset(at, 0, sizeof(*at));
-    at->kind = attention_kind;
-    if (attention_kind == ATTENTION_FUSED || attention_kind == ATTENTION_FUSED_TF32) {
-        at->Dvec = (float*)gpuMalloc(BT * NH * sizeof(float), "the attention backward scratch");
-        if (attention_kind == ATTENTION_FUSED) attention_fused_setup(HS);
-        else if (HS == 16) attention_tc_setup_hs<16>();
-        else if (HS == 32) attention_tc_setup_hs<32>();
-        else if (HS == 64) attention_tc_setup_hs<64>();
-        else fatal("internal: tensor-core attention does not support HS=%d", HS);
-    } else {
-        size_t n = BT * C, nn = BT * (size_t)NH * T;
-        AttentionCublasScratch* s = &at->cublas;
-        float** small[7] = {&s->q, &s->k, &s->v, &s->y, &s->dq, &s->dk, &s->dv};
-        for (int i = 0; i < 7; i++) *small[i] = (float*)gpuMalloc(n * sizeof(float), "the attention head buffers");
-        s->att = (float*)gpuMalloc(nn * sizeof(float), "the (B, NH, T, T) attention matrix");
-        s->datt = (float*)gpuMalloc(nn * sizeof(float), "the (B, NH, T, T) attention gradient");
-    }
+    attention_state_alloc(&model->attn, attention_kind, B, T, NH, HS);
     model->d_inputs = (int*)gpuMalloc(BT * sizeof(int), "the inputs");
     model->d_targets = (int*)gpuMalloc(BT * sizeof(int), "the targets");
     model->d_dloss = (float*)gpuMalloc(BT * sizeof(float), "the loss weights");
@@ -261,14 +244,13 @@ static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int kee
 static void gpt2_free(GPT2* model) {
     float* dev[] = {model->params_memory, model->grads_memory, model->m_memory, model->v_memory, model->acts_memory,
                     model->dresidual, model->dbuf, model->dbuf4, model->mm_out, model->col_scratch, model->d_dloss,
-                    model->attn.Dvec, model->attn.cublas.q, model->attn.cublas.k, model->attn.cublas.v,
-                    model->attn.cublas.y, model->attn.cublas.dq, model->attn.cublas.dk, model->attn.cublas.dv,
-                    model->attn.cublas.att, model->attn.cublas.datt, model->init_memory, model->clean_memory};
+                    model->init_memory, model->clean_memory};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
     int* idev[] = {model->d_inputs, model->d_targets, model->d_argmax, model->buckets.d_token,
                    model->buckets.d_start, model->buckets.d_pos};
     for (size_t i = 0; i < sizeof(idev) / sizeof(idev[0]); i++) cudaCheck(cudaFree(idev[i]));
     cudaCheck(cudaFree(model->norm_scratch));
+    attention_state_free(&model->attn);
     free(model->params_host);
     free(model->dloss);
     free(model->losses);
@@ -612,8 +594,8 @@ static void cuda_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep
     const char* choice = g_attention_choice;
     int HS = mc->channels / mc->num_heads;
     size_t fused_smem = attention_fused_smem_bytes(HS), tc_smem = attention_tc_smem_bytes(HS);
-    int fused_ok = fused_smem > 0 && fused_smem <= prop->sharedMemPerBlockOptin;
-    int tc_ok = prop->major >= 8 && tc_smem > 0 && tc_smem <= prop->sharedMemPerBlockOptin;
+    int fused_ok = attention_kind_supported(ATTENTION_FUSED, HS, prop);
+    int tc_ok = attention_kind_supported(ATTENTION_FUSED_TF32, HS, prop);
     cm->attention_kind = ATTENTION_CUBLAS;
     cm->attention_dropout = cfg->dropout > 0.0f;
     if (cm->attention_dropout && strcmp(choice, "auto") != 0 && strcmp(choice, "cublas") != 0) {

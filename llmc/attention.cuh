@@ -12,7 +12,8 @@
 //          version 3: FragA, FragBRow, FragBCol, FragC, load_tf32, mma_abt, mma_xm,
 //          attention_forward_tc_kernel, attention_backward_dkdv_tc_kernel,
 //          attention_backward_dq_tc_kernel, attention_tc_smem_bytes, attention_tc_setup_hs,
-//          attention_forward_tc_hs, attention_backward_tc_hs
+//          attention_tc_setup, attention_forward_tc_hs, attention_backward_tc_hs;
+//          attention_kind_supported, attention_state_alloc, attention_state_free
 //
 // Shapes: qkv (B,T,3C) per token [q | k | v], head h at [h*HS, (h+1)*HS); out (B,T,C);
 // lse (B,NH,T) the log-sum-exp of each row of scaled scores, saved for the backward pass.
@@ -22,7 +23,8 @@
 // (ATTENTION_FUSED): flash-style fused kernels in fp32 on the SIMT cores, HS in {16, 32, 64, 128}.
 // Version 3 (ATTENTION_FUSED_TF32): version 2's algorithm on TF32 tensor cores (WMMA),
 // sm_80+, HS in {16, 32, 64}. Versions 2 and 3 never store the T x T matrix and need
-// attention_fused_setup / attention_tc_setup_hs (dynamic shared memory limits) first.
+// attention_fused_setup / attention_tc_setup (dynamic shared memory limits) first;
+// attention_kind_supported says whether a version runs for a head size on a GPU.
 #ifndef LLMC_ATTENTION_CUH
 #define LLMC_ATTENTION_CUH
 
@@ -966,6 +968,16 @@ static void attention_tc_setup_hs(void) {
                                    (int)(attention_backward_tc_smem_floats<HS>() * sizeof(float))));
 }
 
+// raises the dynamic shared memory limit of the tensor-core kernels for HS (once)
+static void attention_tc_setup(int HS) {
+    switch (HS) {
+        case 16: attention_tc_setup_hs<16>(); break;
+        case 32: attention_tc_setup_hs<32>(); break;
+        case 64: attention_tc_setup_hs<64>(); break;
+        default: fatal("internal: tensor-core attention does not support HS=%d", HS);
+    }
+}
+
 template <int HS>
 static void attention_forward_tc_hs(float* out, float* lse, const float* qkv, int B, int T, int NH) {
     dim3 grid(ceil_div(T, 64), B * NH);
@@ -1053,11 +1065,47 @@ static void attention_backward_fused_hs(float* dqkv, float* Dvec, const float* d
 #define ATTENTION_FUSED 2       // version 2: fp32 on the SIMT cores
 #define ATTENTION_FUSED_TF32 3  // version 3: TF32 tensor cores
 
+// Whether attention version `kind` runs for head size HS on this GPU: its head sizes, the
+// shared memory per block the GPU allows, and sm_80+ for the tensor cores of version 3.
+static int attention_kind_supported(int kind, int HS, const cudaDeviceProp* prop) {
+    if (kind == ATTENTION_CUBLAS) return 1;
+    size_t smem = kind == ATTENTION_FUSED ? attention_fused_smem_bytes(HS) : attention_tc_smem_bytes(HS);
+    if (kind == ATTENTION_FUSED_TF32 && prop->major < 8) return 0;
+    return smem > 0 && smem <= prop->sharedMemPerBlockOptin;
+}
+
 typedef struct {
     int kind;                      // ATTENTION_*
     float* Dvec;                   // (B, NH, T) fused backward
     AttentionCublasScratch cublas; // version 1 buffers (NULL when fused)
 } AttentionState;
+
+// The buffers of attention version `kind` for batches up to (B, T) (GPU memory checked), after
+// raising the shared memory limits of the fused kernels for HS.
+static void attention_state_alloc(AttentionState* at, int kind, int B, int T, int NH, int HS) {
+    size_t BT = (size_t)B * T, C = (size_t)NH * HS;
+    memset(at, 0, sizeof(*at));
+    at->kind = kind;
+    if (kind == ATTENTION_FUSED || kind == ATTENTION_FUSED_TF32) {
+        at->Dvec = (float*)gpuMalloc(BT * NH * sizeof(float), "the attention backward scratch");
+        if (kind == ATTENTION_FUSED) attention_fused_setup(HS);
+        else attention_tc_setup(HS);
+    } else {
+        size_t n = BT * C, nn = BT * (size_t)NH * T;
+        AttentionCublasScratch* s = &at->cublas;
+        float** small[7] = {&s->q, &s->k, &s->v, &s->y, &s->dq, &s->dk, &s->dv};
+        for (int i = 0; i < 7; i++) *small[i] = (float*)gpuMalloc(n * sizeof(float), "the attention head buffers");
+        s->att = (float*)gpuMalloc(nn * sizeof(float), "the (B, NH, T, T) attention matrix");
+        s->datt = (float*)gpuMalloc(nn * sizeof(float), "the (B, NH, T, T) attention gradient");
+    }
+}
+
+static void attention_state_free(AttentionState* at) {
+    AttentionCublasScratch* s = &at->cublas;
+    float* dev[] = {at->Dvec, s->q, s->k, s->v, s->y, s->dq, s->dk, s->dv, s->att, s->datt};
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+    memset(at, 0, sizeof(*at));
+}
 
 // drop != NULL: dropout on the attention weights (the cuBLAS version only; main() picks it).
 static void attention_forward(float* out,        // (B, T, C)
