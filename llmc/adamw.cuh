@@ -15,7 +15,7 @@
 
 // init != NULL: weight decay toward the initial values, p - lr_wd (p - init), instead of p * decay
 __global__ void adamw_kernel1(float* params, float* m, float* v, const float* grads, const float* init, size_t n,
-                             float beta1, float beta2, float eps, float decay, float lr_wd, float step_size,
+                              float beta1, float beta2, float eps, float decay, float lr_wd, float step_size,
                              float b2s, float grad_scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;

@@ -288,7 +288,7 @@ constexpr size_t attention_dq_smem_floats() {
 // out (B,T,C) and lse (B,NH,T) from qkv (B,T,3C). grid (ceil(T/64), B*NH), 256 threads.
 template <int HS>
 __global__ void __launch_bounds__(ATT_THREADS) attention_forward_fused_kernel(float* out, float* lse, const float* qkv,
-                                                                               int T, int NH) {
+                                                                              int T, int NH) {
     constexpr int LDQ = FWD_BQ + 4, LDK = FWD_BK + 4;
     constexpr int DT = HS / 16;
     extern __shared__ float4 smem4[];

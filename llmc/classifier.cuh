@@ -58,7 +58,7 @@ __device__ SoftmaxStat block_stat_reduce(SoftmaxStat v) {
 // losses[r] = lse - logit[target] and (write_dlogits) dlogits = (p - onehot) * dloss[r]
 // over the logits, 0 in the padded columns
 __global__ void classifier_kernel2(float* logits, float* losses, int* argmax, const int* targets,
-                                        const float* dloss, int V, int Vp, int write_dlogits) {
+                                   const float* dloss, int V, int Vp, int write_dlogits) {
     int r = blockIdx.x;
     float* x = logits + (size_t)r * Vp;
     const float4* x4 = reinterpret_cast<const float4*>(x);

@@ -13,7 +13,7 @@
 #include "cuda_common.cuh"
 
 __global__ void encoder_forward_kernel1(float* out, const int* inp, const float* wte, const float* wpe,
-                                       int B, int T, int C) {
+                                        int B, int T, int C) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (size_t)B * T * C) return;
     size_t bt = idx / C;

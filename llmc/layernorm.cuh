@@ -16,7 +16,7 @@
 
 // warp per row
 __global__ void layernorm_forward_kernel2(float* out, float* mean, float* rstd, const float* inp,
-                                         const float* weight, const float* bias, int N, int C) {
+                                          const float* weight, const float* bias, int N, int C) {
     int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (r >= N) return;  // uniform per warp
@@ -43,7 +43,7 @@ static void layernorm_forward(float* out, float* mean, float* rstd,  // (N, C), 
 
 // dinp += ..., warp per row
 __global__ void layernorm_dinp_kernel2(float* dinp, const float* dout, const float* inp, const float* weight,
-                                      const float* mean, const float* rstd, int N, int C) {
+                                       const float* mean, const float* rstd, int N, int C) {
     int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (r >= N) return;

@@ -1,6 +1,6 @@
 // llmc/residual.cuh: the residual add, with the bias of the projection before it fused in
 // (the backward of a residual add needs no kernel: the gradients accumulate into dresidual).
-// defines: residual_bias_forward_kernel4, residual_bias_forward_kernel3, residual_bias_forward,
+// defines: residual_bias_forward_kernel3, residual_bias_forward_kernel4, residual_bias_forward,
 //          residual_bias_dropout_forward_kernel, residual_bias_dropout_forward
 //
 // residual_bias_forward: out = inp1 + (inp2 + bias[i % C]), dev/cuda/residual_forward.cu
@@ -13,18 +13,19 @@
 #include "cuda_common.cuh"
 #include "regularizers.h"
 
-// out = inp1 + (inp2 + bias[i % C]): the bias of the matmul that made inp2, fused in
-// (dev/cuda/residual_forward.cu version 3, float4; version 4, scalar, where float4 does not fit)
-__global__ void residual_bias_forward_kernel4(float* out, const float* a, const float* b, const float* bias, size_t N, int C) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < N) out[i] = a[i] + (b[i] + bias[i % C]);
-}
+// out = inp1 + (inp2 + bias[i % C]): the bias of the matmul that made inp2, fused in.
+// dev/cuda/residual_forward.cu version 3: thread per float4 (C % 4 == 0, 16-byte aligned)
 __global__ void residual_bias_forward_kernel3(float4* out, const float4* a, const float4* b, const float4* bias,
                                               size_t N4, int C4) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N4) return;
     float4 x = a[i], y = b[i], z = bias[i % C4];
     out[i] = make_float4(x.x + (y.x + z.x), x.y + (y.y + z.y), x.z + (y.z + z.z), x.w + (y.w + z.w));
+}
+// version 4: the same with a thread per element, where float4 does not fit
+__global__ void residual_bias_forward_kernel4(float* out, const float* a, const float* b, const float* bias, size_t N, int C) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < N) out[i] = a[i] + (b[i] + bias[i % C]);
 }
 
 static void residual_bias_forward(float* out, const float* inp1, const float* inp2, const float* bias,  // (N) x3, (C)
