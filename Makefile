@@ -155,7 +155,7 @@ NVCC_FLAGS ?= -O3 -std=c++17 -Xcompiler -Wall,-Wextra,-Wno-unused-function
 # the .cuh files include llmc/*.h headers (regularizers.h, utils.h) too
 LLMC_CUDA_HEADERS := $(wildcard llmc/*.cuh)
 CUDA_SOURCES_DEPS := $(LLMC_HEADERS) $(LLMC_CUDA_HEADERS)
-WORKBENCH_DEPS := dev/cuda/common.h $(CUDA_SOURCES_DEPS)
+WORKBENCH_DEPS := $(wildcard dev/cuda/*.h) $(CUDA_SOURCES_DEPS)
 CUDA_WORKBENCHES := $(basename $(notdir $(wildcard dev/cuda/*.cu)))
 EMU_CXX ?= g++
 EMU_FLAGS ?= -std=c++20 -O2 -g -Wall -Wextra -Wno-unused-function -Wno-unknown-pragmas -Wno-unused-parameter

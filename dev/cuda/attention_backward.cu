@@ -26,36 +26,10 @@
 // Build: make cuda-workbenches; run: dev/cuda/bin/attention_backward [version] [--check-only]
 #include "common.h"
 #include "../../llmc/attention.cuh"
+#include "attention_cpu.h"
 
 // ----------------------------------------------------------------------------
-// CPU reference (double): forward (for out and lse) and backward
-
-static void attention_forward_cpu(float* out, float* lse, const float* qkv, int B, int T, int NH, int HS) {
-    int C = NH * HS;
-    double scale = 1.0 / sqrt((double)HS);
-    std::vector<double> w(T);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                const float* q = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
-                double mx = -INFINITY;
-                for (int s = 0; s <= t; s++) {
-                    const float* k = qkv + ((size_t)b * T + s) * 3 * C + C + h * HS;
-                    double dot = 0.0;
-                    for (int d = 0; d < HS; d++) dot += (double)q[d] * k[d];
-                    w[s] = dot * scale;
-                    mx = fmax(mx, w[s]);
-                }
-                double sum = 0.0;
-                for (int s = 0; s <= t; s++) { w[s] = exp(w[s] - mx); sum += w[s]; }
-                for (int d = 0; d < HS; d++) {
-                    double acc = 0.0;
-                    for (int s = 0; s <= t; s++) acc += w[s] * qkv[((size_t)b * T + s) * 3 * C + 2 * C + h * HS + d];
-                    out[((size_t)b * T + t) * C + h * HS + d] = (float)(acc / sum);
-                }
-                lse[((size_t)b * NH + h) * T + t] = (float)(mx + log(sum));
-            }
-}
+// CPU reference (double): the backward pass (the forward one, for out and lse: attention_cpu.h)
 
 static void attention_backward_cpu(float* dqkv, const float* dout, const float* qkv, int B, int T, int NH, int HS) {
     int C = NH * HS;
