@@ -1,10 +1,11 @@
 // Workbench: encoder backward, accumulating (+=) into the embedding gradients:
 //   dwte[inp[b,t],:] += dout[b,t,:]     dwte (Vp,C)
 //   dwpe[t,:]        += sum_b dout[b,t,:] dwpe (maxT,C)      dout (B,T,C), inp (B,T)
+// Version 2 ships: llmc/encoder.cuh (included below), the trainer's encoder_backward.
 // Versions:
 //   1: one thread per dout element with atomicAdd into dwte and dwpe. The order of
 //      the additions varies run to run, so the result is not bit-reproducible.
-//   2: deterministic (shipped: llmc/encoder.cuh, the trainer's encoder_backward). dwpe: one thread per (t,c) sums over b in order. dwte: the host
+//   2: deterministic. dwpe: one thread per (t,c) sums over b in order. dwte: the host
 //      groups the positions by token id (a counting sort of the B*T ids, which the
 //      trainer has on the host anyway); one block per distinct token, each thread a
 //      channel, adds that token's rows in position order. No atomics; the same

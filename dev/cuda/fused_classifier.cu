@@ -8,9 +8,10 @@
 //   preds[r]  = argmax over the first V columns (the first on ties), nullptr to skip
 //   if write_dlogits: logits[r, v] <- (softmax[r, v] - [v == target]) * dloss[r]
 //                     for v < V, and 0 for the padding columns.
+// Version 2 ships: llmc/classifier.cuh (included below), in the trainer's classifier pass.
 // Versions:
 //   1: block per row, three passes (max, sum of exp, write), scalar loads.
-//   2 (shipped: llmc/classifier.cuh): block per row, one pass with a running max and sum per thread (online softmax)
+//   2: block per row, one pass with a running max and sum per thread (online softmax)
 //      then the write pass; float4 loads and stores (Vp % 4 == 0).
 // Memory-bound: floor is reading the logits once and writing them once, 2*N*Vp floats
 // (version 2 reads twice: 3*N*Vp; the second read often hits L2 at 200 KB per row).

@@ -1,10 +1,11 @@
 // Workbench: global L2 norm of a float vector (the gradient norm used for clipping,
 // and the parameter norm of the log): sqrt(sum_i x_i^2), accumulated in double like
 // train_gpt2.c's vector_norm.
+// Version 2 ships: llmc/global_norm.cuh (included below), the trainer's vector_norm.
 // Versions:
 //   1: grid-stride per-thread sums, block reduction, one double atomicAdd per block.
 //      The order of the atomics varies run to run: not bit-reproducible.
-//   2 (shipped: llmc/global_norm.cuh): deterministic: a fixed grid (a function of n only) writes one double partial
+//   2: deterministic: a fixed grid (a function of n only) writes one double partial
 //      per block, a single-block kernel adds the partials in block order. The same
 //      input gives the same bits on every run and every GPU.
 // Memory-bound: floor is reading x once, 4*n bytes.

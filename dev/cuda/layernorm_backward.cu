@@ -4,10 +4,11 @@
 //   dweight[c] += sum_r norm[r,c] * dout[r,c]
 //   dbias[c]   += sum_r dout[r,c]
 //   dinp, dout, inp (N,C) with N = B*T; dweight, dbias, weight (C); mean, rstd (N).
+// Version 2 ships: llmc/layernorm.cuh (included below), the trainer's layernorm_backward.
 // Versions:
 //   1: one thread per row for dinp; one thread per channel looping over all rows
 //      for dweight and dbias.
-//   2 (shipped: llmc/layernorm.cuh): one warp per row for dinp (shuffle reductions); dweight and dbias in two
+//   2: one warp per row for dinp (shuffle reductions); dweight and dbias in two
 //      deterministic stages: blocks of (32 channels x a chunk of rows) write partial
 //      sums to a scratch buffer (num_chunks, 2, C), then one thread per channel adds
 //      the partials in chunk order. No atomics: the same inputs give the same bits.

@@ -2,9 +2,10 @@
 //   mean[r] = sum_c x[r,c] / C,  rstd[r] = 1 / sqrt(sum_c (x[r,c] - mean)^2 / C + eps)
 //   out[r,c] = (x[r,c] - mean[r]) * rstd[r] * weight[c] + bias[c]
 //   out, inp (N,C) with N = B*T rows; mean, rstd (N) are saved for the backward pass.
+// Version 2 ships: llmc/layernorm.cuh (included below, with LN_EPS), the trainer's layernorm_forward.
 // Versions:
 //   1: one thread per row (two passes over the row).
-//   2 (shipped, llmc/layernorm.cuh, with LN_EPS): one warp per row; shuffles reduce the sums; the row is read three times
+//   2: one warp per row; shuffles reduce the sums; the row is read three times
 //      (mean, variance, output), the re-reads mostly hit L1/L2.
 // Memory-bound: floor is reading inp and writing out, 2*N*C floats.
 // Build: make cuda-workbenches; run: dev/cuda/bin/layernorm_forward [version] [--check-only]

@@ -1,8 +1,9 @@
 // Workbench: bias gradient of a matmul, ACCUMULATING (+=): dbias[oc] += sum_r dout[r, oc]
 //   dout (N, OC) with N = B*T rows; dbias (OC).
+// Version 2 ships: llmc/matmul.cuh (included below), in the trainer's matmul_backward.
 // Versions:
 //   1: one thread per column, all N rows in order (little parallelism: OC threads).
-//   2 (shipped: llmc/matmul.cuh): deterministic two stages: blocks of (32 columns x a chunk of rows) write
+//   2: deterministic two stages: blocks of (32 columns x a chunk of rows) write
 //      partial sums (num_chunks, OC), then one thread per column adds them in chunk
 //      order. No atomics: the same inputs give the same bits.
 // Memory-bound: floor is reading dout once, 4*N*OC bytes.
