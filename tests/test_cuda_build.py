@@ -7,11 +7,18 @@ What it checks (skipped, with the reason, when no nvcc is found):
   - the compiler prints no warning;
   - make's detection lines say what it found (nvcc, cuBLAS, the architecture);
   - the binary answers --help (exit 0, lists the CUDA flags --tf32 and --attention), and on a
-    machine without a GPU exits 1 with a message that says so and points to ./train_gpt2.
+    machine without a GPU exits 1 with a message that says so and points to ./train_gpt2;
+  - each kernel header llmc/*.cuh compiles on its own (so it includes what it uses), warning-free
+    (-Werror): with nvcc (`make cuda-headers`, PTX for sm_80) and, needing no nvcc, through the
+    CPU emulator (`make cuda-emu-headers`: dev/cuda/emu/translate.py, then g++);
+  - every llmc/*.cuh opens with a comment that has a `// defines:` line, and the workbenches in
+    dev/cuda/ include the headers rather than copies (each shipped kernel is defined once).
 Run: python -m pytest -q tests/test_cuda_build.py
 """
 
+import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -69,3 +76,39 @@ def test_help_and_no_gpu_message(built):
     n = subprocess.run([str(out), "--model", "nonexistent.bin"], capture_output=True, text=True, timeout=60)
     assert n.returncode == 1, (n.returncode, n.stderr)
     assert "error: no CUDA GPU is available" in n.stderr and "./train_gpt2" in n.stderr, n.stderr
+
+
+CUDA_HEADERS = sorted(glob.glob(os.path.join(REPO, "llmc", "*.cuh")))
+
+
+@pytest.mark.parametrize("backend", ["nvcc", "emu"])
+def test_each_cuda_header_compiles_alone(backend):
+    if backend == "nvcc" and nvcc_path() is None:
+        pytest.skip("nvcc not found (the emu variant compiles the headers with g++)")
+    assert CUDA_HEADERS, "no llmc/*.cuh"
+    target = "cuda-headers" if backend == "nvcc" else "cuda-emu-headers"
+    r = subprocess.run(["make", "-B", "-j2", target, "GPU_ARCHS=sm_80"], cwd=REPO, capture_output=True, text=True,
+                       timeout=1800)
+    assert r.returncode == 0, f"make {target} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    # "warning" as a diagnostic says it ("warning:", "warning #177-D"), not the "all-warnings" of the command
+    warnings = [l for l in (r.stdout + r.stderr).splitlines() if re.search(r"\bwarning\b(?!s)", l, re.I)]
+    assert not warnings, "\n".join(warnings[:20])
+    built = sorted(glob.glob(os.path.join(REPO, "dev", "cuda", "bin", *(["emu"] if backend == "emu" else []),
+                                          "headers", "*.o")))
+    assert len(built) >= len(CUDA_HEADERS), built
+
+
+def test_cuda_headers_say_what_they_define_and_are_not_copied():
+    defined = {}
+    for path in CUDA_HEADERS:
+        text = open(path).read()
+        head = text[: text.index("#ifndef")]
+        assert re.search(r"^// defines: \w", head, re.M), f"{path}: no '// defines:' line in its opening comment"
+        for name in re.findall(r"^__global__ void (?:__launch_bounds__\(\w+\) )?(\w+)\(", text, re.M):
+            assert name not in defined, f"kernel {name} is defined in {defined[name]} and {path}"
+            defined[name] = path
+    # no workbench or trainer redefines a kernel of llmc/*.cuh: they include it
+    for path in glob.glob(os.path.join(REPO, "dev", "cuda", "*.cu")) + [os.path.join(REPO, "train_gpt2_fp32.cu")]:
+        text = open(path).read()
+        for name in re.findall(r"^__global__ void (?:__launch_bounds__\(\w+\) )?(\w+)\(", text, re.M):
+            assert name not in defined, f"{path} defines {name}, which {defined[name]} ships: include the header"

@@ -2,20 +2,26 @@
 //   g = grad * grad_scale                       (grad_scale < 1 when clipping)
 //   m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
 //   p = p * (1 - lr wd) - step_size * m / (sqrt(v) / b2s + eps)
+//   or, decaying toward the initial values (--decay-toward-init, init != NULL),
+//   p = (p - lr wd (p - init)) - step_size * m / (sqrt(v) / b2s + eps),
 //   with step_size = lr / (1 - beta1^t) and b2s = sqrt(1 - beta2^t) computed on the host
 //   in double, as the CPU trainer does. params, grads, m, v (n), updated in place
 //   (grads only read).
 // Versions:
-//   1: one thread per parameter.
+//   1: one thread per parameter, both weight decays. Shipped: llmc/adamw.cuh's adamw_kernel1,
+//      which the trainer launches once per tensor (block 512): its tensors start at any
+//      float offset, so float4 would not fit all of them.
 //   2: one thread per 4 parameters, float4 loads and stores (pointers 16-byte aligned,
-//      n % 4 == 0; the trainer falls back to version 1 otherwise).
+//      n % 4 == 0); plain weight decay only. Not used by the trainer.
 // Memory-bound: floor is 4 reads and 3 writes per parameter, 28 bytes.
 // Build: make cuda-workbenches; run: dev/cuda/bin/adamw [version] [--check-only]
 #include "common.h"
+#include "../../llmc/adamw.cuh"
 
 typedef struct {
     float beta1, beta2, eps;
     float decay;      // 1 - lr * wd
+    float lr_wd;      // lr * wd
     float step_size;  // lr / (1 - beta1^t)
     float b2s;        // sqrt(1 - beta2^t)
     float grad_scale;
@@ -25,20 +31,23 @@ static AdamWArgs adamw_args(float lr, float wd, float beta1, float beta2, float 
     AdamWArgs a;
     a.beta1 = beta1; a.beta2 = beta2; a.eps = eps;
     a.decay = 1.0f - lr * wd;
+    a.lr_wd = lr * wd;
     a.step_size = (float)((double)lr / (1.0 - pow((double)beta1, (double)t)));
     a.b2s = (float)sqrt(1.0 - pow((double)beta2, (double)t));
     a.grad_scale = grad_scale;
     return a;
 }
 
-static void adamw_cpu(float* p, float* m, float* v, const float* g, size_t n, AdamWArgs a) {
+// init != NULL: decay toward init
+static void adamw_cpu(float* p, float* m, float* v, const float* g, const float* init, size_t n, AdamWArgs a) {
     for (size_t j = 0; j < n; j++) {
         float grad = g[j] * a.grad_scale;
         float mj = a.beta1 * m[j] + (1.0f - a.beta1) * grad;
         float vj = a.beta2 * v[j] + (1.0f - a.beta2) * grad * grad;
         m[j] = mj;
         v[j] = vj;
-        p[j] = p[j] * a.decay - a.step_size * (mj / (sqrtf(vj) / a.b2s + a.eps));
+        float pj = init != NULL ? p[j] - a.lr_wd * (p[j] - init[j]) : p[j] * a.decay;
+        p[j] = pj - a.step_size * (mj / (sqrtf(vj) / a.b2s + a.eps));
     }
 }
 
@@ -51,14 +60,7 @@ __device__ __forceinline__ void adamw_one(float& p, float& m, float& v, float g,
     p = p * a.decay - a.step_size * (mj / (sqrtf(vj) / a.b2s + a.eps));
 }
 
-// version 1: thread per parameter
-__global__ void adamw_kernel1(float* params, float* m, float* v, const float* grads, size_t n, AdamWArgs a) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float p = params[i], mm = m[i], vv = v[i];
-    adamw_one(p, mm, vv, grads[i], a);
-    params[i] = p; m[i] = mm; v[i] = vv;
-}
+// version 1: adamw_kernel1 of llmc/adamw.cuh
 
 // version 2: thread per float4
 __global__ void adamw_kernel2(float4* params, float4* m, float4* v, const float4* grads, size_t n4, AdamWArgs a) {
@@ -72,9 +74,11 @@ __global__ void adamw_kernel2(float4* params, float4* m, float4* v, const float4
     params[i] = p; m[i] = mm; v[i] = vv;
 }
 
-static void adamw(int version, float* p, float* m, float* v, const float* g, size_t n, AdamWArgs a, int block_size) {
+static void adamw(int version, float* p, float* m, float* v, const float* g, const float* init, size_t n, AdamWArgs a,
+                  int block_size) {
     if (version == 1) {
-        adamw_kernel1<<<ceil_div(n, block_size), block_size>>>(p, m, v, g, n, a);
+        adamw_kernel1<<<ceil_div(n, block_size), block_size>>>(p, m, v, g, init, n, a.beta1, a.beta2, a.eps, a.decay,
+                                                               a.lr_wd, a.step_size, a.b2s, a.grad_scale);
     } else {
         adamw_kernel2<<<ceil_div(n / 4, block_size), block_size>>>((float4*)p, (float4*)m, (float4*)v,
                                                                    (const float4*)g, n / 4, a);
@@ -82,16 +86,19 @@ static void adamw(int version, float* p, float* m, float* v, const float* g, siz
     launchCheck();
 }
 
-static void check_shape(int version, size_t n) {
-    if (version == 2 && n % 4 != 0) return;
+// toward_init: weight decay toward a random init tensor (version 1 only)
+static void check_shape(int version, size_t n, int toward_init) {
+    if (version == 2 && (n % 4 != 0 || toward_init)) return;
     float* p0 = make_random_float(n, -1.0f, 1.0f);
     float* g = make_random_float(n, -0.1f, 0.1f);
     float* m0 = make_random_float(n, -0.01f, 0.01f);
     float* v0 = make_random_float(n, 0.0f, 1e-4f);
     float *d_p = device_alloc<float>(n), *d_m = device_alloc<float>(n), *d_v = device_alloc<float>(n);
     float* d_g = to_device(g, n);
+    float* init = toward_init ? make_random_float(n, -1.0f, 1.0f) : NULL;
+    float* d_init = toward_init ? to_device(init, n) : NULL;
     std::vector<float> p(n), m(n), v(n);
-    printf("version %d, n=%zu\n", version, n);
+    printf("version %d, n=%zu%s\n", version, n, toward_init ? ", decay toward init" : "");
     int t = 1;
     for (int block_size : {32, 64, 128, 256, 512, 1024}) {
         // three steps in a row, with weight decay, clipping and the bias corrections of steps t..t+2
@@ -101,8 +108,8 @@ static void check_shape(int version, size_t n) {
         cudaCheck(cudaMemcpy(d_v, v0, n * sizeof(float), cudaMemcpyHostToDevice));
         for (int s = 0; s < 3; s++) {
             AdamWArgs a = adamw_args(1e-3f, 0.1f, 0.9f, 0.95f, 1e-8f, t + s, s == 1 ? 0.5f : 1.0f);
-            adamw_cpu(p.data(), m.data(), v.data(), g, n, a);
-            adamw(version, d_p, d_m, d_v, d_g, n, a, block_size);
+            adamw_cpu(p.data(), m.data(), v.data(), g, init, n, a);
+            adamw(version, d_p, d_m, d_v, d_g, d_init, n, a, block_size);
         }
         // the same float operations in the same order; FMA contraction may differ by an ulp
         validate_result(d_p, p.data(), "params", n, 1e-7f, 1e-6f);
@@ -111,6 +118,7 @@ static void check_shape(int version, size_t n) {
         t += 3;
     }
     cudaCheck(cudaFree(d_p)); cudaCheck(cudaFree(d_m)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_g));
+    if (toward_init) { cudaCheck(cudaFree(d_init)); free(init); }
     free(p0); free(g); free(m0); free(v0);
 }
 
@@ -120,9 +128,11 @@ int main(int argc, char** argv) {
     require_gpu();
     for (int v = 1; v <= num_versions; v++) {
         if (args.version != 0 && args.version != v) continue;
-        check_shape(v, (size_t)1 << 20);
-        check_shape(v, 1001);
-        check_shape(v, 4 * 37);
+        for (int toward_init = 0; toward_init <= 1; toward_init++) {
+            check_shape(v, (size_t)1 << 20, toward_init);
+            check_shape(v, 1001, toward_init);
+            check_shape(v, 4 * 37, toward_init);
+        }
     }
     printf("all checks passed\n");
     if (args.check_only) return 0;
@@ -138,7 +148,7 @@ int main(int argc, char** argv) {
     for (int v = 1; v <= num_versions; v++) {
         if (args.version != 0 && args.version != v) continue;
         for (int block_size : {128, 256, 512, 1024}) {
-            float ms = benchmark_kernel(20, [&]() { adamw(v, d_p, d_m, d_v, d_g, n, a, block_size); });
+            float ms = benchmark_kernel(20, [&]() { adamw(v, d_p, d_m, d_v, d_g, NULL, n, a, block_size); });
             char what[64];
             snprintf(what, sizeof(what), "adamw v%d", v);
             report_time(what, block_size, ms, bytes, 0);

@@ -1,7 +1,10 @@
 // dev/cuda/common.h: shared helpers for the kernel workbenches in dev/cuda/.
 //
 // Contract: every CUDA and cuBLAS call goes through cudaCheck / cublasCheck,
-// every launch is followed by launchCheck(); each prints file:line and exits 1.
+// every launch is followed by launchCheck(); each prints file:line and exits 1
+// (llmc/cuda_common.cuh, which the trainer uses too). Each workbench includes the
+// shipped version of its kernel from llmc/<layer>.cuh and checks it beside the
+// experimental versions, so what is checked and timed is the code that trains.
 // validate_result() copies a device buffer back, compares it element by element
 // with a CPU reference (|gpu - ref| <= atol + rtol * |ref|), prints the worst
 // element, and exits 1 on a mismatch, a NaN or an element never written (the
@@ -28,44 +31,18 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+// cudaCheck, launchCheck, cublasCheck, ceil_div, require_gpu, warp_sum, warp_max: shared with
+// the trainer and the kernel headers
+#include "../../llmc/cuda_common.cuh"
+
 // ----------------------------------------------------------------------------
-// error checking
+// no GPU: a clear error
 
-static inline void cuda_check_impl(cudaError_t err, const char* what, const char* file, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "error: CUDA call failed at %s:%d: %s\n  call: %s\n", file, line,
-                cudaGetErrorString(err), what);
-        exit(EXIT_FAILURE);
-    }
-}
-#define cudaCheck(call) cuda_check_impl((call), #call, __FILE__, __LINE__)
-// a launch returns nothing; ask for the launch error right after it
-#define launchCheck() cuda_check_impl(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
-
-static inline void cublas_check_impl(cublasStatus_t status, const char* what, const char* file, int line) {
-    if (status != CUBLAS_STATUS_SUCCESS) {
-        fprintf(stderr, "error: cuBLAS call failed at %s:%d: status %d\n  call: %s\n", file, line,
-                (int)status, what);
-        exit(EXIT_FAILURE);
-    }
-}
-#define cublasCheck(call) cublas_check_impl((call), #call, __FILE__, __LINE__)
-
-static inline int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
-
-// Exits 1 with a clear message when no CUDA device is visible; prints its name.
+// Exits 1 when no CUDA device is visible (llmc/cuda_common.cuh); prints the device's name.
 static inline void require_gpu(void) {
-    int count = 0;
-    cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0) {
-        fprintf(stderr, "error: no CUDA GPU found (%s); the workbenches run on a GPU only\n",
-                err != cudaSuccess ? cudaGetErrorString(err) : "device count is 0");
-        exit(EXIT_FAILURE);
-    }
     cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor,
-           prop.multiProcessorCount);
+    require_gpu(&prop, "The workbenches run on a GPU only (the CPU emulator builds: make cuda-emu).");
+    printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
 }
 
 // ----------------------------------------------------------------------------
@@ -215,17 +192,4 @@ static inline void report_time(const char* what, int block_size, float ms, doubl
     if (bytes > 0) printf("  %8.1f GB/s", bytes / (ms * 1e-3) / 1e9);
     if (flops > 0) printf("  %8.2f TFLOP/s", flops / (ms * 1e-3) / 1e12);
     printf("\n");
-}
-
-// ----------------------------------------------------------------------------
-// device helpers shared by several kernels
-
-// sum over the 32 lanes of a warp; every lane gets the result
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, offset);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, offset));
-    return v;
 }

@@ -1,6 +1,7 @@
 // Workbench: encoder backward, accumulating (+=) into the embedding gradients:
 //   dwte[inp[b,t],:] += dout[b,t,:]     dwte (Vp,C)
 //   dwpe[t,:]        += sum_b dout[b,t,:] dwpe (maxT,C)      dout (B,T,C), inp (B,T)
+// Version 2 ships: llmc/encoder.cuh (included below), the trainer's encoder_backward.
 // Versions:
 //   1: one thread per dout element with atomicAdd into dwte and dwpe. The order of
 //      the additions varies run to run, so the result is not bit-reproducible.
@@ -13,6 +14,7 @@
 // of the touched dwte rows and of dwpe.
 // Build: make cuda-workbenches; run: dev/cuda/bin/encoder_backward [version] [--check-only]
 #include "common.h"
+#include "../../llmc/encoder.cuh"
 
 // ----------------------------------------------------------------------------
 // CPU reference
@@ -45,55 +47,13 @@ __global__ void encoder_backward_kernel1(float* dwte, float* dwpe, const float* 
     atomicAdd(&dwpe[(size_t)t * C + c], dout[idx]);
 }
 
-// version 2, dwpe: thread per (t,c), sums b = 0..B-1 in order
-__global__ void wpe_backward_kernel(float* dwpe, const float* dout, int B, int T, int C) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)T * C) return;
-    float sum = 0.0f;
-    for (int b = 0; b < B; b++) sum += dout[(size_t)b * T * C + idx];
-    dwpe[idx] += sum;
-}
-
-// version 2, dwte: block (bucket, channel chunk), thread per channel. Bucket u holds
-// the positions bucket_pos[bucket_start[u] .. bucket_start[u+1]) of token bucket_token[u],
-// in increasing position order.
-__global__ void wte_backward_kernel(float* dwte, const float* dout, const int* bucket_token,
-                                    const int* bucket_start, const int* bucket_pos, int C) {
-    int u = blockIdx.x;
-    int c = blockIdx.y * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float sum = 0.0f;
-    for (int i = bucket_start[u]; i < bucket_start[u + 1]; i++) sum += dout[(size_t)bucket_pos[i] * C + c];
-    dwte[(size_t)bucket_token[u] * C + c] += sum;
-}
-
-// Host side of version 2: counting sort of the B*T token ids into buckets.
-// Writes num_buckets entries of token[] and num_buckets+1 of start[], and B*T of pos[].
-// Returns the number of buckets. count must have Vp zeroed entries (left zeroed again).
-static int encoder_buckets(int* token, int* start, int* pos, int* count, const int* inp, int BT, int Vp) {
-    for (int i = 0; i < BT; i++) count[inp[i]]++;
-    int num = 0, offset = 0;
-    for (int v = 0; v < Vp; v++) {
-        if (count[v] == 0) continue;
-        token[num] = v;
-        start[num] = offset;
-        offset += count[v];
-        count[v] = start[num];  // becomes the next write slot for token v
-        num++;
-    }
-    start[num] = offset;
-    for (int i = 0; i < BT; i++) pos[count[inp[i]]++] = i;  // positions in increasing order
-    for (int u = 0; u < num; u++) count[token[u]] = 0;
-    return num;
-}
-
-typedef struct {
-    int *token, *start, *pos, *count;      // host
-    int *d_token, *d_start, *d_pos;        // device
-} Buckets;
+// version 2 (llmc/encoder.cuh, the trainer's): wpe_backward_kernel, a thread per (t,c) summing
+// b = 0..B-1 in order, and wte_backward_kernel, a block per (token bucket, channel chunk) adding
+// the bucket's rows in position order; the buckets come from encoder_buckets, a counting sort
+// on the host into an EncoderBuckets.
 
 static void encoder_backward(int version, float* dwte, float* dwpe, const float* dout, const int* d_inp,
-                             const int* h_inp, Buckets* bk, int B, int T, int C, int Vp, int block_size) {
+                             const int* h_inp, EncoderBuckets* bk, int B, int T, int C, int Vp, int block_size) {
     size_t N = (size_t)B * T * C;
     if (version == 1) {
         encoder_backward_kernel1<<<ceil_div(N, block_size), block_size>>>(dwte, dwpe, dout, d_inp, B, T, C);
@@ -102,17 +62,17 @@ static void encoder_backward(int version, float* dwte, float* dwpe, const float*
     }
     wpe_backward_kernel<<<ceil_div((size_t)T * C, block_size), block_size>>>(dwpe, dout, B, T, C);
     launchCheck();
-    int num = encoder_buckets(bk->token, bk->start, bk->pos, bk->count, h_inp, B * T, Vp);
-    cudaCheck(cudaMemcpy(bk->d_token, bk->token, num * sizeof(int), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(bk->d_start, bk->start, (num + 1) * sizeof(int), cudaMemcpyHostToDevice));
+    int num = encoder_buckets(bk, h_inp, B * T, Vp);
+    cudaCheck(cudaMemcpy(bk->d_token, bk->token, (size_t)num * sizeof(int), cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemcpy(bk->d_start, bk->start, ((size_t)num + 1) * sizeof(int), cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(bk->d_pos, bk->pos, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice));
     dim3 grid(num, ceil_div(C, block_size));
     wte_backward_kernel<<<grid, block_size>>>(dwte, dout, bk->d_token, bk->d_start, bk->d_pos, C);
     launchCheck();
 }
 
-static Buckets buckets_alloc(int BT, int Vp) {
-    Buckets b;
+static EncoderBuckets buckets_alloc(int BT, int Vp) {
+    EncoderBuckets b;
     b.token = (int*)malloc(BT * sizeof(int));
     b.start = (int*)malloc((BT + 1) * sizeof(int));
     b.pos = (int*)malloc(BT * sizeof(int));
@@ -122,7 +82,7 @@ static Buckets buckets_alloc(int BT, int Vp) {
     b.d_pos = device_alloc<int>(BT);
     return b;
 }
-static void buckets_free(Buckets* b) {
+static void buckets_free(EncoderBuckets* b) {
     free(b->token); free(b->start); free(b->pos); free(b->count);
     cudaCheck(cudaFree(b->d_token)); cudaCheck(cudaFree(b->d_start)); cudaCheck(cudaFree(b->d_pos));
 }
@@ -143,7 +103,7 @@ static void check_shape(int version, int B, int T, int C, int Vp, int maxT) {
     int* d_inp = to_device(inp, (size_t)B * T);
     float* d_dwte = device_alloc<float>((size_t)Vp * C);
     float* d_dwpe = device_alloc<float>((size_t)maxT * C);
-    Buckets bk = buckets_alloc(B * T, Vp);
+    EncoderBuckets bk = buckets_alloc(B * T, Vp);
     printf("version %d, B=%d T=%d C=%d Vp=%d\n", version, B, T, C, Vp);
     for (int block_size : {32, 64, 128, 256, 512, 1024}) {
         cudaCheck(cudaMemcpy(d_dwte, dwte0, (size_t)Vp * C * sizeof(float), cudaMemcpyHostToDevice));
@@ -177,7 +137,7 @@ int main(int argc, char** argv) {
     float* d_dout = device_random((size_t)B * T * C, -1.0f, 1.0f);
     int* inp = make_random_int((size_t)B * T, Vp);
     int* d_inp = to_device(inp, (size_t)B * T);
-    Buckets bk = buckets_alloc(B * T, Vp);
+    EncoderBuckets bk = buckets_alloc(B * T, Vp);
     // dout read once, touched dwte rows and dwpe read and written
     double bytes = (3.0 * B * T * C + 2.0 * T * C) * sizeof(float);
     printf("benchmark B=%d T=%d C=%d (floor: %.1f MB moved; version 2 includes its host sort and copies)\n",

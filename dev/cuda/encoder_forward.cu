@@ -1,12 +1,14 @@
 // Workbench: encoder forward, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:].
 //   out (B,T,C), inp (B,T) int token ids < Vp, wte (Vp,C), wpe (maxT,C), T <= maxT.
-// Versions:
+// Versions (both ship in llmc/encoder.cuh, included below: the trainer's encoder_forward uses 2,
+// and 1 where C % 4 != 0):
 //   1: one thread per output element.
 //   2: one thread per 4 consecutive channels with float4 loads and stores (C % 4 == 0).
 // Memory-bound: the floor is reading wte rows and wpe (B*T*C + T*C floats, wpe mostly
 // from cache) and writing out (B*T*C floats).
 // Build: make cuda-workbenches; run: dev/cuda/bin/encoder_forward [version] [--check-only]
 #include "common.h"
+#include "../../llmc/encoder.cuh"
 
 // ----------------------------------------------------------------------------
 // CPU reference
@@ -26,32 +28,7 @@ static void encoder_forward_cpu(float* out, const int* inp, const float* wte, co
 // ----------------------------------------------------------------------------
 // kernels
 
-// version 1: thread per element
-__global__ void encoder_forward_kernel1(float* out, const int* inp, const float* wte, const float* wpe,
-                                        int B, int T, int C) {
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t N = (size_t)B * T * C;
-    if (idx >= N) return;
-    size_t bt = idx / C;
-    int c = (int)(idx % C);
-    int t = (int)(bt % T);
-    out[idx] = wte[(size_t)inp[bt] * C + c] + wpe[(size_t)t * C + c];
-}
-
-// version 2: thread per float4 (C % 4 == 0)
-__global__ void encoder_forward_kernel2(float4* out, const int* inp, const float4* wte, const float4* wpe,
-                                        int B, int T, int C) {
-    int C4 = C / 4;
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t N4 = (size_t)B * T * C4;
-    if (idx >= N4) return;
-    size_t bt = idx / C4;
-    int c4 = (int)(idx % C4);
-    int t = (int)(bt % T);
-    float4 we = wte[(size_t)inp[bt] * C4 + c4];
-    float4 pe = wpe[(size_t)t * C4 + c4];
-    out[idx] = make_float4(we.x + pe.x, we.y + pe.y, we.z + pe.z, we.w + pe.w);
-}
+// versions 1 and 2: encoder_forward_kernel1 and encoder_forward_kernel2 of llmc/encoder.cuh
 
 static void encoder_forward(int version, float* out, const int* inp, const float* wte, const float* wpe,
                             int B, int T, int C, int block_size) {

@@ -8,6 +8,7 @@
 //   preds[r]  = argmax over the first V columns (the first on ties), nullptr to skip
 //   if write_dlogits: logits[r, v] <- (softmax[r, v] - [v == target]) * dloss[r]
 //                     for v < V, and 0 for the padding columns.
+// Version 2 ships: llmc/classifier.cuh (included below), in the trainer's classifier pass.
 // Versions:
 //   1: block per row, three passes (max, sum of exp, write), scalar loads.
 //   2: block per row, one pass with a running max and sum per thread (online softmax)
@@ -16,6 +17,7 @@
 // (version 2 reads twice: 3*N*Vp; the second read often hits L2 at 200 KB per row).
 // Build: make cuda-workbenches; run: dev/cuda/bin/fused_classifier [version] [--check-only]
 #include "common.h"
+#include "../../llmc/classifier.cuh"
 
 // ----------------------------------------------------------------------------
 // CPU reference (double)
@@ -44,51 +46,7 @@ static void classifier_cpu(float* dlogits, float* losses, int* preds, const floa
 // ----------------------------------------------------------------------------
 // block-wide reductions (blockDim.x a multiple of 32, at most 1024)
 
-struct SoftmaxStat {
-    float m;    // running max
-    float s;    // sum of exp(x - m)
-    float best; // argmax value
-    int arg;    // argmax index (smallest on ties)
-};
-
-__device__ __forceinline__ SoftmaxStat stat_combine(SoftmaxStat a, SoftmaxStat b) {
-    SoftmaxStat r;
-    r.m = fmaxf(a.m, b.m);
-    r.s = a.s * expf(a.m - r.m) + b.s * expf(b.m - r.m);
-    if (b.best > a.best || (b.best == a.best && b.arg < a.arg)) { r.best = b.best; r.arg = b.arg; }
-    else { r.best = a.best; r.arg = a.arg; }
-    return r;
-}
-
-__device__ SoftmaxStat block_stat_reduce(SoftmaxStat v) {
-    __shared__ SoftmaxStat warp_stats[32];
-    __shared__ SoftmaxStat result;
-    for (int o = 16; o > 0; o >>= 1) {
-        SoftmaxStat other;
-        other.m = __shfl_xor_sync(0xFFFFFFFFu, v.m, o);
-        other.s = __shfl_xor_sync(0xFFFFFFFFu, v.s, o);
-        other.best = __shfl_xor_sync(0xFFFFFFFFu, v.best, o);
-        other.arg = __shfl_xor_sync(0xFFFFFFFFu, v.arg, o);
-        v = stat_combine(v, other);
-    }
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, num_warps = blockDim.x / 32;
-    if (lane == 0) warp_stats[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        SoftmaxStat x = (lane < num_warps) ? warp_stats[lane] : SoftmaxStat{-FLT_MAX, 0.0f, -FLT_MAX, 0x7FFFFFFF};
-        for (int o = 16; o > 0; o >>= 1) {
-            SoftmaxStat other;
-            other.m = __shfl_xor_sync(0xFFFFFFFFu, x.m, o);
-            other.s = __shfl_xor_sync(0xFFFFFFFFu, x.s, o);
-            other.best = __shfl_xor_sync(0xFFFFFFFFu, x.best, o);
-            other.arg = __shfl_xor_sync(0xFFFFFFFFu, x.arg, o);
-            x = stat_combine(x, other);
-        }
-        if (lane == 0) result = x;
-    }
-    __syncthreads();
-    return result;
-}
+// SoftmaxStat, stat_combine, block_stat_reduce (version 2): llmc/classifier.cuh
 
 __device__ float block_max(float v) {
     __shared__ float buf[32];
@@ -156,42 +114,7 @@ __global__ void classifier_kernel1(float* logits, float* losses, int* preds, con
     }
 }
 
-// version 2: online max/sum (and argmax) in one pass, float4
-__global__ void classifier_kernel2(float* logits, float* losses, int* preds, const int* targets, const float* dloss,
-                                   int V, int Vp, int write_dlogits) {
-    int r = blockIdx.x;
-    float* x = logits + (size_t)r * Vp;
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    SoftmaxStat st = {-FLT_MAX, 0.0f, -FLT_MAX, 0x7FFFFFFF};
-    for (int i = threadIdx.x; i < Vp / 4; i += blockDim.x) {
-        float4 q = x4[i];
-        float e[4] = {q.x, q.y, q.z, q.w};
-        for (int k = 0; k < 4; k++) {
-            int v = 4 * i + k;
-            if (v >= V) break;
-            if (e[k] > st.m) { st.s = st.s * expf(st.m - e[k]) + 1.0f; st.m = e[k]; }
-            else st.s += expf(e[k] - st.m);
-            if (e[k] > st.best) { st.best = e[k]; st.arg = v; }  // in order: first max kept
-        }
-    }
-    st = block_stat_reduce(st);
-    const float lse = st.m + logf(st.s);
-    const float dl = dloss[r];
-    const int target = targets[r];
-    if (preds && threadIdx.x == 0) preds[r] = st.arg;
-    float4* g4 = reinterpret_cast<float4*>(x);
-    for (int i = threadIdx.x; i < Vp / 4; i += blockDim.x) {
-        float4 q = x4[i];
-        float e[4] = {q.x, q.y, q.z, q.w};
-        float g[4];
-        for (int k = 0; k < 4; k++) {
-            int v = 4 * i + k;
-            if (v == target) losses[r] = lse - e[k];
-            g[k] = (v < V) ? (expf(e[k] - lse) - (v == target ? 1.0f : 0.0f)) * dl : 0.0f;
-        }
-        if (write_dlogits) g4[i] = make_float4(g[0], g[1], g[2], g[3]);
-    }
-}
+// version 2: classifier_kernel2 of llmc/classifier.cuh (the trainer launches it with 1024 threads)
 
 static void fused_classifier(int version, float* logits, float* losses, int* preds, const int* targets,
                              const float* dloss, int N, int V, int Vp, int write_dlogits, int block_size) {

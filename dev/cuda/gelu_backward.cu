@@ -5,14 +5,14 @@
 //   dinp, inp, dout (N)
 // Versions:
 //   1: one thread per element.
-//   2: one thread per 4 elements, float4 loads and stores (N % 4 == 0).
+//   2: one thread per 4 elements, float4 loads and stores (N % 4 == 0). Shipped:
+//      llmc/gelu.cuh (with gelu_grad, which version 1 uses too).
 // Memory-bound: floor is reading inp and dout and writing dinp, 3*N floats.
 // No fast math: llm.c's -Ofast build turned this function into NaN for large |x|
 // (its 1/cosh^2 form overflows); this form uses 1 - tanh^2, which cannot.
 // Build: make cuda-workbenches; run: dev/cuda/bin/gelu_backward [version] [--check-only]
 #include "common.h"
-
-#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+#include "../../llmc/gelu.cuh"
 
 static void gelu_backward_cpu(float* dinp, const float* inp, const float* dout, size_t N) {
     const double s = 0.7978845608028654;
@@ -24,25 +24,13 @@ static void gelu_backward_cpu(float* dinp, const float* inp, const float* dout, 
     }
 }
 
-__device__ __forceinline__ float gelu_grad(float x, float d) {
-    float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
-    float local = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-    return local * d;
-}
-
 // version 1: thread per element
 __global__ void gelu_backward_kernel1(float* dinp, const float* inp, const float* dout, size_t N) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < N) dinp[i] = gelu_grad(inp[i], dout[i]);
 }
 
-// version 2: thread per float4
-__global__ void gelu_backward_kernel2(float4* dinp, const float4* inp, const float4* dout, size_t N4) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= N4) return;
-    float4 x = inp[i], d = dout[i];
-    dinp[i] = make_float4(gelu_grad(x.x, d.x), gelu_grad(x.y, d.y), gelu_grad(x.z, d.z), gelu_grad(x.w, d.w));
-}
+// version 2: gelu_backward_kernel2 of llmc/gelu.cuh (the trainer's gelu_backward)
 
 static void gelu_backward(int version, float* dinp, const float* inp, const float* dout, size_t N, int block_size) {
     if (version == 1) {

@@ -6,24 +6,19 @@
 //   3: the matmul's bias fused in: pre[i] += bias[i % OC] in place, then out = gelu(pre),
 //      float4 (OC % 4 == 0). Replaces a bias pass (read + write) and a GELU pass (read +
 //      write) by one read and two writes; the trainer's MLP uses it after the fc matmul.
+//      Shipped: llmc/gelu.cuh (with gelu(), which versions 1 and 2 use too).
 // Memory-bound: floor is reading inp and writing out, 2*N floats (version 3: 3*N).
 // No fast math here: tanhf is exact to a few ulps; --use_fast_math would swap in
 // approximations that differ from the CPU trainer.
 // Build: make cuda-workbenches; run: dev/cuda/bin/gelu_forward [version] [--check-only]
 #include "common.h"
-
-#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+#include "../../llmc/gelu.cuh"
 
 static void gelu_forward_cpu(float* out, const float* inp, size_t N) {
     for (size_t i = 0; i < N; i++) {
         double x = inp[i];
         out[i] = (float)(0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))));
     }
-}
-
-__device__ __forceinline__ float gelu(float x) {
-    float cube = 0.044715f * x * x * x;
-    return 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + cube)));
 }
 
 // version 1: thread per element
@@ -40,17 +35,8 @@ __global__ void gelu_forward_kernel2(float4* out, const float4* inp, size_t N4) 
     out[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
 }
 
-// version 3: pre (N = rows * OC) gets its bias in place, out = gelu(pre)
-__global__ void bias_gelu_forward_kernel3(float4* out, float4* pre, const float4* bias, size_t N4, int OC4) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= N4) return;
-    float4 x = pre[i], bb = bias[i % OC4];
-    x = make_float4(x.x + bb.x, x.y + bb.y, x.z + bb.z, x.w + bb.w);
-    pre[i] = x;
-    out[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
-}
+// version 3: bias_gelu_forward_kernel3 of llmc/gelu.cuh (the trainer's bias_gelu_forward)
 
-// versions 1, 2: out = gelu(inp). Version 3: inp += bias (OC columns), out = gelu(inp).
 static void gelu_forward(int version, float* out, float* inp, const float* bias, int OC, size_t N, int block_size) {
     if (version == 1) {
         gelu_forward_kernel1<<<ceil_div(N, block_size), block_size>>>(out, inp, N);

@@ -1,6 +1,7 @@
 // Workbench: global L2 norm of a float vector (the gradient norm used for clipping,
 // and the parameter norm of the log): sqrt(sum_i x_i^2), accumulated in double like
 // train_gpt2.c's vector_norm.
+// Version 2 ships: llmc/global_norm.cuh (included below), the trainer's vector_norm.
 // Versions:
 //   1: grid-stride per-thread sums, block reduction, one double atomicAdd per block.
 //      The order of the atomics varies run to run: not bit-reproducible.
@@ -10,6 +11,7 @@
 // Memory-bound: floor is reading x once, 4*n bytes.
 // Build: make cuda-workbenches; run: dev/cuda/bin/global_norm [version] [--check-only]
 #include "common.h"
+#include "../../llmc/global_norm.cuh"
 
 static double norm_cpu(const float* x, size_t n) {
     long double s = 0.0L;
@@ -17,25 +19,8 @@ static double norm_cpu(const float* x, size_t n) {
     return sqrt((double)s);
 }
 
-__device__ double warp_sum_double(double v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-    return v;
-}
-
-// block-wide sum in double, the result valid in thread 0
-__device__ double block_sum_double(double v) {
-    __shared__ double buf[32];
-    v = warp_sum_double(v);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) buf[warp] = v;
-    __syncthreads();
-    double r = 0.0;
-    if (warp == 0) {
-        r = (lane < (int)(blockDim.x / 32)) ? buf[lane] : 0.0;
-        r = warp_sum_double(r);
-    }
-    return r;
-}
+// warp_sum_double and block_sum_double (the block-wide sum in double, valid in thread 0):
+// llmc/global_norm.cuh
 
 // version 1
 __global__ void norm_kernel1(double* out, const float* x, size_t n) {
@@ -48,26 +33,9 @@ __global__ void norm_kernel1(double* out, const float* x, size_t n) {
     if (threadIdx.x == 0) atomicAdd(out, s);
 }
 
-// version 2, stage 1: partial[blockIdx.x] = this block's grid-stride sum
-__global__ void norm_partial_kernel(double* partial, const float* x, size_t n) {
-    double s = 0.0;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        double xi = x[i];
-        s += xi * xi;
-    }
-    s = block_sum_double(s);
-    if (threadIdx.x == 0) partial[blockIdx.x] = s;
-}
-// version 2, stage 2: one block adds the partials: each thread a strided slice in
-// order, then the fixed-shape block reduction
-__global__ void norm_final_kernel(double* out, const double* partial, int num_partials) {
-    double s = 0.0;
-    for (int i = threadIdx.x; i < num_partials; i += blockDim.x) s += partial[i];
-    s = block_sum_double(s);
-    if (threadIdx.x == 0) *out = s;
-}
-
-static const int NORM_MAX_BLOCKS = 1024;
+// version 2 (llmc/global_norm.cuh, the trainer's vector_norm with block 512): norm_partial_kernel
+// writes partial[blockIdx.x], the block's grid-stride sum; norm_final_kernel, one block, adds the
+// partials (each thread a strided slice in order, then the fixed-shape block reduction).
 // blocks for version 2: a function of n only, so the summation order never changes
 static int norm_num_blocks(size_t n, int block_size) {
     size_t want = (n + (size_t)block_size * 8 - 1) / ((size_t)block_size * 8);  // >= 8 elements per thread

@@ -4,6 +4,7 @@
 //   dweight[c] += sum_r norm[r,c] * dout[r,c]
 //   dbias[c]   += sum_r dout[r,c]
 //   dinp, dout, inp (N,C) with N = B*T; dweight, dbias, weight (C); mean, rstd (N).
+// Version 2 ships: llmc/layernorm.cuh (included below), the trainer's layernorm_backward.
 // Versions:
 //   1: one thread per row for dinp; one thread per channel looping over all rows
 //      for dweight and dbias.
@@ -15,6 +16,7 @@
 // (version 2 reads dout and inp twice: 6*N*C).
 // Build: make cuda-workbenches; run: dev/cuda/bin/layernorm_backward [version] [--check-only]
 #include "common.h"
+#include "../../llmc/layernorm.cuh"
 
 // ----------------------------------------------------------------------------
 // CPU reference (double)
@@ -88,77 +90,10 @@ __global__ void layernorm_params_kernel1(float* dweight, float* dbias, const flo
     dbias[c] += db;
 }
 
-// version 2, dinp: warp per row
-__global__ void layernorm_dinp_kernel2(float* dinp, const float* dout, const float* inp, const float* weight,
-                                       const float* mean, const float* rstd, int N, int C) {
-    int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= N) return;  // uniform per warp
-    const float* x = inp + (size_t)r * C;
-    const float* d = dout + (size_t)r * C;
-    float m = mean[r], s = rstd[r];
-    float a = 0.0f, b = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        float n = (x[c] - m) * s;
-        float dn = weight[c] * d[c];
-        a += dn;
-        b += dn * n;
-    }
-    a = warp_sum(a) / C;
-    b = warp_sum(b) / C;
-    float* g = dinp + (size_t)r * C;
-    for (int c = lane; c < C; c += 32) {
-        float n = (x[c] - m) * s;
-        g[c] += s * (weight[c] * d[c] - a - n * b);
-    }
-}
-
-// version 2, stage 1: block (32, ny) covers channels [32*blockIdx.x, +32) and rows
-// [blockIdx.y * rows_per_chunk, +rows_per_chunk); thread (tx, ty) sums rows ty, ty+ny, ...
-// partial: (num_chunks, 2, C), [chunk][0][c] = dweight part, [chunk][1][c] = dbias part.
-// Shared memory: 2 * 32 * ny floats.
-__global__ void layernorm_params_partial_kernel(float* partial, const float* dout, const float* inp,
-                                                const float* mean, const float* rstd, int N, int C,
-                                                int rows_per_chunk) {
-    extern __shared__ float sh[];
-    int tx = threadIdx.x, ty = threadIdx.y, ny = blockDim.y;
-    int c = blockIdx.x * 32 + tx;
-    int r0 = blockIdx.y * rows_per_chunk;
-    int r1 = min(N, r0 + rows_per_chunk);
-    float dw = 0.0f, db = 0.0f;
-    if (c < C) {
-        for (int r = r0 + ty; r < r1; r += ny) {
-            float d = dout[(size_t)r * C + c];
-            dw += (inp[(size_t)r * C + c] - mean[r]) * rstd[r] * d;
-            db += d;
-        }
-    }
-    sh[ty * 32 + tx] = dw;
-    sh[(ny + ty) * 32 + tx] = db;
-    __syncthreads();
-    if (ty == 0 && c < C) {
-        float sw = 0.0f, sb = 0.0f;
-        for (int y = 0; y < ny; y++) { sw += sh[y * 32 + tx]; sb += sh[(ny + y) * 32 + tx]; }
-        partial[((size_t)blockIdx.y * 2 + 0) * C + c] = sw;
-        partial[((size_t)blockIdx.y * 2 + 1) * C + c] = sb;
-    }
-}
-
-// version 2, stage 2: thread per channel adds the chunks' partials in order
-__global__ void layernorm_params_final_kernel(float* dweight, float* dbias, const float* partial,
-                                              int num_chunks, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float sw = 0.0f, sb = 0.0f;
-    for (int k = 0; k < num_chunks; k++) {
-        sw += partial[((size_t)k * 2 + 0) * C + c];
-        sb += partial[((size_t)k * 2 + 1) * C + c];
-    }
-    dweight[c] += sw;
-    dbias[c] += sb;
-}
-
-static const int ROWS_PER_CHUNK = 256;
+// version 2 (llmc/layernorm.cuh, the trainer's layernorm_backward with block 256):
+// layernorm_dinp_kernel2, a warp per row; layernorm_params_partial_kernel, blocks (32, ny) over
+// 32 channels and a chunk of ROWS_PER_CHUNK rows writing partial sums (num_chunks, 2, C); and
+// layernorm_params_final_kernel, a thread per channel adding the partials in chunk order.
 
 // scratch: at least 2 * ceil(N / ROWS_PER_CHUNK) * C floats (version 2)
 static void layernorm_backward(int version, float* dinp, float* dweight, float* dbias, float* scratch,
@@ -177,7 +112,7 @@ static void layernorm_backward(int version, float* dinp, float* dweight, float* 
     dim3 block(32, block_size / 32);
     dim3 grid(ceil_div(C, 32), num_chunks);
     size_t shmem = 2 * (size_t)block_size * sizeof(float);
-    layernorm_params_partial_kernel<<<grid, block, shmem>>>(scratch, dout, inp, mean, rstd, N, C, ROWS_PER_CHUNK);
+    layernorm_params_partial_kernel<<<grid, block, shmem>>>(scratch, dout, inp, mean, rstd, N, C);
     launchCheck();
     layernorm_params_final_kernel<<<ceil_div(C, 256), 256>>>(dweight, dbias, scratch, num_chunks, C);
     launchCheck();

@@ -2,6 +2,7 @@
 //   mean[r] = sum_c x[r,c] / C,  rstd[r] = 1 / sqrt(sum_c (x[r,c] - mean)^2 / C + eps)
 //   out[r,c] = (x[r,c] - mean[r]) * rstd[r] * weight[c] + bias[c]
 //   out, inp (N,C) with N = B*T rows; mean, rstd (N) are saved for the backward pass.
+// Version 2 ships: llmc/layernorm.cuh (included below, with LN_EPS), the trainer's layernorm_forward.
 // Versions:
 //   1: one thread per row (two passes over the row).
 //   2: one warp per row; shuffles reduce the sums; the row is read three times
@@ -9,8 +10,7 @@
 // Memory-bound: floor is reading inp and writing out, 2*N*C floats.
 // Build: make cuda-workbenches; run: dev/cuda/bin/layernorm_forward [version] [--check-only]
 #include "common.h"
-
-static const float LN_EPS = 1e-5f;
+#include "../../llmc/layernorm.cuh"
 
 // ----------------------------------------------------------------------------
 // CPU reference (double accumulation: the reference should be the more exact one)
@@ -55,24 +55,7 @@ __global__ void layernorm_forward_kernel1(float* out, float* mean, float* rstd, 
     rstd[r] = s;
 }
 
-// version 2: warp per row
-__global__ void layernorm_forward_kernel2(float* out, float* mean, float* rstd, const float* inp,
-                                          const float* weight, const float* bias, int N, int C) {
-    int warps_per_block = blockDim.x / 32;
-    int r = blockIdx.x * warps_per_block + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= N) return;  // whole warps leave together: r is uniform across a warp
-    const float* x = inp + (size_t)r * C;
-    float sum = 0.0f;
-    for (int c = lane; c < C; c += 32) sum += x[c];
-    float m = warp_sum(sum) / C;
-    float sq = 0.0f;
-    for (int c = lane; c < C; c += 32) { float d = x[c] - m; sq += d * d; }
-    float s = 1.0f / sqrtf(warp_sum(sq) / C + LN_EPS);
-    float* o = out + (size_t)r * C;
-    for (int c = lane; c < C; c += 32) o[c] = (x[c] - m) * s * weight[c] + bias[c];
-    if (lane == 0) { mean[r] = m; rstd[r] = s; }
-}
+// version 2: layernorm_forward_kernel2 of llmc/layernorm.cuh (the trainer's layernorm_forward, block 256)
 
 static void layernorm_forward(int version, float* out, float* mean, float* rstd, const float* inp,
                               const float* weight, const float* bias, int N, int C, int block_size) {

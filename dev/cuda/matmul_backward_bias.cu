@@ -1,5 +1,6 @@
 // Workbench: bias gradient of a matmul, ACCUMULATING (+=): dbias[oc] += sum_r dout[r, oc]
 //   dout (N, OC) with N = B*T rows; dbias (OC).
+// Version 2 ships: llmc/matmul.cuh (included below), in the trainer's matmul_backward.
 // Versions:
 //   1: one thread per column, all N rows in order (little parallelism: OC threads).
 //   2: deterministic two stages: blocks of (32 columns x a chunk of rows) write
@@ -8,6 +9,7 @@
 // Memory-bound: floor is reading dout once, 4*N*OC bytes.
 // Build: make cuda-workbenches; run: dev/cuda/bin/matmul_backward_bias [version] [--check-only]
 #include "common.h"
+#include "../../llmc/matmul.cuh"
 
 static void bias_backward_cpu(float* dbias, const float* dout, int N, int OC) {
     std::vector<double> s(OC, 0.0);
@@ -25,36 +27,9 @@ __global__ void bias_backward_kernel1(float* dbias, const float* dout, int N, in
     dbias[c] += s;
 }
 
-// version 2, stage 1: block (32, ny): columns [32*blockIdx.x, +32), rows of chunk blockIdx.y;
-// thread (tx, ty) sums rows ty, ty+ny, ... of the chunk. Shared memory: 32*ny floats.
-__global__ void bias_partial_kernel(float* partial, const float* dout, int N, int OC, int rows_per_chunk) {
-    extern __shared__ float sh[];
-    int tx = threadIdx.x, ty = threadIdx.y, ny = blockDim.y;
-    int c = blockIdx.x * 32 + tx;
-    int r0 = blockIdx.y * rows_per_chunk;
-    int r1 = min(N, r0 + rows_per_chunk);
-    float s = 0.0f;
-    if (c < OC) {
-        for (int r = r0 + ty; r < r1; r += ny) s += dout[(size_t)r * OC + c];
-    }
-    sh[ty * 32 + tx] = s;
-    __syncthreads();
-    if (ty == 0 && c < OC) {
-        float t = 0.0f;
-        for (int y = 0; y < ny; y++) t += sh[y * 32 + tx];
-        partial[(size_t)blockIdx.y * OC + c] = t;
-    }
-}
-// version 2, stage 2
-__global__ void bias_final_kernel(float* dbias, const float* partial, int num_chunks, int OC) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= OC) return;
-    float s = 0.0f;
-    for (int k = 0; k < num_chunks; k++) s += partial[(size_t)k * OC + c];
-    dbias[c] += s;
-}
-
-static const int ROWS_PER_CHUNK = 256;
+// version 2 (llmc/matmul.cuh, the trainer's matmul_backward with block 256):
+// bias_partial_kernel, blocks (32, ny) over 32 columns and a chunk of ROWS_PER_CHUNK rows writing
+// partial sums (num_chunks, OC), and bias_final_kernel, a thread per column adding them in order.
 
 // scratch: ceil(N / ROWS_PER_CHUNK) * OC floats (version 2)
 static void bias_backward(int version, float* dbias, float* scratch, const float* dout, int N, int OC, int block_size) {
@@ -65,7 +40,7 @@ static void bias_backward(int version, float* dbias, float* scratch, const float
     }
     int num_chunks = ceil_div(N, ROWS_PER_CHUNK);
     dim3 block(32, block_size / 32), grid(ceil_div(OC, 32), num_chunks);
-    bias_partial_kernel<<<grid, block, block_size * sizeof(float)>>>(scratch, dout, N, OC, ROWS_PER_CHUNK);
+    bias_partial_kernel<<<grid, block, block_size * sizeof(float)>>>(scratch, dout, N, OC);
     launchCheck();
     bias_final_kernel<<<ceil_div(OC, 256), 256>>>(dbias, scratch, num_chunks, OC);
     launchCheck();

@@ -6,9 +6,13 @@
 //   2: one thread per 4 elements, float4 loads and stores (N % 4 == 0).
 //   3: with the bias of the matmul that produced inp2 fused in: out = inp1 + inp2 + bias[i % C],
 //      float4 (C % 4 == 0); saves the matmul's separate bias pass (a read and a write of inp2).
+//   4: version 3 with a thread per element: the trainer's fallback where float4 does not fit.
+// Versions 3 and 4 ship: llmc/residual.cuh's residual_bias_forward (3 where C % 4 == 0 and
+// every pointer is 16-byte aligned, else 4).
 // Memory-bound: floor is 3*N floats (two reads, one write).
 // Build: make cuda-workbenches; run: dev/cuda/bin/residual_forward [version] [--check-only]
 #include "common.h"
+#include "../../llmc/residual.cuh"
 
 static void residual_forward_cpu(float* out, const float* a, const float* b, size_t N) {
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
@@ -28,14 +32,8 @@ __global__ void residual_forward_kernel2(float4* out, const float4* a, const flo
     out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
 }
 
-// version 3: out = a + b + bias (C columns)
-__global__ void residual_bias_forward_kernel3(float4* out, const float4* a, const float4* b, const float4* bias,
-                                              size_t N4, int C4) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= N4) return;
-    float4 x = a[i], y = b[i], z = bias[i % C4];
-    out[i] = make_float4(x.x + (y.x + z.x), x.y + (y.y + z.y), x.z + (y.z + z.z), x.w + (y.w + z.w));
-}
+// versions 3 and 4: residual_bias_forward_kernel3 and residual_bias_forward_kernel4 of
+// llmc/residual.cuh (the trainer's residual_bias_forward)
 
 static void residual_forward(int version, float* out, const float* a, const float* b, const float* bias, int C,
                              size_t N, int block_size) {
@@ -44,6 +42,8 @@ static void residual_forward(int version, float* out, const float* a, const floa
     } else if (version == 2) {
         residual_forward_kernel2<<<ceil_div(N / 4, block_size), block_size>>>(
             (float4*)out, (const float4*)a, (const float4*)b, N / 4);
+    } else if (version == 4) {
+        residual_bias_forward_kernel4<<<ceil_div(N, block_size), block_size>>>(out, a, b, bias, N, C);
     } else {
         residual_bias_forward_kernel3<<<ceil_div(N / 4, block_size), block_size>>>(
             (float4*)out, (const float4*)a, (const float4*)b, (const float4*)bias, N / 4, C / 4);
@@ -52,15 +52,16 @@ static void residual_forward(int version, float* out, const float* a, const floa
 }
 
 static void check_shape(int version, size_t N, int C) {
-    if (version >= 2 && N % 4 != 0) return;
+    if ((version == 2 || version == 3) && N % 4 != 0) return;
     if (version == 3 && (C % 4 != 0 || N % C != 0)) return;
+    if (version == 4 && N % C != 0) return;
     float* a = make_random_float(N, -1.0f, 1.0f);
     float* b = make_random_float(N, -1.0f, 1.0f);
     float* bias = make_random_float(C, -1.0f, 1.0f);
     float* ref = (float*)malloc(N * sizeof(float));
-    // version 3: the trainer's order, a + (b + bias): the matmul output gets its bias first
+    // versions 3, 4: the trainer's order, a + (b + bias): the matmul output gets its bias first
     float* b2 = (float*)malloc(N * sizeof(float));
-    for (size_t i = 0; i < N; i++) b2[i] = version == 3 ? b[i] + bias[i % C] : b[i];
+    for (size_t i = 0; i < N; i++) b2[i] = version >= 3 ? b[i] + bias[i % C] : b[i];
     residual_forward_cpu(ref, a, b2, N);
     float* d_a = to_device(a, N);
     float* d_b = to_device(b, N);
@@ -77,7 +78,7 @@ static void check_shape(int version, size_t N, int C) {
 }
 
 int main(int argc, char** argv) {
-    const int num_versions = 3;
+    const int num_versions = 4;
     BenchArgs args = parse_bench_args(argc, argv, num_versions);
     require_gpu();
     for (int v = 1; v <= num_versions; v++) {
