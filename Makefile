@@ -112,7 +112,7 @@ clean:
 	rm -rf .build
 
 # ---- CUDA trainer ----
-# Owned by the CUDA trainer (issue 4). Targets:
+# Targets:
 #   make train_gpt2fp32cu      the fp32 CUDA trainer; compiles and links with no GPU present
 #   make cuda-workbenches      the kernel workbenches dev/cuda/*.cu into dev/cuda/bin/
 #   make cuda-emu              the workbenches and the trainer built for the CPU emulator

@@ -369,7 +369,7 @@ def write_outputs(args, rows, raw, name, driver, peak, peak_src, commit, torch_v
         vs_c = f"{r['compile_ms'] / r['ms']:.2f}x" if r["compile_ms"] else "-"
         lines.append(f"| {r['label']} | {r['trainer']} | {r['ms']:.1f} | {r['tok_s']:,.0f} | {100 * r['mfu']:.1f}% | "
                      f"{r['mem'] / 1024:.1f} GiB{alloc} | {r['loss']:.4f} | {r['eager_ms'] / r['ms']:.2f}x | {vs_c} |")
-    # the speed target, on d12 at B=16, T=1024: >= 1.2x eager, >= 1.0x compile, memory <= PyTorch's
+    # the project's speed target, on d12 at B=16, T=1024: >= 1.2x eager, >= 1.0x compile, memory <= PyTorch's
     ours = next((r for r in rows if r["key"] == "ours" and r["label"] == "d12 B=16 T=1024"), None)
     if ours is not None:
         torch_rows = [r for r in rows if r["label"] == ours["label"] and r["key"] != "ours"]
