@@ -56,6 +56,7 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #include "llmc/dataloader.h"
 #include "llmc/gpt2_params.h"
 #include "llmc/logger.h"
+#include "llmc/loss.h"
 #include "llmc/parity.h"
 #include "llmc/rand.h"
 #include "llmc/regularizers.h"
@@ -621,11 +622,7 @@ typedef struct {
     float* init_params;            // (P) the parameters before step 1 (--decay-toward-init), else NULL
     float* clean_params;           // (P) the clean parameters during a noisy step (--weight-noise), else NULL
     // results of the last forward with targets
-    float mean_loss;               // mean over scored positions
-    double loss_sum;               // sum over scored positions
-    size_t num_scored;             // positions that count in the loss
-    int num_correct;               // examples (rows) whose every scored target is the argmax
-    int num_examples;              // rows with at least one scored target
+    LossSummary loss;              // of the last forward with targets (llmc/loss.h)
 } GPT2;
 
 static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
@@ -756,33 +753,8 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     if (model->saved_logits) { memcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float)); }
     if (targets == NULL) { return; }
     softmax_crossentropy_forward(a.losses, mask ? model->argmax : NULL, a.logits, targets, N, V, Vp);
-    size_t scored = 0;
-    for (int n = 0; n < N; n++) { scored += mask ? (size_t)(mask[n] != 0) : 1; }
-    double sum = 0.0;
-    for (int n = 0; n < N; n++) {
-        int counts = mask ? mask[n] != 0 : 1;
-        model->dloss[n] = counts && scored > 0 ? 1.0f / (float)scored : 0.0f;
-        if (counts) { sum += a.losses[n]; }
-    }
-    model->loss_sum = sum;
-    model->num_scored = scored;
-    model->mean_loss = scored > 0 ? (float)(sum / (double)scored) : 0.0f;
-    model->num_correct = 0;
-    model->num_examples = 0;
-    if (mask) {
-        for (int b = 0; b < B; b++) {
-            int any = 0, right = 1;
-            for (int t = 0; t < T; t++) {
-                int n = b * T + t;
-                if (mask[n]) {
-                    any = 1;
-                    if (model->argmax[n] != targets[n]) { right = 0; }
-                }
-            }
-            model->num_examples += any;
-            model->num_correct += any && right;
-        }
-    }
+    size_t scored = loss_weights(model->dloss, mask, N);
+    model->loss = loss_summary(a.losses, model->argmax, targets, mask, B, T, scored);
 }
 
 // Zeroes n floats with all threads (one memset of the ~70 MB of d4 gradients
@@ -940,25 +912,6 @@ static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int
     }
 }
 
-// One training step on one batch: forward, backward (gpt2_forward_backward_step),
-// global norm, clip, AdamW. Returns with result->loss or grad_norm not finite
-// (and the parameters untouched) when training diverged.
-static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask,
-                            int B, int T, int step, const LrSchedule* sched, const AdamWSettings* opt,
-                            float grad_clip, float weight_noise, StepResult* r) {
-    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, step, weight_noise);
-    double norm = vector_norm(model->grads_memory, model->num_parameters);
-    r->loss = model->mean_loss;
-    r->grad_norm = (float)norm;
-    r->lr = lr_at(sched, step);
-    r->num_correct = model->num_correct;
-    r->num_examples = model->num_examples;
-    r->grad_scale = 1.0f;
-    if (!isfinite(r->loss) || !isfinite(norm)) { return; }
-    if (grad_clip > 0.0f && norm > (double)grad_clip) { r->grad_scale = (float)((double)grad_clip / norm); }
-    gpt2_adamw_update(model, opt, r->lr, r->grad_scale, step);
-}
-
 // ----------------------------------------------------------------------------
 // sampling
 
@@ -1104,20 +1057,26 @@ static void cpu_hardware(void* m, char* buf, size_t n) {
     snprintf(buf, n, "%s, %d threads", cpu, num_threads());
 }
 
-static void cpu_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
-                        BatchResult* r) {
+static LossSummary cpu_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T) {
     GPT2* model = (GPT2*)m;
     gpt2_forward(model, inputs, targets, mask, B, T);
-    r->loss_sum = model->loss_sum;
-    r->num_scored = model->num_scored;
-    r->num_correct = model->num_correct;
-    r->num_examples = model->num_examples;
+    return model->loss;
 }
 
-static void cpu_train_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T, int step,
-                           const LrSchedule* sched, const AdamWSettings* opt, float grad_clip, float weight_noise,
-                           StepResult* r) {
-    gpt2_train_step((GPT2*)m, inputs, targets, mask, B, T, step, sched, opt, grad_clip, weight_noise, r);
+static LossSummary cpu_forward_backward(void* m, const int* inputs, const int* targets, const int* mask, int B,
+                                       int T, int step, float weight_noise) {
+    GPT2* model = (GPT2*)m;
+    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, step, weight_noise);
+    return model->loss;
+}
+
+static double cpu_grad_norm(void* m) {
+    GPT2* model = (GPT2*)m;
+    return vector_norm(model->grads_memory, model->num_parameters);
+}
+
+static void cpu_update(void* m, const AdamWSettings* opt, float lr, float grad_scale, int t) {
+    gpt2_adamw_update((GPT2*)m, opt, lr, grad_scale, t);
 }
 
 static double cpu_param_norm(void* m) {
@@ -1129,11 +1088,8 @@ static const float* cpu_next_token_logits(void* m, const int* tokens, int n) {
     return gpt2_next_token_logits((GPT2*)m, tokens, n);
 }
 
-static void cpu_parity_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
-                            float weight_noise, float* loss, const float** logits, const float** grads) {
+static void cpu_parity_outputs(void* m, const float** logits, const float** grads) {
     GPT2* model = (GPT2*)m;
-    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, 1, weight_noise);
-    *loss = model->mean_loss;
     *logits = model->saved_logits;
     *grads = model->grads_memory;
 }
@@ -1155,8 +1111,8 @@ static void cpu_destroy(void* m) {
 int main(int argc, char** argv) {
     static const TrainerBackend cpu = {
         "train_gpt2", "", NULL, 0, cpu_configure, cpu_load, cpu_prepare, cpu_allocate, cpu_print_rows,
-        cpu_log_config, cpu_hardware, cpu_forward, cpu_train_step, cpu_param_norm, cpu_next_token_logits,
-        cpu_parity_step, cpu_host_tensors, cpu_upload_state, cpu_destroy,
+        cpu_log_config, cpu_hardware, cpu_forward, cpu_forward_backward, cpu_grad_norm, cpu_update,
+        cpu_param_norm, cpu_next_token_logits, cpu_parity_outputs, cpu_host_tensors, cpu_upload_state, cpu_destroy,
     };
     return train_main(argc, argv, &cpu);
 }

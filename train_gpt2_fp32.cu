@@ -61,6 +61,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 #include "llmc/dataloader.h"
 #include "llmc/gpt2_params.h"
 #include "llmc/logger.h"
+#include "llmc/loss.h"
 #include "llmc/parity.h"
 #include "llmc/rand.h"
 #include "llmc/regularizers.h"
@@ -181,11 +182,7 @@ typedef struct {
     float* init_host;           // (P) host copy of init_memory, for the training state
     float* clean_memory;        // (P) device: the clean parameters during a noisy step (--weight-noise), else NULL
     // results of the last forward with targets
-    float mean_loss;
-    double loss_sum;
-    size_t num_scored;
-    int num_correct;
-    int num_examples;
+    LossSummary loss;           // (llmc/loss.h)
 } GPT2;
 
 static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
@@ -338,12 +335,7 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     cudaCheck(cudaMemcpy(model->d_inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
     size_t scored = 0;
     if (targets != NULL) {
-        // the loss weights, exactly as train_gpt2.c computes them
-        for (int n = 0; n < N; n++) scored += mask ? (size_t)(mask[n] != 0) : 1;
-        for (int n = 0; n < N; n++) {
-            int counts = mask ? mask[n] != 0 : 1;
-            model->dloss[n] = counts && scored > 0 ? 1.0f / (float)scored : 0.0f;
-        }
+        scored = loss_weights(model->dloss, mask, N);  // llmc/loss.h, as train_gpt2.c
         cudaCheck(cudaMemcpy(model->d_targets, targets, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(model->d_dloss, model->dloss, (size_t)N * sizeof(float), cudaMemcpyHostToDevice));
     }
@@ -359,30 +351,7 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
     launchCheck();
     cudaCheck(cudaMemcpy(model->losses, a.losses, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
     cudaCheck(cudaMemcpy(model->argmax, model->d_argmax, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost));
-    double sum = 0.0;
-    for (int n = 0; n < N; n++) {
-        int counts = mask ? mask[n] != 0 : 1;
-        if (counts) sum += model->losses[n];
-    }
-    model->loss_sum = sum;
-    model->num_scored = scored;
-    model->mean_loss = scored > 0 ? (float)(sum / (double)scored) : 0.0f;
-    model->num_correct = 0;
-    model->num_examples = 0;
-    if (mask) {
-        for (int b = 0; b < B; b++) {
-            int any = 0, right = 1;
-            for (int t = 0; t < T; t++) {
-                int n = b * T + t;
-                if (mask[n]) {
-                    any = 1;
-                    if (model->argmax[n] != targets[n]) right = 0;
-                }
-            }
-            model->num_examples += any;
-            model->num_correct += any && right;
-        }
-    }
+    model->loss = loss_summary(model->losses, model->argmax, targets, mask, B, T, scored);
 }
 
 static void gpt2_zero_grad(GPT2* model) {
@@ -502,26 +471,6 @@ static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int
     if (weight_noise > 0.0f) {
         cudaCheck(cudaMemcpy(model->params_memory, model->clean_memory, bytes, cudaMemcpyDeviceToDevice));
     }
-}
-
-// One training step: forward and backward (gpt2_forward_backward_step), global norm, clip,
-// AdamW. Returns with r->loss or r->grad_norm not finite (and the parameters untouched) when
-// training diverged.
-static void gpt2_train_step(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
-                            int step, const LrSchedule* sched, const AdamWSettings* opt, float grad_clip,
-                            float weight_noise, StepResult* r) {
-    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, step, weight_noise);
-    double norm = vector_norm(model->grads_memory, model->num_parameters, model->norm_scratch);
-    r->loss = model->mean_loss;
-    r->grad_norm = (float)norm;
-    r->lr = lr_at(sched, step);
-    r->num_correct = model->num_correct;
-    r->num_examples = model->num_examples;
-    r->grad_scale = 1.0f;
-    if (!isfinite(r->loss) || !isfinite(norm)) return;
-    if (grad_clip > 0.0f && norm > (double)grad_clip) r->grad_scale = (float)((double)grad_clip / norm);
-    gpt2_adamw_update(model, opt, r->lr, r->grad_scale, step);
-    cudaCheck(cudaDeviceSynchronize());
 }
 
 // ----------------------------------------------------------------------------
@@ -677,20 +626,27 @@ static void cuda_hardware(void* m, char* buf, size_t n) {
              (driver % 1000) / 10, runtime / 1000, (runtime % 1000) / 10);
 }
 
-static void cuda_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
-                         BatchResult* r) {
+static LossSummary cuda_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T) {
     GPT2* model = &((CudaModel*)m)->gpt2;
     gpt2_forward(model, inputs, targets, mask, B, T, 0);
-    r->loss_sum = model->loss_sum;
-    r->num_scored = model->num_scored;
-    r->num_correct = model->num_correct;
-    r->num_examples = model->num_examples;
+    return model->loss;
 }
 
-static void cuda_train_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T, int step,
-                            const LrSchedule* sched, const AdamWSettings* opt, float grad_clip, float weight_noise,
-                            StepResult* r) {
-    gpt2_train_step(&((CudaModel*)m)->gpt2, inputs, targets, mask, B, T, step, sched, opt, grad_clip, weight_noise, r);
+static LossSummary cuda_forward_backward(void* m, const int* inputs, const int* targets, const int* mask, int B,
+                                        int T, int step, float weight_noise) {
+    GPT2* model = &((CudaModel*)m)->gpt2;
+    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, step, weight_noise);
+    return model->loss;
+}
+
+static double cuda_grad_norm(void* m) {
+    GPT2* model = &((CudaModel*)m)->gpt2;
+    return vector_norm(model->grads_memory, model->num_parameters, model->norm_scratch);
+}
+
+static void cuda_update(void* m, const AdamWSettings* opt, float lr, float grad_scale, int t) {
+    gpt2_adamw_update(&((CudaModel*)m)->gpt2, opt, lr, grad_scale, t);
+    cudaCheck(cudaDeviceSynchronize());  // the step's time includes the update
 }
 
 static double cuda_param_norm(void* m) {
@@ -702,14 +658,11 @@ static const float* cuda_next_token_logits(void* m, const int* tokens, int n) {
     return gpt2_next_token_logits(&((CudaModel*)m)->gpt2, tokens, n);
 }
 
-static void cuda_parity_step(void* m, const int* inputs, const int* targets, const int* mask, int B, int T,
-                             float weight_noise, float* loss, const float** logits, const float** grads) {
+static void cuda_parity_outputs(void* m, const float** logits, const float** grads) {
     CudaModel* cm = (CudaModel*)m;
     GPT2* model = &cm->gpt2;
-    gpt2_forward_backward_step(model, inputs, targets, mask, B, T, 1, weight_noise);
     cudaCheck(cudaMemcpy(cm->grads_host, model->grads_memory, model->num_parameters * sizeof(float),
                          cudaMemcpyDeviceToHost));
-    *loss = model->mean_loss;
     *logits = model->saved_logits;
     *grads = cm->grads_host;
 }
@@ -749,8 +702,8 @@ int main(int argc, char** argv) {
     static const TrainerBackend cuda = {
         "train_gpt2fp32cu", " --tf32 0", CUDA_SPECS, (int)(sizeof(CUDA_SPECS) / sizeof(CUDA_SPECS[0])),
         cuda_configure, cuda_load, cuda_prepare, cuda_allocate, cuda_print_rows, cuda_log_config, cuda_hardware,
-        cuda_forward, cuda_train_step, cuda_param_norm, cuda_next_token_logits, cuda_parity_step,
-        cuda_host_tensors, cuda_upload_state, cuda_destroy,
+        cuda_forward, cuda_forward_backward, cuda_grad_norm, cuda_update, cuda_param_norm, cuda_next_token_logits,
+        cuda_parity_outputs, cuda_host_tensors, cuda_upload_state, cuda_destroy,
     };
     return train_main(argc, argv, &cuda);
 }

@@ -21,8 +21,9 @@ besides the model's arithmetic happens here, once for both trainers:
  11. cleanup: everything freed (the sanitizer builds check for leaks).
 
 The backend (TrainerBackend below) supplies only what differs between the trainers: its
-name and extra flags, the model functions (load, prepare, allocate, forward, train step,
-parameter norm, next-token logits, parity step, destroy), its config-table rows, log keys
+name and extra flags, the model functions (load, prepare, allocate, forward, forward and
+backward of a training step, gradient norm, AdamW update, parameter norm, next-token logits,
+parity outputs, destroy), its config-table rows, log keys
 and hardware description, and the host<->device copies of the parameters and optimizer
 state. The CPU backend's copies are no-ops (host pointers); the CUDA backend's stage
 through host mirrors.
@@ -52,6 +53,7 @@ learning rate or weight decay can still overflow them (-l 1e38 -c 10).
 #include "dataloader.h"
 #include "gpt2_params.h"
 #include "logger.h"
+#include "loss.h"
 #include "parity.h"
 #include "rand.h"
 #include "regularizers.h"
@@ -82,13 +84,6 @@ typedef struct {
     int num_correct, num_examples;  // example data: examples whose every scored target is the argmax
 } StepResult;
 
-// What one forward pass with targets reports (evaluation).
-typedef struct {
-    double loss_sum;   // sum of the scored positions' losses
-    size_t num_scored;
-    int num_correct, num_examples;
-} BatchResult;
-
 // Host arrays of the parameters and the optimizer state (P floats each; init is NULL unless
 // --decay-toward-init keeps the parameters before step 1).
 typedef struct {
@@ -115,21 +110,21 @@ typedef struct {
     void (*print_rows)(void* model);              // the backend's rows of the configuration table
     void (*log_config)(void* model, Json* j);     // its keys in the log's "config" object
     void (*hardware)(void* model, char* buf, size_t n);  // the log's "hardware"
-    // forward with targets, no dropout (evaluation)
-    void (*forward)(void* model, const int* inputs, const int* targets, const int* mask, int B, int T,
-                    BatchResult* r);
-    // one training step: forward and backward (with the step's dropout and weight noise), global
-    // norm, clipping, AdamW; leaves the parameters untouched when the loss or norm is not finite
-    void (*train_step)(void* model, const int* inputs, const int* targets, const int* mask, int B, int T,
-                       int step, const LrSchedule* sched, const AdamWSettings* opt, float grad_clip,
-                       float weight_noise, StepResult* r);
+    // forward with targets, no dropout (evaluation): the loss bookkeeping of llmc/loss.h
+    LossSummary (*forward)(void* model, const int* inputs, const int* targets, const int* mask, int B, int T);
+    // the forward and backward of training step `step` (with its dropout masks, and at noisy
+    // weights with weight_noise > 0: the clean parameters come back afterwards), gradients zeroed
+    // first; the loss bookkeeping of llmc/loss.h
+    LossSummary (*forward_backward)(void* model, const int* inputs, const int* targets, const int* mask, int B,
+                                    int T, int step, float weight_noise);
+    double (*grad_norm)(void* model);             // sqrt(sum g^2) over all gradients
+    // AdamW step t with learning rate lr on the gradients times grad_scale
+    void (*update)(void* model, const AdamWSettings* opt, float lr, float grad_scale, int t);
     double (*param_norm)(void* model);            // sqrt(sum p^2) over all parameters
     // logits (Vp, host) of the position after tokens[0..n-1], a sliding window of at most T
     const float* (*next_token_logits)(void* model, const int* tokens, int n);
-    // the forward/backward of training step 1 (dropout and weight noise included), for
-    // --parity-out: the mean loss, the (B, T, Vp) logits and the P gradients, on the host
-    void (*parity_step)(void* model, const int* inputs, const int* targets, const int* mask, int B, int T,
-                        float weight_noise, float* loss, const float** logits, const float** grads);
+    // after forward_backward: the (B, T, Vp) logits and the P gradients on the host (--parity-out)
+    void (*parity_outputs)(void* model, const float** logits, const float** grads);
     // the host arrays; download = 1 first copies the current values from the device
     HostTensors (*host_tensors)(void* model, int download);
     void (*upload_state)(void* model);            // m, v (and init) host -> device after a resume
@@ -225,8 +220,7 @@ static inline EvalResult train_evaluate(TrainRun* run) {
     long long correct = 0, examples = 0;
     for (size_t i = 0; i < n; i++) {
         dataloader_next_batch(val);
-        BatchResult r;
-        run->be->forward(run->model, val->inputs, val->targets, val->loss_mask, val->B, val->T, &r);
+        LossSummary r = run->be->forward(run->model, val->inputs, val->targets, val->loss_mask, val->B, val->T);
         loss_sum += r.loss_sum;
         scored += r.num_scored;
         correct += r.num_correct;
@@ -260,6 +254,27 @@ static inline void train_save_checkpoint_pair(TrainRun* run, const TrainState* s
     printf("saved %s and %s\n", model_path, state_path);
     free(model_path);
     free(state_path);
+}
+
+// One training step on one batch: forward and backward, the global gradient norm, clipping
+// (every gradient times clip / norm when the norm exceeds it), AdamW. Returns with r->loss or
+// r->grad_norm not finite, and the parameters untouched, when training diverged.
+static inline void train_step(TrainRun* run, const int* inputs, const int* targets, const int* mask, int step,
+                              StepResult* r) {
+    const TrainerBackend* be = run->be;
+    LossSummary l = be->forward_backward(run->model, inputs, targets, mask, run->B, run->T, step,
+                                         run->cfg.weight_noise);
+    double norm = be->grad_norm(run->model);
+    r->loss = l.mean_loss;
+    r->grad_norm = (float)norm;
+    r->lr = lr_at(&run->sched, step);
+    r->num_correct = l.num_correct;
+    r->num_examples = l.num_examples;
+    r->grad_scale = 1.0f;
+    if (!isfinite(r->loss) || !isfinite(norm)) { return; }
+    float clip = run->cfg.grad_clip;
+    if (clip > 0.0f && norm > (double)clip) { r->grad_scale = (float)((double)clip / norm); }
+    be->update(run->model, &run->opt, r->lr, r->grad_scale, step);
 }
 
 // ---- stages ---------------------------------------------------------------------------------
@@ -497,10 +512,12 @@ static inline void train_print_config(TrainRun* run) {
 // Parity mode 1: the forward/backward of training step 1, logits and gradients to --parity-out.
 static inline void train_parity_grads(TrainRun* run) {
     const GPT2Config* mc = run->mc;
-    float loss = 0.0f;
+    // the forward/backward of training step 1, dropout and weight noise included
+    LossSummary l = run->be->forward_backward(run->model, run->pb.inputs, run->pb.targets, run->pb.mask, run->B,
+                                              run->T, 1, run->cfg.weight_noise);
+    float loss = l.mean_loss;
     const float *logits = NULL, *grads = NULL;
-    run->be->parity_step(run->model, run->pb.inputs, run->pb.targets, run->pb.mask, run->B, run->T,
-                         run->cfg.weight_noise, &loss, &logits, &grads);
+    run->be->parity_outputs(run->model, &logits, &grads);
     parity_grads_write(run->cfg.parity_out, run->B, run->T, mc->padded_vocab_size, run->num_parameters,
                        mc->num_layers, mc->channels, loss, logits, grads);
     printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)loss, run->cfg.parity_out);
@@ -600,8 +617,7 @@ static inline int train_loop(TrainRun* run) {
         }
         double t0 = now_seconds();
         StepResult r;
-        be->train_step(run->model, inputs, targets, mask, B, T, step, &run->sched, &run->opt, cfg->grad_clip,
-                       cfg->weight_noise, &r);
+        train_step(run, inputs, targets, mask, step, &r);
         double t1 = now_seconds();
         // the parameters' norm, when the update ran (a non-finite loss or gradient norm skips it)
         double param_norm = isfinite(r.loss) && isfinite(r.grad_norm) ? be->param_norm(run->model) : 0.0;
