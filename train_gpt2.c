@@ -32,11 +32,7 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 "Parity mode" and "Training state" document the flags and files.
 */
 #include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -51,22 +47,9 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 #endif
 #endif
 
-#include "llmc/args.h"
-#include "llmc/checkpoint.h"
-#include "llmc/dataloader.h"
-#include "llmc/gpt2_params.h"
-#include "llmc/logger.h"
-#include "llmc/loss.h"
-#include "llmc/parity.h"
-#include "llmc/rand.h"
-#include "llmc/regularizers.h"
-#include "llmc/sampler.h"
-#include "llmc/schedule.h"
-#include "llmc/tokenizer.h"
-#include "llmc/train_config.h"
+// the training run (llmc/train_driver.h) and through it every host header of llmc/: the model's
+// config and tensors (gpt2_params.h), loss bookkeeping (loss.h), regularizers.h, utils.h, ...
 #include "llmc/train_driver.h"
-#include "llmc/train_state.h"
-#include "llmc/utils.h"
 
 // Parallel regions with less work than this (in elements; matmuls and attention in
 // multiply-adds / 64) run on one thread: forking costs microseconds, and on a busy

@@ -45,33 +45,14 @@ Usage: ./train_gpt2fp32cu --help; README sections "CUDA trainer" and the CPU
 trainer's "Command line", "Parity mode", "Training state" document it.
 */
 #include <float.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 
-#include "llmc/args.h"
-#include "llmc/checkpoint.h"
-#include "llmc/dataloader.h"
-#include "llmc/gpt2_params.h"
-#include "llmc/logger.h"
-#include "llmc/loss.h"
-#include "llmc/parity.h"
-#include "llmc/rand.h"
-#include "llmc/regularizers.h"
-#include "llmc/sampler.h"
-#include "llmc/schedule.h"
-#include "llmc/tokenizer.h"
-#include "llmc/train_config.h"
+// the training run (llmc/train_driver.h) and through it every host header of llmc/: the model's
+// config and tensors (gpt2_params.h), loss bookkeeping (loss.h), regularizers.h, utils.h, ...
 #include "llmc/train_driver.h"
-#include "llmc/train_state.h"
-#include "llmc/utils.h"
 
 // the layers' kernels (each header names the dev/cuda/ workbench versions it ships)
 #include "llmc/cuda_common.cuh"
