@@ -383,25 +383,72 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
 }
 
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+// exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
+// times per step, where libm's scalar expf took 15% of the step). Cephes'
+// expf scheme: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a
+// degree-7 polynomial for exp(r), then 2^k through the float exponent bits.
+// Relative error ~1e-7 (about 1 ulp). No clamping inside (a clamp stops GCC
+// from vectorizing): the caller guarantees the range.
+static inline float exp_nonpositive(float x) {
+    int32_t ki = (int32_t)(x * 1.44269504088896341f - 0.5f); // round(x / ln2); x <= 0, so truncation
+    float k = (float)ki;
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    int32_t bits = (ki + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
 #define GELU_SCALE 0.7978845608028654f // sqrt(2/pi)
+
+// GELU (tanh form): gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). With
+// t = exp(-2|u|) in (0, 1]: 0.5 (1 + tanh u) = 1 / (1 + t) for u >= 0 and t / (1 + t) for u < 0,
+// and sech^2 u = 1 - tanh^2 u = 4 t / (1 + t)^2. Written this way every factor keeps its
+// relative accuracy (1 + tanh u for u << 0 is not a difference of two numbers near 1), there is
+// no cosh to overflow, and the loop vectorizes (libm's scalar tanhf was ~40% of a mod97 step).
+// -2|u| is clamped at -87 (exp_nonpositive's range; t = 2^-126 there, so the factor is 1 or
+// ~1e-38); a NaN input stays NaN.
+typedef struct {
+    float half_one_plus_tanh;  // 0.5 (1 + tanh u)
+    float sech2;               // 1 - tanh^2 u
+} GeluTanh;
+
+static inline GeluTanh gelu_tanh(float x) {
+    float u = GELU_SCALE * (x + 0.044715f * x * x * x);
+    float z = -2.0f * fabsf(u);
+    z = z < -87.0f ? -87.0f : z;
+    float t = exp_nonpositive(z);
+    float s = 1.0f / (1.0f + t);
+    GeluTanh g;
+    g.half_one_plus_tanh = u >= 0.0f ? s : t * s;
+    g.sech2 = 4.0f * t * s * s;
+    return g;
+}
+
 static void gelu_forward(float* out, const float* inp, size_t N) { // (N), (N)
     #pragma omp parallel for if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
-        float cube = 0.044715f * x * x * x;
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + cube)));
+        out[i] = x * gelu_tanh(x).half_one_plus_tanh;
     }
 }
 
-// sech^2 is written 1 - tanh^2 (no cosh, which overflows for large |x|).
-// This is the function -ffast-math breaks, so nothing here uses it.
+// d gelu / dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) du/dx. This is the function -ffast-math
+// breaks, so nothing here uses it.
 static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) { // (N) x3
     #pragma omp parallel for if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
-        float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
-        float sech2 = 1.0f - th * th;
-        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        GeluTanh g = gelu_tanh(x);
+        float local = g.half_one_plus_tanh + 0.5f * x * g.sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += local * dout[i];
     }
 }
@@ -425,30 +472,6 @@ static void residual_backward(float* dinp1, float* dinp2, const float* dout, siz
 static void dropout_apply(float* x, size_t n, uint64_t key, const DropoutConfig* d) { // (n)
     #pragma omp parallel for if (n >= PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++) { x[i] *= dropout_factor(key, i, d->threshold, d->scale); }
-}
-
-// exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
-// times per step, where libm's scalar expf took 15% of the step). Cephes'
-// expf scheme: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a
-// degree-7 polynomial for exp(r), then 2^k through the float exponent bits.
-// Relative error ~1e-7 (about 1 ulp). No clamping inside (a clamp stops GCC
-// from vectorizing): the caller guarantees the range.
-static inline float exp_nonpositive(float x) {
-    int32_t ki = (int32_t)(x * 1.44269504088896341f - 0.5f); // round(x / ln2); x <= 0, so truncation
-    float k = (float)ki;
-    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    float r2 = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r2 + r + 1.0f;
-    int32_t bits = (ki + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
 }
 
 // In place: probs holds the logits on entry and the probabilities on return
