@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from dev.shards import read_example_shard
 from dev.tokenizer import read_tokenizer_file
 

@@ -25,7 +25,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import REPO, file_size_limit
+from helpers import file_size_limit, REPO
 from dev.shards import read_token_shard
 from dev.tokenizer import get_gpt2_encoding, read_tokenizer_file
 

@@ -23,7 +23,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from dev.tokenizer import (ASSET_PATH, ASSET_SHA256, TokenizerError, load_asset_ranks,
                            load_gpt2_encoding, read_tokenizer_file, tiktoken_cache_has_gpt2,
                            write_tokenizer_file)
