@@ -32,8 +32,6 @@ from helpers import (ADAMW_OPT, ADAMW_STEPS, assert_close, assert_fp32_accurate,
                      token_data, torch_train_steps, trainer)
 
 
-
-
 # grad_clip sits inside the range of the gradient norms of these batches (1.4-1.7 and 1.8-2.2),
 # so some steps are clipped and some are not.
 @pytest.mark.parametrize("decay_params,masked,grad_clip", [("all", False, 1.5), ("matrices", True, 2.0)])
@@ -66,8 +64,8 @@ def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
 
     log = step_records(read_log(out / "log.jsonl"))
     assert [r["step"] for r in log] == list(range(1, ADAMW_STEPS + 1))
-    want_lr = [lr_at(s, ADAMW_OPT["lr"], ADAMW_OPT["warmup"], ADAMW_STEPS, ADAMW_OPT["schedule"], ADAMW_OPT["min_lr_frac"])
-               for s in range(1, ADAMW_STEPS + 1)]
+    want_lr = [lr_at(s, ADAMW_OPT["lr"], ADAMW_OPT["warmup"], ADAMW_STEPS, ADAMW_OPT["schedule"],
+                     ADAMW_OPT["min_lr_frac"]) for s in range(1, ADAMW_STEPS + 1)]
     assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
     assert_fp32_accurate("norms", [r["grad_norm"] for r in log], ref64, runs32)
     # %.9g in the log round-trips float32 exactly

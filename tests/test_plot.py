@@ -29,9 +29,8 @@ import pytest
 
 from helpers import check_png, REPO
 from dev.logs import first_step_reaching, read_log
-from dev.plot import DPI, FIGSIZE, aggregate, plot_runs
+from dev.plot import aggregate, plot_runs
 
-WIDTH, HEIGHT = int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI)
 TRAINER = os.path.join(REPO, "train_gpt2")
 
 
