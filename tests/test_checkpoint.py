@@ -22,10 +22,10 @@ import re
 import numpy as np
 import pytest
 
-from helpers import make_checkpoint, random_params, REPO
 from dev.checkpoint import (PARAM_NAMES, CheckpointError, ModelConfig, checkpoint_file_size,
                             num_parameters, param_shapes, read_checkpoint, write_checkpoint)
 from dev.errors import UserError
+from helpers import make_checkpoint, random_params, REPO
 
 
 def patch_header(path, slot, value):

@@ -37,11 +37,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import file_size_limit, make_checkpoint, REPO
 from dev.checkpoint import ModelConfig
 from dev.export_hf import main as export_main
 from dev.model import GPT
 from dev.sample import main as sample_main
+from helpers import file_size_limit, make_checkpoint, REPO
 
 LOGITS_TOL = 1e-5
 CONFIG = ModelConfig(max_seq_len=32, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)

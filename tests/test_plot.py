@@ -27,9 +27,9 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import check_png, REPO
 from dev.logs import first_step_reaching, read_log
 from dev.plot import aggregate, plot_runs
+from helpers import check_png, REPO
 
 TRAINER = os.path.join(REPO, "train_gpt2")
 

@@ -38,12 +38,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_checkpoint, random_params, REPO
 from dev.checkpoint import ModelConfig
 from dev.model import GPT
 from dev.errors import cli_main
 from dev.sample import Rng, generate, mix_seed, pick_token, sampling_rng
 from dev.sample import main as sample_main
+from helpers import make_checkpoint, random_params, REPO
 
 TRAINER = os.path.join(REPO, "train_gpt2")
 CC = shutil.which("cc") or shutil.which("gcc")

@@ -15,7 +15,6 @@ import os
 import numpy as np
 import pytest
 
-from helpers import random_params
 from dev.checkpoint import PARAM_NAMES, param_shapes
 from dev.errors import UserError
 from dev.parity_files import (ParityFileError, read_parity_batch, read_parity_grads,
@@ -23,6 +22,7 @@ from dev.parity_files import (ParityFileError, read_parity_batch, read_parity_gr
                               write_parity_losses)
 from dev.shards import (ShardError, read_example_shard, read_token_shard, write_example_shard,
                         write_token_shard)
+from helpers import random_params
 
 
 def header_of(path):
