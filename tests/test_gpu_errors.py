@@ -19,7 +19,7 @@ CPU_ONLY = {"batch that cannot fit in memory"}
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", [c for c in BAD_INPUT_CASES if c not in CPU_ONLY])
-def test_bad_input_is_the_same_clear_error(bad_input_files, backend, name):  # noqa: F811
+def test_bad_input_is_the_same_clear_error(bad_input_files, backend, name):
     binary = cuda_trainer(backend)
     args, want = case_args(bad_input_files, name)
     r = run_trainer(*args, binary=binary, check=False)
