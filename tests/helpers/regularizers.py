@@ -34,7 +34,11 @@ from .reference import optimizer_flags, torch_train_steps
 from .trainers import run_trainer
 
 
+# ---- dropout parity: one forward and backward ---------------------------------------------------
+
 def parity_case(tmp_path, config, seed, B, T, extra, binary=None):
+    """A random model (seed) and batch (seed + 100), one `--parity-out` pass of the trainer with the
+    flags `extra`; returns (model path, x, y, the parity result)."""
     model_path = tmp_path / "model.bin"
     make_checkpoint(model_path, config, seed)
     rng = np.random.default_rng(seed + 100)
@@ -62,8 +66,10 @@ def check_parity(got, ref, what):
     check_one_pass(got, *ref, what)
 
 
+# ---- 10 AdamW steps with each regularizer ------------------------------------------------------
+
 REG_OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
-           weight_decay=0.5, grad_clip=0.0)
+               weight_decay=0.5, grad_clip=0.0)
 REG_STEPS = 10
 REG_SEED = 77
 REG_CASES = {
