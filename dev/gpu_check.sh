@@ -105,7 +105,7 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   xdist=()
   if "$py" -c "import xdist" 2>/dev/null; then xdist=(-n 8); fi
   run_stage "tests" "$out/tests.log" 420 "$py" -m pytest -q -rs "${xdist[@]}" -k "not emu" tests/test_cuda_build.py \
-      tests/test_gpu_helpers.py tests/test_gpu_parity.py tests/test_gpu_train.py tests/test_gpu_workbenches.py \
+      tests/test_helpers.py tests/test_gpu_parity.py tests/test_gpu_train.py tests/test_gpu_workbenches.py \
       tests/test_gpu_sanitizer.py tests/test_gpu_bench.py tests/test_gpu_regularizers.py \
       "tests/test_answer_loss.py::test_answer_only_loss_and_accuracy[cuda-gpu]"
 fi

@@ -1,21 +1,19 @@
-"""Shared pytest fixtures for the whole suite (kept small on purpose).
+"""pytest hooks and the fixtures that several test files use (pytest shares them; no import).
 
-  REPO                  repository root (`import dev` works through pyproject.toml's
-                        [tool.pytest.ini_options] pythonpath, or the editable install)
   tiny_config           the `tiny` ModelConfig (L=2, NH=2, C=64, maxT=64, V=500, Vp=512)
-  random_params(config, seed, scale=0.1)
-                        every tensor random (LayerNorm weights around 1, biases
-                        non-zero), padded wte rows zero, qkvb zero when the QKV
-                        bias is off: exercises every tensor, unlike GPT-2 init
-  make_checkpoint       fixture: make_checkpoint(config=tiny, seed=0, random=True,
-                        name="model.bin") -> path of a checkpoint in tmp_path
   run_cli               fixture: run_cli("create_model.py", "--config", "tiny", ...), or
                         run_cli("dev.mod_arith", ...) for `python -m dev.mod_arith`
                         -> CompletedProcess (cwd = REPO, text output, no check;
                         preexec_fn= is passed to subprocess)
-  file_size_limit(n)    preexec_fn for a child that sees a full disk after n bytes
-                        per file (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail EFBIG)
+  bad_input_files       a folder with a valid tiny model.bin (random_params seed 0, scale 0.05),
+                        train.bin (3000 tokens) and val.bin (1000 tokens); each bad-input case of
+                        tests/helpers/bad_inputs.py breaks one thing (tests/test_cpu_errors.py,
+                        tests/test_gpu_errors.py)
+  autograd_stays_on     (autouse) fails the test that leaves torch's autograd switched off
 
+Shared code that is not a fixture (random_params, make_checkpoint, run_trainer, the comparisons,
+...) lives in tests/helpers/; a test file imports it from there and never imports another test
+file or this one.
 The header of every run names the package versions, the CPU and the OpenBLAS kernel in use
 (pytest_report_header, from dev/environment.py).
 The suite never touches the network: GPT2_TOKENIZER_SOURCE defaults to
@@ -30,26 +28,11 @@ import sys
 import numpy as np
 import pytest
 
-from dev.checkpoint import param_shapes, write_checkpoint
 from dev.configs import NAMED_CONFIGS
+from dev.shards import write_token_shard
+from helpers import REPO, make_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("GPT2_TOKENIZER_SOURCE", "asset")
-
-
-def random_params(config, seed=0, scale=0.1):
-    """dict name -> float32 array with every tensor random (see module docstring)."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        arr = (rng.standard_normal(shape) * scale).astype(np.float32)
-        if name in ("ln1w", "ln2w", "lnfw"):
-            arr += 1.0
-        params[name] = arr
-    params["wte"][config.vocab_size:] = 0.0
-    if not config.qkv_bias:
-        params["qkvb"][:] = 0.0
-    return params
 
 
 def pytest_report_header(config):
@@ -65,21 +48,6 @@ def tiny_config():
 
 
 @pytest.fixture
-def make_checkpoint(tmp_path):
-    def make(config=None, seed=0, random=True, name="model.bin"):
-        config = config or NAMED_CONFIGS["tiny"]
-        if random:
-            params = random_params(config, seed)
-        else:
-            from dev.model import gpt2_init
-            params = gpt2_init(config, seed)
-        path = tmp_path / name
-        write_checkpoint(path, config, params)
-        return path
-    return make
-
-
-@pytest.fixture
 def run_cli():
     def run(script, *args, timeout=300, env=None, preexec_fn=None):
         full_env = dict(os.environ, **(env or {}))
@@ -90,16 +58,15 @@ def run_cli():
     return run
 
 
-def file_size_limit(nbytes):
-    """preexec_fn for subprocess: a child whose files cannot grow past nbytes, as on a full
-    disk. RLIMIT_FSIZE makes a write past the limit fail with EFBIG once SIGXFSZ (which
-    would kill the process) is ignored."""
-    def limit():
-        import resource
-        import signal
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
-    return limit
+@pytest.fixture
+def bad_input_files(tmp_path):
+    """A valid model and valid shards; each bad-input case breaks one thing."""
+    config = NAMED_CONFIGS["tiny"]
+    make_checkpoint(tmp_path / "model.bin", config, seed=0, scale=0.05)
+    rng = np.random.default_rng(0)
+    write_token_shard(tmp_path / "train.bin", rng.integers(0, config.vocab_size, 3000))
+    write_token_shard(tmp_path / "val.bin", rng.integers(0, config.vocab_size, 1000))
+    return tmp_path
 
 
 @pytest.fixture(autouse=True)

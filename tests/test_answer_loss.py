@@ -24,9 +24,7 @@ import pytest
 from dev.checkpoint import write_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.shards import write_example_shard
-from conftest import random_params
-from test_cpu_helpers import read_log, run_trainer, step_records
-from test_gpu_helpers import BACKENDS, cuda_trainer
+from helpers import BACKENDS, cuda_trainer, random_params, read_log, run_trainer, step_records
 
 CONFIG = dataclasses.replace(NAMED_CONFIGS["mod97"], n_embd=32, n_head=2)
 E = 8

@@ -22,10 +22,10 @@ import re
 import numpy as np
 import pytest
 
-from conftest import REPO, random_params
 from dev.checkpoint import (PARAM_NAMES, CheckpointError, ModelConfig, checkpoint_file_size,
                             num_parameters, param_shapes, read_checkpoint, write_checkpoint)
 from dev.errors import UserError
+from helpers import make_checkpoint, random_params, REPO
 
 
 def patch_header(path, slot, value):
@@ -131,8 +131,8 @@ def test_write_rejects_bad_shapes(tmp_path, tiny_config):
 
 # ---- every validation error -------------------------------------------------------------
 @pytest.fixture
-def ckpt(make_checkpoint):
-    return make_checkpoint()
+def ckpt(tmp_path, tiny_config):
+    return make_checkpoint(tmp_path / "model.bin", tiny_config)
 
 
 def expect_error(path, *fragments):

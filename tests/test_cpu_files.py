@@ -23,17 +23,15 @@ import time
 
 import numpy as np
 
-from dev.checkpoint import write_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.shards import write_token_shard
-from test_cpu_helpers import REPO, run_trainer, trainer
-from conftest import random_params
+from helpers import make_checkpoint, REPO, run_trainer, trainer
 
 CONFIG = NAMED_CONFIGS["tiny"]
 
 
 def setup(d):
-    write_checkpoint(d / "model.bin", CONFIG, random_params(CONFIG, seed=0, scale=0.05))
+    make_checkpoint(d / "model.bin", CONFIG, seed=0, scale=0.05)
     rng = np.random.default_rng(0)
     write_token_shard(d / "train.bin", rng.integers(0, CONFIG.vocab_size, 3000))
     return ["--model", d / "model.bin", "-i", d / "train.bin", "-j", "", "-b", 2, "-t", 32, "-v", 0, "-s", 0]

@@ -6,7 +6,7 @@ What it checks:
     its own (so each includes what it uses) and all together;
   - the 16 tensor names, order and shapes of llmc/gpt2_params.h equal dev/checkpoint.py's
     PARAM_NAMES and param_shapes for several configurations, and P too;
-  - llmc/schedule.h's lr_at equals the Python mirror (tests/test_cpu_helpers.lr_at) at every step
+  - llmc/schedule.h's lr_at equals the Python mirror (tests/helpers/reference.lr_at) at every step
     for the three schedules, with and without warmup;
   - the build cannot go stale: in a copy of the sources, a train_gpt2 built with USE_BLAS=0 is
     out of date for a plain `make train_gpt2` (what detection finds is an input of the build,
@@ -24,7 +24,7 @@ import pytest
 
 from dev.checkpoint import PARAM_NAMES, num_parameters, param_shapes
 from dev.configs import NAMED_CONFIGS
-from test_cpu_helpers import REPO, lr_at
+from helpers import lr_at, REPO
 
 HEADERS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "llmc", "*.h")))
 

@@ -4,7 +4,7 @@ What it checks: on a tiny model whose 16 tensors are all random (so every tensor
 forward and backward of `./train_gpt2 --model M --parity-batch BATCH --parity-out GRADS` gives
 logits (B, T, Vp), loss and each of the 16 gradient tensors (compared by name) as close to
 dev.model.GPT computed in float64 as PyTorch's own fp32 computation is, up to the factor of
-tests/test_cpu_helpers.assert_fp32_accurate; and likewise against transformers' GPT2LMHeadModel
+tests/helpers/compare.assert_fp32_accurate; and likewise against transformers' GPT2LMHeadModel
 loaded with the same weights (logits of the V real tokens), in float64 and in fp32. The rule
 holds for any correct fp32 summation order, so no BLAS kernel can break it, while a wrong
 formula lands far outside. Cases: plain batches, batches with a loss mask, T shorter than the
@@ -17,21 +17,19 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from dev.checkpoint import PARAM_NAMES, write_checkpoint
 from dev.configs import NAMED_CONFIGS
-from dev.model import GPT, cross_entropy_loss, to_hf
+from dev.model import GPT, to_hf
 from dev.parity_files import read_parity_grads, write_parity_batch
-from test_cpu_helpers import assert_fp32_accurate, fp32_reference, hf_grads, run_trainer
-from conftest import random_params
+from helpers import (check_one_pass, fp32_reference, make_checkpoint, reference_pass, run_trainer,
+                     transformers_pass)
 
 
 
 def c_parity(tmp_path, config, seed, B, T, mask_frac=None):
     """Write a random model and batch, run the C trainer's parity mode; return (paths, batch, result)."""
     model_path = tmp_path / "model.bin"
-    write_checkpoint(model_path, config, random_params(config, seed))
+    make_checkpoint(model_path, config, seed)
     rng = np.random.default_rng(seed + 100)
     x = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
     y = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
@@ -50,39 +48,6 @@ CASES = {
     "short_T": dict(B=2, T=17, mask_frac=None),        # T < maxT, odd sizes
     "masked": dict(B=4, T=23, mask_frac=0.3),          # loss over mask == 1 positions only
 }
-
-
-def reference_pass(x, y, mask):
-    """run() for fp32_reference: one forward and backward of dev.model.GPT on the batch."""
-    def run(model):
-        logits, loss = model(torch.from_numpy(x).long(), torch.from_numpy(y).long(),
-                             None if mask is None else torch.from_numpy(mask))
-        loss.backward()
-        return dict(model.grads_numpy(), logits=logits.detach().numpy(), loss=loss.item())
-    return run
-
-
-def transformers_pass(x, y, mask, V):
-    """run() for fp32_reference: one forward and backward of transformers' GPT2LMHeadModel
-    (logits of the V real tokens, gradients in our layout)."""
-    def run(hf):
-        hf.zero_grad()
-        logits = hf(torch.from_numpy(x).long()).logits  # (B, T, V)
-        loss = cross_entropy_loss(logits, torch.from_numpy(y).long(), V,
-                                  None if mask is None else torch.from_numpy(mask))
-        loss.backward()
-        return dict(hf_grads(hf), logits=logits.detach().numpy(), loss=loss.item())
-    return run
-
-
-def check_one_pass(got, ref64, runs32, what, V=None):
-    """Logits, loss and the 16 gradients against float64 (tests/test_cpu_helpers.assert_fp32_accurate);
-    with V, only the first V logit columns (transformers has no padded vocabulary)."""
-    logits = got["logits"] if V is None else got["logits"][..., :V]
-    assert_fp32_accurate(f"logits ({what})", logits, ref64, runs32, key="logits")
-    assert_fp32_accurate(f"loss ({what})", got["loss"], ref64, runs32, key="loss")
-    for name in PARAM_NAMES:
-        assert_fp32_accurate(f"d{name} ({what})", got["grads"][name], ref64, runs32, key=name)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -11,12 +11,10 @@ Run: python -m pytest -q tests/test_cpu_sanitizers.py   (the sanitized build tak
 import numpy as np
 import pytest
 
-from dev.checkpoint import write_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.parity_files import write_parity_batch
 from dev.shards import write_example_shard, write_token_shard
-from test_cpu_helpers import asan_trainer, run_trainer
-from conftest import random_params
+from helpers import asan_trainer, make_checkpoint, run_trainer
 
 ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=86",
        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
@@ -34,7 +32,7 @@ def run_clean(*args, expect=0):
 @pytest.fixture
 def files(tmp_path):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=0, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", config, seed=0, scale=0.05)
     rng = np.random.default_rng(0)
     write_token_shard(tmp_path / "train_0.bin", rng.integers(0, config.vocab_size, 700))
     write_token_shard(tmp_path / "train_1.bin", rng.integers(0, config.vocab_size, 500))

@@ -4,7 +4,7 @@ What it checks (tiny model with random tensors, so every tensor trains):
   - 10 AdamW steps on one batch (`--parity-batch B --steps 10 --parity-losses L -o DIR`) with weight
     decay, global-norm clipping (active on some steps) and warmup + cosine decay give losses, logged
     gradient norms and parameters as close to torch.optim.AdamW driving dev.model.GPT in float64
-    as PyTorch's own fp32 run is, up to the factor of tests/test_cpu_helpers.assert_fp32_accurate
+    as PyTorch's own fp32 run is, up to the factor of tests/helpers/compare.assert_fp32_accurate
     (AdamW amplifies rounding, so a fixed tolerance would hold only for the BLAS kernels it was
     tuned on), except the key bias, whose true gradient is zero (see the test). Both
     --decay-params all and matrices, and a loss mask; the log's lr equals the schedule's.
@@ -18,23 +18,18 @@ Run: python -m pytest -q tests/test_cpu_train.py
 """
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint, write_checkpoint
+from dev.checkpoint import PARAM_NAMES, read_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
-from dev.shards import write_example_shard, write_token_shard
-from test_cpu_helpers import (assert_close, assert_fp32_accurate, fp32_reference, lr_at, optimizer_flags, read_log, run_trainer,
-                              step_records, torch_train_steps, trainer)
-from conftest import random_params
-
-OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
-           weight_decay=0.1)
-STEPS = 10
+from helpers import (ADAMW_OPT, ADAMW_STEPS, assert_close, assert_fp32_accurate,
+                     check_samples_print_valid_utf8, example_data, fp32_reference, log_values, lr_at,
+                     make_checkpoint, optimizer_flags, read_log, run_trainer, same_files, step_records,
+                     token_data, torch_train_steps, trainer)
 
 
 # grad_clip sits inside the range of the gradient norms of these batches (1.4-1.7 and 1.8-2.2),
@@ -43,7 +38,7 @@ STEPS = 10
 def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
     config = NAMED_CONFIGS["tiny"]
     model_path = tmp_path / "model.bin"
-    write_checkpoint(model_path, config, random_params(config, seed=5, scale=0.05))
+    make_checkpoint(model_path, config, seed=5, scale=0.05)
     rng = np.random.default_rng(9)
     B, T = 4, 32
     x = rng.integers(0, config.vocab_size, (B, T))
@@ -51,14 +46,14 @@ def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
     mask = (rng.random((B, T)) < 0.5).astype(np.int32) if masked else None
     write_parity_batch(tmp_path / "batch.bin", x, y, mask)
     out = tmp_path / "run"
-    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
+    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", ADAMW_STEPS,
                 "--parity-losses", tmp_path / "losses.bin", "-o", out,
-                *optimizer_flags(**OPT, grad_clip=grad_clip, decay_params=decay_params))
+                *optimizer_flags(**ADAMW_OPT, grad_clip=grad_clip, decay_params=decay_params))
     c_losses = read_parity_losses(tmp_path / "losses.bin")
 
     def reference_run(model):
-        losses, norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,
-                                          grad_clip=grad_clip, **OPT)
+        losses, norms = torch_train_steps(model, x, y, ADAMW_STEPS, decay_params=decay_params, mask=mask,
+                                          grad_clip=grad_clip, **ADAMW_OPT)
         return dict(model.params_numpy(), losses=losses, norms=norms)
 
     ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_run)
@@ -68,15 +63,15 @@ def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
     assert_fp32_accurate("losses", c_losses, ref64, runs32)
 
     log = step_records(read_log(out / "log.jsonl"))
-    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
-    want_lr = [lr_at(s, OPT["lr"], OPT["warmup"], STEPS, OPT["schedule"], OPT["min_lr_frac"])
-               for s in range(1, STEPS + 1)]
+    assert [r["step"] for r in log] == list(range(1, ADAMW_STEPS + 1))
+    want_lr = [lr_at(s, ADAMW_OPT["lr"], ADAMW_OPT["warmup"], ADAMW_STEPS, ADAMW_OPT["schedule"],
+                     ADAMW_OPT["min_lr_frac"]) for s in range(1, ADAMW_STEPS + 1)]
     assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
     assert_fp32_accurate("norms", [r["grad_norm"] for r in log], ref64, runs32)
     # %.9g in the log round-trips float32 exactly
     assert np.array_equal(np.float32([r["train_loss"] for r in log]), c_losses)
 
-    _, c_params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
+    _, c_params = read_checkpoint(out / f"model_{ADAMW_STEPS:06d}.bin")
     C = config.n_embd
     for name in PARAM_NAMES:
         keep = None
@@ -87,33 +82,13 @@ def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
             # so two correct implementations (and float64) drift apart there by up to lr * steps.
             # Elsewhere the float64 comparison holds.
             assert_close("qkvb key block", c_params[name][:, C:2 * C], ref64[name][:, C:2 * C],
-                         OPT["lr"] * STEPS)
+                         ADAMW_OPT["lr"] * ADAMW_STEPS)
             keep = np.ones(c_params[name].shape, dtype=bool)
             keep[:, C:2 * C] = False
-        assert_fp32_accurate(f"{name} after {STEPS} steps", c_params[name], ref64, runs32, keep, key=name)
+        assert_fp32_accurate(f"{name} after {ADAMW_STEPS} steps", c_params[name], ref64, runs32, keep, key=name)
 
 
 # ---- determinism and resume on shards -------------------------------------------------------
-
-def token_data(tmp_path, config):
-    rng = np.random.default_rng(1)
-    write_token_shard(tmp_path / "train_0.bin", rng.integers(0, config.vocab_size, 1500))
-    write_token_shard(tmp_path / "train_1.bin", rng.integers(0, config.vocab_size, 1100))
-    write_token_shard(tmp_path / "val.bin", rng.integers(0, config.vocab_size, 900))
-    return ["-i", tmp_path / "train_*.bin", "-j", tmp_path / "val.bin", "-b", 4, "-t", 32]
-
-
-def example_data(tmp_path, config):
-    rng = np.random.default_rng(2)
-    E = 8
-    for name, n in (("train.bin", 40), ("val.bin", 13)):
-        tokens = rng.integers(0, config.vocab_size, (n, E))
-        mask = np.zeros((n, E), dtype=np.uint8)
-        mask[:, 4] = 1
-        mask[::3, 5] = 1
-        write_example_shard(tmp_path / name, tokens, mask, config.vocab_size)
-    return ["-i", tmp_path / "train.bin", "-j", tmp_path / "val.bin", "-b", 6]
-
 
 def train(tmp_path, out, data_args, steps, extra=()):
     return run_trainer("--model", tmp_path / "model.bin", *data_args, "-o", out, "--steps", steps,
@@ -121,28 +96,9 @@ def train(tmp_path, out, data_args, steps, extra=()):
                        "-s", 4, "-g", 6, "--seed", 42, *extra)
 
 
-def same_files(a, b):
-    """Byte equality; for training-state files the elapsed-seconds slots [21, 22] (wall time) are
-    left out of the comparison."""
-    da, db = bytearray(open(a, "rb").read()), bytearray(open(b, "rb").read())
-    if "state_" in str(a):
-        da[84:92] = db[84:92] = bytes(8)
-    return da == db
-
-
-def log_values(path, keys=("train_loss", "train_acc", "val_loss", "val_acc", "lr", "grad_norm",
-                           "param_norm")):
-    """The deterministic part of a log: per-step values and samples (no timings)."""
-    out = []
-    for r in read_log(path):
-        if "step" in r:
-            out.append((r["step"], r.get("sample"), tuple(r.get(k) for k in keys)))
-    return out
-
-
 def test_same_seed_is_bit_identical(tmp_path):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=1, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", config, seed=1, scale=0.05)
     data = token_data(tmp_path, config)
     train(tmp_path, tmp_path / "a", data, 8)
     train(tmp_path, tmp_path / "b", data, 8)
@@ -170,7 +126,7 @@ def test_same_seed_is_bit_identical(tmp_path):
 @pytest.mark.parametrize("kind", ["tokens", "examples"])
 def test_resume_is_bit_identical(tmp_path, kind):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=2, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", config, seed=2, scale=0.05)
     data = (token_data if kind == "tokens" else example_data)(tmp_path, config)
     # straight through, checkpointing at step 5 as well
     train(tmp_path, tmp_path / "full", data, 10, extra=("--save-every", 5))
@@ -198,11 +154,11 @@ def test_resume_is_bit_identical(tmp_path, kind):
 
 def test_resume_rejects_a_mismatched_state(tmp_path):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=2, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", config, seed=2, scale=0.05)
     data = token_data(tmp_path, config)
     train(tmp_path, tmp_path / "run", data, 2)
     # the model beside the state was replaced: the checksum catches it
-    write_checkpoint(tmp_path / "run/model_000002.bin", config, random_params(config, seed=9))
+    make_checkpoint(tmp_path / "run/model_000002.bin", config, seed=9)
     r = run_trainer("--resume", tmp_path / "run/state_000002.bin", *data, "--steps", 4, check=False)
     assert r.returncode != 0 and "does not match" in r.stderr, r.stderr
     # a different batch geometry cannot continue the data order
@@ -214,51 +170,9 @@ def test_resume_rejects_a_mismatched_state(tmp_path):
 
 # ---- samples on stdout ----------------------------------------------------------------------
 
-# Token pieces that split multi-byte characters: "€" (E2 82 AC) as E2 + 82 AC and E2 82 + AC,
-# "😀" (F0 9F 98 80) as F0 9F + 98 80, "é" (C3 A9) as C3 + A9, plus an always-invalid FF and ASCII.
-SPLIT_PIECES = [b"\xe2", b"\x82\xac", b"\xe2\x82", b"\xac", b"\xf0\x9f", b"\x98\x80", b"\xc3", b"\xa9",
-                b"\xff", b"x"]
-
-
-def sample_texts(stdout):
-    """The printed samples: the text between 'sample (step N):' and the '---' line."""
-    parts = stdout.split(b"sample (step ")[1:]
-    return [p.split(b":\n", 1)[1].split(b"\n---\n", 1)[0] for p in parts]
-
-
 def test_samples_print_valid_utf8_equal_to_the_log(tmp_path):
     """Printed samples are the log's text: token pieces joined, then each invalid part replaced by
     U+FFFD exactly as Python's decode(errors="replace") does, so a character split over two
     tokens prints whole and stdout is always valid UTF-8."""
     check_samples_print_valid_utf8(tmp_path, trainer())
 
-
-def check_samples_print_valid_utf8(tmp_path, binary, extra=()):
-    """The test above for any trainer binary (tests/test_gpu_train.py runs it on the CUDA one)."""
-    from dev.tokenizer import write_tokenizer_file
-    config = NAMED_CONFIGS["tiny"]
-    V = config.vocab_size
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, seed=4, scale=0.05))
-    pieces = [SPLIT_PIECES[i % len(SPLIT_PIECES)] for i in range(V)]
-    write_tokenizer_file(tmp_path / "tok.bin", pieces, eot_id=V - 1)  # the start token either way
-    data = token_data(tmp_path, config)
-    flags = ["--model", tmp_path / "model.bin", *data, "--steps", 2, "-v", 0, "-s", 1, "-g", 48,
-             "--seed", 5, *extra]
-    # without a tokenizer the samples are token ids, with one the text; the ids are the same
-    run_trainer(*flags, "-o", tmp_path / "ids", "--tokenizer", tmp_path / "none.bin", binary=binary)
-    r = subprocess.run([binary, *map(str, flags), "-o", tmp_path / "text", "--tokenizer",
-                        tmp_path / "tok.bin"], capture_output=True, timeout=300)
-    assert r.returncode == 0, r.stderr.decode(errors="replace")
-    printed = sample_texts(r.stdout)
-    logged = [rec["sample"] for rec in read_log(tmp_path / "text/log.jsonl") if "sample" in rec]
-    id_samples = [rec["sample"] for rec in read_log(tmp_path / "ids/log.jsonl") if "sample" in rec]
-    assert len(printed) == len(logged) == len(id_samples) == 2
-    joined_any_split = False
-    for raw, text, ids in zip(printed, logged, id_samples):
-        ids = [int(i) for i in ids.split()]
-        want = b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace")
-        assert raw.decode("utf-8") == want == text  # strict decode: stdout is valid UTF-8
-        # no piece holds a whole multi-byte character: any in the text was joined from two tokens
-        joined_any_split |= any(ch in want for ch in "\u20ac\U0001f600\u00e9")
-        assert "\ufffd" in want, "the stream should also hold parts that stay invalid"
-    assert joined_any_split, "no character was completed across two tokens: pick another seed"

@@ -27,7 +27,7 @@ from dev.checkpoint import checkpoint_file_size, num_parameters, read_checkpoint
 from dev.configs import NAMED_CONFIGS, resolve_config
 from dev.errors import UserError
 from dev.model import gpt2_init
-from conftest import file_size_limit
+from helpers import file_size_limit
 
 EXPECTED = {  # name: (L, NH, C, maxT, V)
     "tiny": (2, 2, 64, 64, 500), "mod97": (2, 4, 128, 8, 101), "d4": (4, 4, 128, 256, 50257),
@@ -110,7 +110,7 @@ def test_overrides_and_no_qkv_bias(run_cli, tmp_path):
 
 
 def test_from_hf_local_folder(run_cli, tmp_path, tiny_config):
-    from conftest import random_params
+    from helpers import random_params
     from dev.model import GPT, to_hf
     model = GPT(tiny_config, init=False)
     params = random_params(tiny_config, seed=9)

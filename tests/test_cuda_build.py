@@ -24,7 +24,7 @@ import subprocess
 
 import pytest
 
-from test_gpu_helpers import REPO, gpu_available
+from helpers import gpu_available, REPO
 
 
 def nvcc_path():

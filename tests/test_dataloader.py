@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from dev.shards import write_example_shard, write_token_shard
-from test_cpu_helpers import REPO
+from helpers import REPO
 
 TOKEN_SHARDS = (1024, 1537, 650)  # 1024 = 32 * 32: a shard that is one token short of 32 windows of B*T=32; 1537 = 48 * 32 + 1: exactly 48 windows
 B, T = 2, 16

@@ -37,11 +37,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, file_size_limit, random_params
-from dev.checkpoint import ModelConfig, write_checkpoint
+from dev.checkpoint import ModelConfig
 from dev.export_hf import main as export_main
 from dev.model import GPT
 from dev.sample import main as sample_main
+from helpers import file_size_limit, make_checkpoint, REPO
 
 LOGITS_TOL = 1e-5
 CONFIG = ModelConfig(max_seq_len=32, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)
@@ -59,7 +59,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     ckpt = root / "model.bin"
     # scale 0.3, seed 1: a varied greedy continuation whose top-2 logit gaps are >= 0.01
-    write_checkpoint(ckpt, CONFIG, random_params(CONFIG, seed=1, scale=0.3))
+    make_checkpoint(ckpt, CONFIG, seed=1, scale=0.3)
     out = root / "hf"
     assert export_main([str(ckpt), "--out-dir", str(out)]) == 0
     return ckpt, out
@@ -138,7 +138,7 @@ def test_other_vocab_exports_without_tokenizer(tmp_path, capsys):
     from transformers import GPT2LMHeadModel
     cfg = ModelConfig(max_seq_len=8, vocab_size=101, n_layer=1, n_head=2, n_embd=16)
     ckpt = tmp_path / "m.bin"
-    write_checkpoint(ckpt, cfg, random_params(cfg, seed=2))
+    make_checkpoint(ckpt, cfg, seed=2)
     assert export_main([str(ckpt), "--out-dir", str(tmp_path / "hf")]) == 0
     assert "tokenizer: NOT exported" in capsys.readouterr().out
     assert not (tmp_path / "hf" / "vocab.json").exists()

@@ -38,7 +38,7 @@ from dev.init import gpt2_init
 from dev.parity_files import write_parity_batch
 from dev.shards import write_example_shard, write_token_shard
 from dev.tokenizer import write_tokenizer_file
-from test_cpu_helpers import REPO, asan_trainer
+from helpers import asan_trainer
 
 CONFIG = ModelConfig(max_seq_len=16, vocab_size=100, n_layer=1, n_head=2, n_embd=16)
 FORMATS = ("model", "state", "token_shard", "example_shard", "tokenizer", "parity_batch")

@@ -19,8 +19,7 @@ from dev.bench_gpu import build_torch_model, flops_per_step, parse_configs
 from dev.configs import NAMED_CONFIGS
 from dev.errors import UserError
 from dev.model import GPT
-from conftest import random_params
-from test_cpu_helpers import assert_close, grad_tolerance
+from helpers import assert_close, grad_tolerance, random_params
 
 
 @pytest.mark.parametrize("qkv_bias", [True, False])

@@ -12,18 +12,16 @@ Run: python -m pytest -q tests/test_gpu_errors.py   (the gpu variants need a GPU
 
 import pytest
 
-from test_cpu_errors import CASES, case_args, files  # noqa: F401 (files is a fixture)
-from test_cpu_helpers import run_trainer
-from test_gpu_helpers import BACKENDS, cuda_trainer
+from helpers import BACKENDS, BAD_INPUT_CASES, case_args, cuda_trainer, run_trainer
 
 CPU_ONLY = {"batch that cannot fit in memory"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", [c for c in CASES if c not in CPU_ONLY])
-def test_bad_input_is_the_same_clear_error(files, backend, name):  # noqa: F811
+@pytest.mark.parametrize("name", [c for c in BAD_INPUT_CASES if c not in CPU_ONLY])
+def test_bad_input_is_the_same_clear_error(bad_input_files, backend, name):
     binary = cuda_trainer(backend)
-    args, want = case_args(files, name)
+    args, want = case_args(bad_input_files, name)
     r = run_trainer(*args, binary=binary, check=False)
     assert r.returncode == 1, f"{name}: exit {r.returncode} (negative = killed by a signal)\n{r.stderr}"
     err = r.stderr

@@ -2,11 +2,11 @@
 the CPU trainer, with TF32 off.
 
 What it checks, on each backend (gpu: the real binary on a GPU, skipped without one; emu: the same
-source in the CPU emulator, see tests/test_gpu_helpers.py), with a tiny model whose 16 tensors
+source in the CPU emulator, see tests/helpers/trainers.py), with a tiny model whose 16 tensors
 are all random: one forward/backward of `--parity-batch B --parity-out G --tf32 0` gives
   - logits (B, T, Vp), loss and each of the 16 gradients, by name, as close to dev.model.GPT in
     float64 (and to transformers' GPT2LMHeadModel in float64, first V logit columns) as PyTorch's
-    own fp32 computation is, up to the factor of tests/test_cpu_helpers.assert_fp32_accurate: the
+    own fp32 computation is, up to the factor of tests/helpers/compare.assert_fp32_accurate: the
     rule of the CPU trainer's parity tests (fp32 throughout; only the order of the sums differs);
   - for both attention implementations (--attention fused and cublas), for plain batches, a
     loss mask, T shorter than the context and not a multiple of the kernels' 64-row tiles,
@@ -28,14 +28,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dev.checkpoint import PARAM_NAMES, write_checkpoint
+from dev.checkpoint import PARAM_NAMES
 from dev.configs import NAMED_CONFIGS
 from dev.model import GPT, to_hf
 from dev.parity_files import read_parity_grads, write_parity_batch
-from conftest import random_params
-from test_cpu_helpers import assert_close, fp32_reference, run_trainer
-from test_cpu_parity import check_one_pass, reference_pass, transformers_pass
-from test_gpu_helpers import BACKENDS, cuda_trainer
+from helpers import (assert_close, BACKENDS, check_one_pass, cuda_trainer, fp32_reference, make_checkpoint,
+                     reference_pass, run_trainer, transformers_pass)
 
 TINY = NAMED_CONFIGS["tiny"]
 
@@ -43,7 +41,7 @@ TINY = NAMED_CONFIGS["tiny"]
 def make_case(tmp_path, config, seed, B, T, mask_frac=None):
     """A random model and batch on disk; returns (model_path, batch_path, (x, y, mask))."""
     model_path = tmp_path / "model.bin"
-    write_checkpoint(model_path, config, random_params(config, seed))
+    make_checkpoint(model_path, config, seed)
     rng = np.random.default_rng(seed + 100)
     x = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
     y = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
@@ -64,12 +62,12 @@ def run_parity(binary, model_path, batch_path, out_path, *extra):
 
 def reference(model_path, x, y, mask):
     """(ref64, runs32): dev.model.GPT's forward/backward in float64 and its fp32 ensemble
-    (tests/test_cpu_helpers.fp32_reference)."""
+    (tests/helpers/compare.fp32_reference)."""
     return fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_pass(x, y, mask))
 
 
 def check_against(got, ref, what, tf32=False):
-    """fp32: the float64 rule of the CPU parity tests (tests/test_cpu_parity.check_one_pass).
+    """fp32: the float64 rule of the CPU parity tests (tests/helpers/compare.check_one_pass).
     TF32: fixed tolerances against the float64 values, from TF32's error model (see the module
     docstring): logits within 1e-2, loss within 1e-3 relative, gradients within 1e-2 * max|g|."""
     ref64, runs32 = ref

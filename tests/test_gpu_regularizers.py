@@ -20,15 +20,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dev.checkpoint import write_checkpoint
 from dev.configs import NAMED_CONFIGS
-from conftest import random_params
-from test_cpu_helpers import (FP32_PERTURBATION_SEEDS, assert_fp32_accurate, read_log, run_trainer,
-                              step_records, write_perturbed_checkpoint)
-from test_cpu_train import log_values, same_files, token_data
-from test_gpu_helpers import BACKENDS, assert_run_within_spread, cuda_trainer
-from test_regularizers import (REG_CASES, check_parity, compare_params, near_zero_gradients,
-                               parity_case, reference_steps, reference_with_dropout, train_parity_steps)
+from helpers import (assert_fp32_accurate, assert_run_within_spread, BACKENDS, check_parity, compare_params,
+                     cuda_trainer, FP32_PERTURBATION_SEEDS, log_values, make_checkpoint, near_zero_gradients,
+                     parity_case, read_log, reference_steps, reference_with_dropout, REG_CASES, run_trainer,
+                     same_files, step_records, token_data, train_parity_steps, write_perturbed_checkpoint)
 
 TF32_OFF = ["--tf32", "0"]
 
@@ -52,7 +48,7 @@ def test_dropout_forward_backward_matches_reference_and_cpu(tmp_path, backend):
 def test_fused_attention_refuses_dropout(tmp_path, backend, attention):
     binary = cuda_trainer(backend)
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 0))
+    make_checkpoint(tmp_path / "model.bin", config, 0)
     r = run_trainer("--model", tmp_path / "model.bin", *token_data(tmp_path, config), "--steps", 1,
                     "--dropout", 0.1, "--attention", attention, binary=binary, check=False)
     assert r.returncode == 1 and "has no attention dropout" in r.stderr, r.stderr
@@ -80,7 +76,7 @@ FLAGS = ["-l", 3e-3, "--warmup", 2, "--weight-decay", 0.1, "-v", 3, "-m", 2, "-s
 
 def setup_run(tmp_path):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 0))
+    make_checkpoint(tmp_path / "model.bin", config, 0)
     return token_data(tmp_path, config)
 
 

@@ -25,12 +25,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from dev.checkpoint import write_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.parity_files import write_parity_batch
-from conftest import random_params
-from test_cpu_train import example_data, token_data
-from test_gpu_helpers import EMU_DIR, REPO, _make, compute_sanitizer, cuda_trainer
+from helpers import (compute_sanitizer, cuda_trainer, EMU_DIR, example_data, make_checkpoint, make_targets,
+                     REPO, token_data)
 
 TINY = NAMED_CONFIGS["tiny"]
 
@@ -41,7 +39,7 @@ def sanitized(tmp_path):
     tool = compute_sanitizer()
     if tool is None:
         pytest.skip("compute-sanitizer not found (it ships with the CUDA toolkit)")
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=3, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=3, scale=0.05)
 
     def run(tool_name, *args):
         cmd = [tool, "--tool", tool_name, "--error-exitcode", "99", binary, *map(str, args)]
@@ -99,7 +97,7 @@ def test_racecheck_fused_attention(tmp_path, sanitized, attention):
 
 
 def test_emulated_trainer_under_address_sanitizer(tmp_path):
-    _make("dev/cuda/bin/emu/train_gpt2fp32cu_asan")
+    make_targets("dev/cuda/bin/emu/train_gpt2fp32cu_asan")
     exe = f"{EMU_DIR}/train_gpt2fp32cu_asan"
     env = dict(os.environ, ASAN_OPTIONS="detect_stack_use_after_return=0:detect_leaks=0:abort_on_error=0",
                UBSAN_OPTIONS="print_stacktrace=1")
@@ -110,7 +108,7 @@ def test_emulated_trainer_under_address_sanitizer(tmp_path):
         assert r.returncode == 0 and "ERROR: AddressSanitizer" not in text and "runtime error" not in text, \
             f"exit {r.returncode}: {' '.join(map(str, args))}\n{text[-6000:]}"
 
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=3, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=3, scale=0.05)
     batch = parity_batch(tmp_path)
     for attention in ("fused-tf32", "fused", "cublas"):
         run("--model", tmp_path / "model.bin", "--parity-batch", batch, "--parity-out", tmp_path / f"{attention}.bin",

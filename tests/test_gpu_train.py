@@ -2,11 +2,11 @@
 divergence and GPU-specific errors.
 
 What it checks, on each backend (gpu: the real binary on a GPU, skipped without one; emu: the
-same source in the CPU emulator, see tests/test_gpu_helpers.py), tiny model, --tf32 0:
+same source in the CPU emulator, see tests/helpers/trainers.py), tiny model, --tf32 0:
   - 10 AdamW steps on one batch (`--parity-batch --steps 10 --parity-losses`) with weight decay,
     clipping active on some steps and warmup + cosine give losses, logged gradient norms and
     parameters as close to torch.optim.AdamW in float64 as PyTorch fp32 is, within the factor of
-    tests/test_cpu_helpers.assert_fp32_accurate (the key bias, whose true gradient is zero, within
+    tests/helpers/compare.assert_fp32_accurate (the key bias, whose true gradient is zero, within
     lr * steps): the CPU trainer's test, see tests/test_cpu_train.py for the reasoning;
   - two runs with the same seed (token shards, validation, sampling) are bit-identical (model,
     state, every logged value and sample), with TF32 off and on: the kernels use no atomics and
@@ -30,21 +30,17 @@ import shutil
 import numpy as np
 import pytest
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint, write_checkpoint
+from dev.checkpoint import PARAM_NAMES, read_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
-from conftest import random_params
-from test_cpu_helpers import (FP32_PERTURBATION_SEEDS, assert_close, assert_fp32_accurate, fp32_reference, lr_at,
-                              write_perturbed_checkpoint, optimizer_flags, read_log, run_trainer, step_records,
-                              torch_train_steps)
-from test_cpu_train import check_samples_print_valid_utf8, example_data, log_values, same_files, token_data
-from test_gpu_helpers import BACKENDS, assert_run_within_spread, cuda_trainer
+from helpers import (ADAMW_OPT, ADAMW_STEPS, assert_close, assert_fp32_accurate, assert_run_within_spread,
+                     BACKENDS, check_samples_print_valid_utf8, cuda_trainer, example_data,
+                     FP32_PERTURBATION_SEEDS, fp32_reference, log_values, lr_at, make_checkpoint,
+                     optimizer_flags, read_log, run_trainer, same_files, step_records, token_data,
+                     torch_train_steps, write_perturbed_checkpoint)
 
 TINY = NAMED_CONFIGS["tiny"]
-OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
-           weight_decay=0.1)
-STEPS = 10
 TRAIN_LR = 3e-3
 
 
@@ -53,7 +49,7 @@ TRAIN_LR = 3e-3
 def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_clip):
     binary = cuda_trainer(backend)
     model_path = tmp_path / "model.bin"
-    write_checkpoint(model_path, TINY, random_params(TINY, seed=5, scale=0.05))
+    make_checkpoint(model_path, TINY, seed=5, scale=0.05)
     rng = np.random.default_rng(9)
     B, T = 4, 32
     x = rng.integers(0, TINY.vocab_size, (B, T))
@@ -61,14 +57,14 @@ def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_c
     mask = (rng.random((B, T)) < 0.5).astype(np.int32) if masked else None
     write_parity_batch(tmp_path / "batch.bin", x, y, mask)
     out = tmp_path / "run"
-    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
+    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", ADAMW_STEPS,
                 "--parity-losses", tmp_path / "losses.bin", "-o", out, "--tf32", 0,
-                *optimizer_flags(**OPT, grad_clip=grad_clip, decay_params=decay_params), binary=binary)
+                *optimizer_flags(**ADAMW_OPT, grad_clip=grad_clip, decay_params=decay_params), binary=binary)
     losses = read_parity_losses(tmp_path / "losses.bin")
 
     def reference_run(model):
-        ref_losses, norms = torch_train_steps(model, x, y, STEPS, decay_params=decay_params, mask=mask,
-                                              grad_clip=grad_clip, **OPT)
+        ref_losses, norms = torch_train_steps(model, x, y, ADAMW_STEPS, decay_params=decay_params, mask=mask,
+                                              grad_clip=grad_clip, **ADAMW_OPT)
         return dict(model.params_numpy(), losses=ref_losses, norms=norms)
 
     ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_run)
@@ -76,19 +72,21 @@ def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_c
     assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), f"clip on some steps only: {ref_norms}"
     assert_fp32_accurate("losses", losses, ref64, runs32)
     log = step_records(read_log(out / "log.jsonl"))
-    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
-    want_lr = [lr_at(s, OPT["lr"], OPT["warmup"], STEPS, OPT["schedule"], OPT["min_lr_frac"]) for s in range(1, STEPS + 1)]
+    assert [r["step"] for r in log] == list(range(1, ADAMW_STEPS + 1))
+    want_lr = [lr_at(s, ADAMW_OPT["lr"], ADAMW_OPT["warmup"], ADAMW_STEPS, ADAMW_OPT["schedule"],
+                     ADAMW_OPT["min_lr_frac"]) for s in range(1, ADAMW_STEPS + 1)]
     assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
     assert_fp32_accurate("logged grad_norm", [r["grad_norm"] for r in log], ref64, runs32, key="norms")
-    _, params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
+    _, params = read_checkpoint(out / f"model_{ADAMW_STEPS:06d}.bin")
     C = TINY.n_embd
     for name in PARAM_NAMES:
         keep = None
         if name == "qkvb":  # the key bias: rounding-noise gradient (see tests/test_cpu_train.py)
-            assert_close("qkvb key block", params[name][:, C:2 * C], ref64[name][:, C:2 * C], OPT["lr"] * STEPS)
+            assert_close("qkvb key block", params[name][:, C:2 * C], ref64[name][:, C:2 * C],
+                         ADAMW_OPT["lr"] * ADAMW_STEPS)
             keep = np.ones(params[name].shape, dtype=bool)
             keep[:, C:2 * C] = False
-        assert_fp32_accurate(f"{name} after {STEPS} steps", params[name], ref64, runs32, keep, key=name)
+        assert_fp32_accurate(f"{name} after {ADAMW_STEPS} steps", params[name], ref64, runs32, keep, key=name)
 
 
 def train(binary, tmp_path, out, data_args, steps, extra=(), tf32=0):
@@ -104,7 +102,7 @@ def train(binary, tmp_path, out, data_args, steps, extra=(), tf32=0):
 @pytest.mark.parametrize("tf32", [0, 1])
 def test_same_seed_is_bit_identical(tmp_path, backend, tf32):
     binary = cuda_trainer(backend)
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=1, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=1, scale=0.05)
     data = token_data(tmp_path, TINY)
     train(binary, tmp_path, tmp_path / "a", data, 8, tf32=tf32)
     train(binary, tmp_path, tmp_path / "b", data, 8, tf32=tf32)
@@ -123,7 +121,7 @@ def test_same_seed_is_bit_identical(tmp_path, backend, tf32):
 @pytest.mark.parametrize("kind", ["tokens", "examples"])
 def test_resume_is_bit_identical(tmp_path, backend, kind):
     binary = cuda_trainer(backend)
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=2, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=2, scale=0.05)
     data = (token_data if kind == "tokens" else example_data)(tmp_path, TINY)
     train(binary, tmp_path, tmp_path / "full", data, 10, extra=("--save-every", 5))
     part = tmp_path / "part"
@@ -148,7 +146,7 @@ def test_resume_across_trainers(tmp_path, backend, first):
     """One trainer runs 10 steps checkpointing at 5 (so the schedule spans 10); the other resumes
     its step-5 checkpoint to step 10. Both are compared with the CPU trainer's straight run."""
     binary = cuda_trainer(backend)
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=4, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=4, scale=0.05)
     data = token_data(tmp_path, TINY)
     train(None, tmp_path, tmp_path / "cpu", data, 10, extra=("--save-every", 5))
     run1, run2 = (None, binary) if first == "cpu" else (binary, None)
@@ -186,7 +184,7 @@ def test_resume_across_trainers(tmp_path, backend, first):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, backend):
     binary = cuda_trainer(backend)
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=0, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=0, scale=0.05)
     rng = np.random.default_rng(0)
     from dev.shards import write_token_shard
     write_token_shard(tmp_path / "train.bin", rng.integers(0, TINY.vocab_size, 3000))
@@ -212,7 +210,7 @@ def test_overflowing_parameters_stop_and_the_folder_is_locked(tmp_path, backend)
     the first update stop the run before any save, a folder in use is refused, and samples print
     as the log's text."""
     binary = cuda_trainer(backend)
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=0, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=0, scale=0.05)
     rng = np.random.default_rng(0)
     from dev.shards import write_token_shard
     write_token_shard(tmp_path / "train.bin", rng.integers(0, TINY.vocab_size, 3000))
@@ -234,7 +232,7 @@ def test_overflowing_parameters_stop_and_the_folder_is_locked(tmp_path, backend)
 
 def test_no_gpu_and_out_of_memory_messages(tmp_path):
     binary = cuda_trainer("emu")
-    write_checkpoint(tmp_path / "model.bin", TINY, random_params(TINY, seed=0, scale=0.05))
+    make_checkpoint(tmp_path / "model.bin", TINY, seed=0, scale=0.05)
     write_parity_batch(tmp_path / "batch.bin", np.zeros((2, 8), np.int32), np.zeros((2, 8), np.int32))
     args = ["--model", tmp_path / "model.bin", "--parity-batch", tmp_path / "batch.bin", "--parity-out", tmp_path / "g.bin"]
     r = run_trainer(*args, binary=binary, check=False, env={"CUDA_EMU_NO_GPU": "1"})

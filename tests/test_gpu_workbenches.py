@@ -5,7 +5,7 @@ version of its kernel with its CPU reference over several shapes and block sizes
 non-zero on the first mismatch (worst element printed), a NaN, or an element never written (the
 outputs are poisoned before each run). This test runs each workbench and requires exit 0 and its
 "all checks passed" line, on both backends: gpu (skipped without a GPU) and emu (the CPU emulator,
-see tests/test_gpu_helpers.py), which runs every thread of every block with real barriers and
+see tests/helpers/trainers.py), which runs every thread of every block with real barriers and
 warp shuffles, so indexing and synchronization bugs show up here too.
 Run: python -m pytest -q tests/test_gpu_workbenches.py
 """
@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from test_gpu_helpers import BACKENDS, REPO, workbench
+from helpers import BACKENDS, REPO, workbench
 
 WORKBENCHES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "dev", "cuda", "*.cu")))
 

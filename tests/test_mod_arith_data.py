@@ -18,9 +18,9 @@ import math
 import numpy as np
 import pytest
 
-from conftest import REPO
 from dev.shards import read_example_shard
 from dev.tokenizer import read_tokenizer_file
+from helpers import REPO
 
 MODULE = "dev.mod_arith"
 EXPERIMENT_SCRIPT = "experiments/00010-delayed-generalization/prepare_data.py"

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_params
 from dev.checkpoint import PARAM_NAMES, ModelConfig, read_checkpoint
 from dev.model import DROPOUT_SITES, GPT, from_hf, to_hf
+from helpers import random_params
 
 torch.set_num_threads(2)
 

@@ -27,11 +27,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
 from dev.logs import first_step_reaching, read_log
-from dev.plot import DPI, FIGSIZE, aggregate, plot_runs
+from dev.plot import aggregate, plot_runs
+from helpers import check_png, REPO
 
-WIDTH, HEIGHT = int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI)
 TRAINER = os.path.join(REPO, "train_gpt2")
 
 
@@ -58,19 +57,6 @@ def grokking_records(delay, seed, with_acc=True, steps=3000):
         recs.append(r)
     recs.append({"step": steps, "sample": "1 + 2 = 3"})
     return recs
-
-
-def check_png(path):
-    import matplotlib.image as mpimg
-    assert os.path.exists(path), f"{path} was not written"
-    img = mpimg.imread(path)
-    assert img.shape[:2] == (HEIGHT, WIDTH), f"{path}: {img.shape[:2]} != {(HEIGHT, WIDTH)}"
-    rgb = img[..., :3]
-    std = float(rgb.std())
-    inked = float((rgb.min(axis=2) < 0.95).mean())
-    assert std > 0.05, f"{path} looks blank: pixel std {std:.4f}"
-    assert inked > 0.01, f"{path} looks blank: only {inked:.2%} of pixels are not white"
-    return std, inked
 
 
 def test_synthetic_logs(tmp_path):

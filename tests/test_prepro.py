@@ -25,9 +25,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import REPO, file_size_limit
 from dev.shards import read_token_shard
 from dev.tokenizer import get_gpt2_encoding, read_tokenizer_file
+from helpers import file_size_limit, REPO
 
 EOT = 50256
 NAMES = ["Lily", "Tom", "Ben", "Mia", "Sam", "Zoë"]

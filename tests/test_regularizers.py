@@ -13,8 +13,8 @@ What it checks:
   - 10 AdamW steps on one batch with dropout, with weight decay toward init, with weight noise
     (sigma 0.01), with all three at once, and with the QKV bias off: the trainer's losses and
     parameters as close to torch.optim.AdamW driving the reference in float64 with the same
-    regularizers (tests/test_cpu_helpers.torch_train_steps) as PyTorch fp32 is, within the factor
-    of tests/test_cpu_helpers.assert_fp32_accurate (the rule of test_cpu_train.py).
+    regularizers (tests/helpers/reference.torch_train_steps) as PyTorch fp32 is, within the factor
+    of tests/helpers/compare.assert_fp32_accurate (the rule of test_cpu_train.py).
     Decay toward init is also checked to differ from decay toward zero (so it is not a no-op).
   - Resume stays bit-identical with all of them on: 10 steps = 5 + resume 5 (model, state with
     the initial parameters, log); and a state without initial parameters cannot resume with
@@ -30,18 +30,15 @@ import numpy as np
 import pytest
 import torch
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint, write_checkpoint
+from dev.checkpoint import PARAM_NAMES, read_checkpoint
 from dev.configs import NAMED_CONFIGS
 from dev.model import GPT
-from dev.parity_files import read_parity_grads, read_parity_losses, write_parity_batch
-from dev.regularizers import (CounterDropout, dropout_factor, dropout_key, dropout_scale,
-                              dropout_threshold, noise_key, weight_noise)
+from dev.regularizers import (dropout_factor, dropout_key, dropout_scale, dropout_threshold, noise_key,
+                              weight_noise)
 from dev.train_state import read_train_state
-from test_cpu_helpers import (REPO, assert_close, assert_fp32_accurate, fp32_reference, optimizer_flags, read_log,
-                              run_trainer, torch_train_steps)
-from test_cpu_parity import check_one_pass, reference_pass
-from test_cpu_train import log_values, same_files, token_data
-from conftest import random_params
+from helpers import (assert_fp32_accurate, check_parity, compare_params, log_values, make_checkpoint,
+                     near_zero_gradients, parity_case, read_log, reference_steps, reference_with_dropout,
+                     REG_CASES, REPO, run_trainer, same_files, token_data, train_parity_steps)
 
 
 
@@ -114,33 +111,6 @@ def test_weight_noise_skips_padding_and_a_disabled_qkv_bias():
 
 # ---- dropout parity -------------------------------------------------------------------------
 
-def parity_case(tmp_path, config, seed, B, T, extra, binary=None):
-    model_path = tmp_path / "model.bin"
-    write_checkpoint(model_path, config, random_params(config, seed))
-    rng = np.random.default_rng(seed + 100)
-    x = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
-    y = rng.integers(0, config.vocab_size, (B, T)).astype(np.int32)
-    write_parity_batch(tmp_path / "batch.bin", x, y)
-    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin",
-                "--parity-out", tmp_path / "grads.bin", *extra, binary=binary)
-    return model_path, x, y, read_parity_grads(tmp_path / "grads.bin")
-
-
-def reference_with_dropout(model_path, x, y, p, seed, step=1):
-    """(ref64, runs32) of dev.model.GPT with the trainer's dropout masks of `step`
-    (tests/test_cpu_helpers.fp32_reference)."""
-    def load():
-        model = GPT.from_checkpoint(model_path, dropout=p, dropout_mask=CounterDropout(seed, p, step))
-        model.train()
-        return model
-    return fp32_reference(load, reference_pass(x, y, None))
-
-
-def check_parity(got, ref, what):
-    """The one-pass rule of tests/test_cpu_parity.py: logits, loss and gradients against float64."""
-    check_one_pass(got, *ref, what)
-
-
 def test_dropout_forward_backward_matches_reference(tmp_path):
     config, p, seed = NAMED_CONFIGS["tiny"], 0.1, 4242
     model_path, x, y, got = parity_case(tmp_path, config, 7, 3, 64, ["--dropout", p, "--seed", seed])
@@ -158,7 +128,7 @@ def test_dropout_is_off_for_validation(tmp_path):
     """With --dropout the validation loss is that of the clean model: train 1 step at lr 0 and
     compare the logged val loss with and without dropout (identical)."""
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 1))
+    make_checkpoint(tmp_path / "model.bin", config, 1)
     data = token_data(tmp_path, config)
     vals = []
     for p in (0.0, 0.3):
@@ -172,80 +142,6 @@ def test_dropout_is_off_for_validation(tmp_path):
 
 
 # ---- 10 AdamW steps with each regularizer ------------------------------------------------------
-
-OPT = dict(lr=1e-3, warmup=3, schedule="cosine", min_lr_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
-           weight_decay=0.5, grad_clip=0.0)
-STEPS = 10
-SEED = 77
-REG_CASES = {
-    "dropout": dict(dropout=0.1),
-    "decay-toward-init": dict(decay_toward_init=True),
-    "weight-noise": dict(weight_noise=0.01),
-    "all-three": dict(dropout=0.1, decay_toward_init=True, weight_noise=0.01),
-    "no-qkv-bias": dict(),
-}
-
-
-def train_parity_steps(tmp_path, config, reg, binary=None, extra=()):
-    """Run STEPS steps on one batch with the regularizers `reg`; (model path, batch, losses, params)."""
-    model_path = tmp_path / "model.bin"
-    # random weights (scale 0.05, LayerNorm around 1) that the decay visibly pulls on
-    write_checkpoint(model_path, config, random_params(config, seed=5, scale=0.05))
-    rng = np.random.default_rng(9)
-    B, T = 4, 32
-    x = rng.integers(0, config.vocab_size, (B, T))
-    y = rng.integers(0, config.vocab_size, (B, T))
-    write_parity_batch(tmp_path / "batch.bin", x, y)
-    out = tmp_path / "run"
-    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", STEPS,
-                "--parity-losses", tmp_path / "losses.bin", "-o", out,
-                *optimizer_flags(**OPT, **reg, seed=SEED), *extra, binary=binary)
-    _, params = read_checkpoint(out / f"model_{STEPS:06d}.bin")
-    return model_path, (x, y), read_parity_losses(tmp_path / "losses.bin"), params
-
-
-def near_zero_gradients(model_path, x, y, dropout=0.0, rel=1e-6, **_):
-    """name -> bool mask of the elements whose step-1 gradient is not exactly zero but below
-    rel * max|g| of its tensor (an exact zero is exact in both implementations)."""
-    model = GPT.from_checkpoint(model_path, dropout=dropout, dropout_mask=CounterDropout(SEED, dropout, 1))
-    _, loss = model(torch.from_numpy(x).long(), torch.from_numpy(y).long())
-    loss.backward()
-    return {n: (g != 0) & (np.abs(g) <= rel * np.abs(g).max()) for n, g in model.grads_numpy().items()}
-
-
-def compare_params(got, ref64, runs32, config, what, tiny_grad, noise_atol=OPT["lr"] * STEPS):
-    """Parameters after STEPS steps against float64 (tests/test_cpu_helpers.assert_fp32_accurate),
-    except where the true gradient is ~0.
-
-    Where the gradient is at the rounding level of its own sum (below 1e-6 * max|g| of its
-    tensor: the key bias, whose true gradient is zero (see tests/test_cpu_train.py), and the odd
-    weight of a unit that is almost never active), its sign is noise, AdamW turns that noise into
-    steps of up to lr either way, and two correct implementations drift apart by up to lr * steps.
-    Those elements get noise_atol, and there must be few of them (<= 0.1% of a tensor besides
-    the key bias), so the float64 comparison covers the rest."""
-    C = config.n_embd
-    for name in PARAM_NAMES:
-        loose = tiny_grad[name].copy()
-        if name == "qkvb":
-            loose[:, C:2 * C] = True
-            others = np.concatenate([loose[:, :C], loose[:, 2 * C:]], axis=1)
-            assert others.mean() <= 1e-3, f"qkvb: {others.mean():.2%} of q/v bias gradients are ~0"
-        else:
-            assert loose.mean() <= 1e-3, f"{name}: {loose.mean():.2%} of the gradients are ~0"
-        assert_fp32_accurate(f"{name} after {STEPS} steps ({what})", got[name], ref64, runs32, ~loose,
-                             key=name)
-        assert_close(f"{name} after {STEPS} steps, near-zero-gradient elements ({what})",
-                     got[name][loose], ref64[name][loose], noise_atol)
-
-
-def reference_steps(model_path, xy, reg):
-    """(ref64, runs32) of tests/test_cpu_helpers.fp32_reference for STEPS AdamW steps with `reg`:
-    dicts of the 16 parameters after the steps and "losses"."""
-    def run(model):
-        losses, _ = torch_train_steps(model, xy[0], xy[1], STEPS, seed=SEED, **OPT, **reg)
-        return dict(model.params_numpy(), losses=losses)
-    return fp32_reference(lambda: GPT.from_checkpoint(model_path), run)
-
 
 @pytest.mark.parametrize("case", list(REG_CASES))
 def test_adamw_steps_with_regularizers_match_torch(tmp_path, case):
@@ -281,7 +177,7 @@ def test_the_float64_rule_catches_a_slightly_wrong_optimizer(tmp_path, flag, val
 
 def test_resume_is_bit_identical_with_all_regularizers(tmp_path):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 0))
+    make_checkpoint(tmp_path / "model.bin", config, 0)
     data = token_data(tmp_path, config)
     flags = ["-l", 3e-3, "--warmup", 2, "--weight-decay", 0.1, "-v", 3, "-m", 2, "-s", 4, "-g", 6,
              "--dropout", 0.1, "--decay-toward-init", 1, "--weight-noise", 0.01, "--seed", 42]
@@ -305,7 +201,7 @@ def test_resume_is_bit_identical_with_all_regularizers(tmp_path):
 
 def test_decay_toward_init_cannot_resume_a_state_without_initial_values(tmp_path):
     config = NAMED_CONFIGS["tiny"]
-    write_checkpoint(tmp_path / "model.bin", config, random_params(config, 0))
+    make_checkpoint(tmp_path / "model.bin", config, 0)
     data = token_data(tmp_path, config)
     run_trainer("--model", tmp_path / "model.bin", *data, "-o", tmp_path / "run", "--steps", 2,
                 "-v", 0, "-s", 0, "--weight-decay", 0.1)

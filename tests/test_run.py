@@ -36,11 +36,10 @@ import time
 
 import pytest
 
-from conftest import REPO
 from dev import run as runner
 from dev.errors import UserError
 from dev.logs import read_log
-from test_plot import check_png
+from helpers import check_png, REPO
 
 EXP = os.path.join(REPO, "experiments", "00010-delayed-generalization")
 CONFIG = os.path.join(EXP, "config.json")

@@ -38,12 +38,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, random_params
-from dev.checkpoint import ModelConfig, write_checkpoint
+from dev.checkpoint import ModelConfig
 from dev.model import GPT
 from dev.errors import cli_main
 from dev.sample import Rng, generate, mix_seed, pick_token, sampling_rng
 from dev.sample import main as sample_main
+from helpers import make_checkpoint, random_params, REPO
 
 TRAINER = os.path.join(REPO, "train_gpt2")
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -195,8 +195,8 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
     gpt2 = ModelConfig(max_seq_len=32, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)
     mod = ModelConfig(max_seq_len=8, vocab_size=101, n_layer=1, n_head=2, n_embd=16)
-    write_checkpoint(root / "gpt2.bin", gpt2, random_params(gpt2, seed=5, scale=0.3))
-    write_checkpoint(root / "mod.bin", mod, random_params(mod, seed=6, scale=0.3))
+    make_checkpoint(root / "gpt2.bin", gpt2, seed=5, scale=0.3)
+    make_checkpoint(root / "mod.bin", mod, seed=6, scale=0.3)
     r = subprocess.run([sys.executable, "-m", "dev.mod_arith",
                         "--out-dir", str(root / "data")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -306,7 +306,7 @@ def test_cli_bad_outputs_devices_and_files(models, tmp_path, case, capsys):
 def test_matches_trainer_sample(tmp_path, temperature):
     from dev.shards import write_token_shard
     cfg = ModelConfig(max_seq_len=32, vocab_size=500, n_layer=2, n_head=2, n_embd=32)
-    write_checkpoint(tmp_path / "m.bin", cfg, random_params(cfg, seed=8, scale=0.3))
+    make_checkpoint(tmp_path / "m.bin", cfg, seed=8, scale=0.3)
     write_token_shard(tmp_path / "train.bin", np.random.default_rng(0).integers(0, 500, 2000))
     args = ["-e", tmp_path / "m.bin", "-i", tmp_path / "train.bin", "-j", "", "--tokenizer", "",
             "-o", tmp_path / "run", "-b", 2, "-t", 16, "-x", 1, "-l", 0, "-s", 1, "-g", 20,

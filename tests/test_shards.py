@@ -15,7 +15,6 @@ import os
 import numpy as np
 import pytest
 
-from conftest import random_params
 from dev.checkpoint import PARAM_NAMES, param_shapes
 from dev.errors import UserError
 from dev.parity_files import (ParityFileError, read_parity_batch, read_parity_grads,
@@ -23,6 +22,7 @@ from dev.parity_files import (ParityFileError, read_parity_batch, read_parity_gr
                               write_parity_losses)
 from dev.shards import (ShardError, read_example_shard, read_token_shard, write_example_shard,
                         write_token_shard)
+from helpers import random_params
 
 
 def header_of(path):
@@ -278,7 +278,7 @@ def test_parity_grads_header_bounds(tmp_path, tiny_config, slot, value):
 def test_bounds_equal_the_c_headers():
     """dev's copies of the bounds equal llmc/gpt2_params.h and llmc/train_limits.h."""
     import re
-    from conftest import REPO
+    from helpers import REPO
     from dev import checkpoint, train_limits, train_state
 
     def defines(name):

@@ -23,10 +23,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO
 from dev.tokenizer import (ASSET_PATH, ASSET_SHA256, TokenizerError, load_asset_ranks,
                            load_gpt2_encoding, read_tokenizer_file, tiktoken_cache_has_gpt2,
                            write_tokenizer_file)
+from helpers import REPO
 
 MIXED = ("Once upon a time, there was a little girl named Lily. She said, \"I'm happy!\"\n\n"
          "It's 2024 -- isn't it?   Ünïcödé, 日本語, emoji 🙂 and tabs\tand trailing spaces   ")
