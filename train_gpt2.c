@@ -691,10 +691,6 @@ static void gpt2_free(GPT2* model) {
     memset(model, 0, sizeof(*model));
 }
 
-// The key of one dropout site of the current training step (llmc/regularizers.h).
-static uint64_t site_key(const GPT2* model, int layer, int site) {
-    return dropout_key(model->seed, model->dropout_step, layer, site);
-}
 
 // Encoder, the L blocks and the final LayerNorm: fills acts up to lnf.
 // With dropout (active_dropout) at the four sites of llmc/regularizers.h.
@@ -710,7 +706,7 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
     const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
-    if (drop) { dropout_apply(a.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop); }
+    if (drop) { dropout_apply(a.encoded, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop); }
     for (int l = 0; l < L; l++) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* ln1 = a.ln1 + l * BTC;
@@ -731,15 +727,15 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
         size_t c = (size_t)C;
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(atty, att, qkv, drop, drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
+        attention_forward(atty, att, qkv, drop, drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_forward(attproj, atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
-        if (drop) { dropout_apply(attproj, BTC, site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop); }
+        if (drop) { dropout_apply(attproj, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         residual_forward(residual2, residual, attproj, BTC);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
         matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
         gelu_forward(fch_gelu, fch, BTC * 4);
         matmul_forward(fcproj, fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
-        if (drop) { dropout_apply(fcproj, BTC, site_key(model, l, DROPOUT_SITE_MLP), drop); }
+        if (drop) { dropout_apply(fcproj, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop); }
         residual_forward(residual3, residual2, fcproj, BTC);
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC,
@@ -803,7 +799,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* dresidual = l == 0 ? d.encoded : d.residual3 + (size_t)(l - 1) * BTC;
         residual_backward(d.residual2 + l * BTC, d.fcproj + l * BTC, d.residual3 + l * BTC, BTC);
-        if (drop) { dropout_apply(d.fcproj + l * BTC, BTC, site_key(model, l, DROPOUT_SITE_MLP), drop); }
+        if (drop) { dropout_apply(d.fcproj + l * BTC, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop); }
         matmul_backward(d.fch_gelu + l * BTC * 4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c,
                         d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
         gelu_backward(d.fch + l * BTC * 4, a.fch + l * BTC * 4, d.fch_gelu + l * BTC * 4, BTC * 4);
@@ -812,18 +808,18 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
         layernorm_backward(d.residual2 + l * BTC, g.ln2w + l * c, g.ln2b + l * c, d.ln2 + l * BTC,
                            a.residual2 + l * BTC, p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
         residual_backward(dresidual, d.attproj + l * BTC, d.residual2 + l * BTC, BTC);
-        if (drop) { dropout_apply(d.attproj + l * BTC, BTC, site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop); }
+        if (drop) { dropout_apply(d.attproj + l * BTC, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         matmul_backward(d.atty + l * BTC, g.attprojw + l * c * c, g.attprojb + l * c, d.attproj + l * BTC,
                         a.atty + l * BTC, p.attprojw + l * c * c, (int)BT, C, C);
         attention_backward(d.qkv + l * BTC * 3, d.atty + l * BTC, a.qkv + l * BTC * 3,
                            a.att + l * BT * NH * (size_t)T, model->att_scratch, drop,
-                           drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
+                           drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_backward(d.ln1 + l * BTC, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL,
                         d.qkv + l * BTC * 3, a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
         layernorm_backward(dresidual, g.ln1w + l * c, g.ln1b + l * c, d.ln1 + l * BTC, residual,
                            p.ln1w + l * c, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
-    if (drop) { dropout_apply(d.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop); }
+    if (drop) { dropout_apply(d.encoded, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop); }
     encoder_backward(g.wte, g.wpe, d.encoded, inputs, B, T, C);
 }
 
@@ -854,16 +850,13 @@ static double vector_norm(const float* x, size_t n) {
 // parameters before step 1) the decay term is p - (lr wd)(p - p0) instead of
 // p (1 - lr wd). qkvb is skipped when the model has no QKV bias.
 static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
-    double bc1 = 1.0 - pow((double)s->beta1, (double)t);
-    double bc2_sqrt = sqrt(1.0 - pow((double)s->beta2, (double)t));
-    float step_size = (float)((double)lr / bc1);
-    float b2s = (float)bc2_sqrt;
+    AdamWScalars a = adamw_step_scalars(s, lr, t);
+    float step_size = a.step_size, b2s = a.bias2_sqrt;
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = model->param_sizes[i];
-        if (i == P_QKVB && model->config.no_qkv_bias) { offset += n; continue; }
-        float wd = (s->decay_matrices_only && !param_is_matrix(i)) ? 0.0f : s->weight_decay;
-        float decay = 1.0f - lr * wd, lr_wd = lr * wd;
+        float decay, lr_wd;
+        if (!adamw_tensor_decay(s, &model->config, i, lr, &decay, &lr_wd)) { offset += n; continue; }
         float* p = model->params_memory + offset;
         const float* g = model->grads_memory + offset;
         float* m = model->m_memory + offset;

@@ -245,10 +245,6 @@ static void gpt2_free(GPT2* model) {
     memset(model, 0, sizeof(*model));
 }
 
-// The key of one dropout site of the current training step (llmc/regularizers.h).
-static uint64_t site_key(const GPT2* model, int layer, int site) {
-    return dropout_key(model->seed, model->dropout_step, layer, site);
-}
 
 // Encoder, the L blocks and the final LayerNorm on model->d_inputs (B, T): fills acts up to lnf.
 // With dropout (active_dropout) at the four sites of llmc/regularizers.h.
@@ -262,7 +258,7 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
     const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
     encoder_forward(a.encoded, model->d_inputs, p.wte, p.wpe, B, T, C);
-    if (drop) dropout_apply(a.encoded, a.encoded, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop);
+    if (drop) dropout_apply(a.encoded, a.encoded, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop);
     for (int l = 0; l < L; l++) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* ln1 = a.ln1 + l * BTC;
@@ -280,13 +276,13 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
         float* residual3 = a.residual3 + l * BTC;
         layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(atty, lse, qkv, &model->attn, drop, drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0,
+        attention_forward(atty, lse, qkv, &model->attn, drop, drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0,
                           B, T, NH, HS);
         // the projections' biases are added by the kernels after them (fused passes)
         matmul_forward(model->mm_out, atty, p.attprojw + l * c * c, NULL, (int)BT, C, C);
         if (drop) {
             residual_bias_dropout_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C,
-                                          site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop);
+                                          dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop);
         } else {
             residual_bias_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C);
         }
@@ -296,7 +292,7 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
         matmul_forward(model->mm_out, fch_gelu, p.fcprojw + l * 4 * c * c, NULL, (int)BT, 4 * C, C);
         if (drop) {
             residual_bias_dropout_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C,
-                                          site_key(model, l, DROPOUT_SITE_MLP), drop);
+                                          dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop);
         } else {
             residual_bias_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C);
         }
@@ -363,7 +359,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
         // mm_out, with dropout), and the start of d(residual2)
         const float* dproj = dres;
         if (drop) {
-            dropout_apply(model->mm_out, dres, BTC, site_key(model, l, DROPOUT_SITE_MLP), drop);
+            dropout_apply(model->mm_out, dres, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop);
             dproj = model->mm_out;
         }
         matmul_backward(model->dbuf4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c, scr, dproj,
@@ -377,19 +373,19 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
         // the start of d(residual)
         dproj = dres;
         if (drop) {
-            dropout_apply(model->mm_out, dres, BTC, site_key(model, l, DROPOUT_SITE_ATTN_PROJ), drop);
+            dropout_apply(model->mm_out, dres, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop);
             dproj = model->mm_out;
         }
         matmul_backward(model->dbuf, g.attprojw + l * c * c, g.attprojb + l * c, scr, dproj, a.atty + l * BTC,
                         p.attprojw + l * c * c, (int)BT, C, C);
         attention_backward(model->dbuf4, model->dbuf, a.qkv + l * BTC * 3, a.atty + l * BTC, a.att_lse + l * BT * NH,
-                           &model->attn, drop, drop ? site_key(model, l, DROPOUT_SITE_ATTN) : 0, B, T, NH, HS);
+                           &model->attn, drop, drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0, B, T, NH, HS);
         matmul_backward(model->dbuf, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL, scr, model->dbuf4,
                         a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
         layernorm_backward(dres, g.ln1w + l * c, g.ln1b + l * c, scr, model->dbuf, residual, p.ln1w + l * c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
-    if (drop) dropout_apply(dres, dres, BTC, site_key(model, -1, DROPOUT_SITE_EMBED), drop);
+    if (drop) dropout_apply(dres, dres, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop);
     encoder_backward(g.wte, g.wpe, dres, inputs, &model->buckets, B, T, C, Vp);
 }
 
@@ -397,17 +393,14 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
 // (see there, decay toward the initialization included); one launch per tensor
 // for its weight decay; qkvb is skipped when the model has no QKV bias.
 static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
-    double bc1 = 1.0 - pow((double)s->beta1, (double)t);
-    double bc2_sqrt = sqrt(1.0 - pow((double)s->beta2, (double)t));
-    float step_size = (float)((double)lr / bc1);
-    float b2s = (float)bc2_sqrt;
+    AdamWScalars a = adamw_step_scalars(s, lr, t);
+    float step_size = a.step_size, b2s = a.bias2_sqrt;
     size_t offset = 0;
     const int block = 512;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = model->param_sizes[i];
-        if (i == P_QKVB && model->config.no_qkv_bias) { offset += n; continue; }
-        float wd = (s->decay_matrices_only && !param_is_matrix(i)) ? 0.0f : s->weight_decay;
-        float decay = 1.0f - lr * wd, lr_wd = lr * wd;
+        float decay, lr_wd;
+        if (!adamw_tensor_decay(s, &model->config, i, lr, &decay, &lr_wd)) { offset += n; continue; }
         const float* init = s->decay_toward_init ? model->init_memory + offset : NULL;
         adamw_kernel1<<<ceil_div(n, block), block>>>(model->params_memory + offset, model->m_memory + offset,
                                                     model->v_memory + offset, model->grads_memory + offset, init, n,

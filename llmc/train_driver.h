@@ -48,6 +48,7 @@ learning rate or weight decay can still overflow them (-l 1e38 -c 10).
 #include <stdlib.h>
 #include <string.h>
 
+#include "adamw.h"
 #include "args.h"
 #include "checkpoint.h"
 #include "dataloader.h"
@@ -67,13 +68,6 @@ learning rate or weight decay can still overflow them (-l 1e38 -c 10).
 #ifndef GIT_COMMIT
 #define GIT_COMMIT "unknown"
 #endif
-
-// AdamW's settings for the update (the learning rate comes per step from the schedule).
-typedef struct {
-    float beta1, beta2, eps, weight_decay;
-    int decay_matrices_only;  // --decay-params matrices
-    int decay_toward_init;    // --decay-toward-init: decay pulls toward the initial parameters
-} AdamWSettings;
 
 // What one training step reports.
 typedef struct {
