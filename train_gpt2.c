@@ -415,7 +415,7 @@ static inline float exp_nonpositive(float x) {
 // relative accuracy (1 + tanh u for u << 0 is not a difference of two numbers near 1), there is
 // no cosh to overflow, and the loop vectorizes (libm's scalar tanhf was ~40% of a mod97 step).
 // -2|u| is clamped at -87 (exp_nonpositive's range; t = 2^-126 there, so the factor is 1 or
-// ~1e-38); a NaN input stays NaN.
+// ~1e-38), and so is a NaN (x carries it into the result: a NaN input stays NaN).
 typedef struct {
     float half_one_plus_tanh;  // 0.5 (1 + tanh u)
     float sech2;               // 1 - tanh^2 u
@@ -424,7 +424,7 @@ typedef struct {
 static inline GeluTanh gelu_tanh(float x) {
     float u = GELU_SCALE * (x + 0.044715f * x * x * x);
     float z = -2.0f * fabsf(u);
-    z = z < -87.0f ? -87.0f : z;
+    z = z > -87.0f ? z : -87.0f;  // also NaN -> -87: exp_nonpositive must never see a NaN
     float t = exp_nonpositive(z);
     float s = 1.0f / (1.0f + t);
     GeluTanh g;
