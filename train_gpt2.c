@@ -50,6 +50,7 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 // the training run (llmc/train_driver.h) and through it every host header of llmc/: the model's
 // config and tensors (gpt2_params.h), loss bookkeeping (loss.h), regularizers.h, utils.h, ...
 #include "llmc/train_driver.h"
+#include "llmc/activations.h"
 
 // Parallel regions with less work than this (in elements; matmuls and attention in
 // multiply-adds / 64) run on one thread: forking costs microseconds, and on a busy
@@ -540,31 +541,7 @@ static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp) prob
 // ----------------------------------------------------------------------------
 // the model
 
-#define NUM_ACTIVATION_TENSORS 21
-typedef struct {
-    float* encoded;   // (B, T, C)
-    float* ln1;       // (L, B, T, C)
-    float* ln1_mean;  // (L, B, T)
-    float* ln1_rstd;  // (L, B, T)
-    float* qkv;       // (L, B, T, 3*C)
-    float* atty;      // (L, B, T, C)
-    float* att;       // (L, B, NH, T, T)
-    float* attproj;   // (L, B, T, C)
-    float* residual2; // (L, B, T, C)
-    float* ln2;       // (L, B, T, C)
-    float* ln2_mean;  // (L, B, T)
-    float* ln2_rstd;  // (L, B, T)
-    float* fch;       // (L, B, T, 4*C)
-    float* fch_gelu;  // (L, B, T, 4*C)
-    float* fcproj;    // (L, B, T, C)
-    float* residual3; // (L, B, T, C)
-    float* lnf;       // (B, T, C)
-    float* lnf_mean;  // (B, T)
-    float* lnf_rstd;  // (B, T)
-    float* logits;    // (B, T, Vp): logits, then probabilities, then (in backward) dlogits
-    float* losses;    // (B, T)
-} ActivationTensors;
-
+#define NUM_ACTIVATION_TENSORS 21  // of llmc/activations.h's 22: all but att_lse
 // with_stats = 0 gives the gradient-buffer sizes: means, rstds, att, logits
 // and losses get no gradient buffer (attention backward uses a row scratch,
 // dlogits reuse the logits buffer, d(losses) is the dloss weight vector).
@@ -622,9 +599,7 @@ typedef struct {
     float* att_scratch;            // (threads, T)
     float* saved_logits;           // (B, T, Vp) parity mode: logits before the softmax
     // research regularizers (llmc/regularizers.h)
-    uint64_t seed;                 // the run's --seed: the dropout masks and weight noise derive from it
-    DropoutConfig dropout;         // --dropout (p = 0: off)
-    int dropout_step;              // > 0: forward/backward are training step dropout_step, with dropout
+    RegularizerState reg;  // --seed, --dropout and the step of the current pass (llmc/regularizers.h)
     float* init_params;            // (P) the parameters before step 1 (--decay-toward-init), else NULL
     float* clean_params;           // (P) the clean parameters during a noisy step (--weight-noise), else NULL
     // results of the last forward with targets
@@ -704,39 +679,25 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
-    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
+    const DropoutConfig* drop = regularizer_dropout(&model->reg);
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
-    if (drop) { dropout_apply(a.encoded, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop); }
+    if (drop) { dropout_apply(a.encoded, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop); }
     for (int l = 0; l < L; l++) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
-        float* ln1 = a.ln1 + l * BTC;
-        float* ln1_mean = a.ln1_mean + l * BT;
-        float* ln1_rstd = a.ln1_rstd + l * BT;
-        float* qkv = a.qkv + l * BTC * 3;
-        float* atty = a.atty + l * BTC;
-        float* att = a.att + l * BT * NH * (size_t)T;
-        float* attproj = a.attproj + l * BTC;
-        float* residual2 = a.residual2 + l * BTC;
-        float* ln2 = a.ln2 + l * BTC;
-        float* ln2_mean = a.ln2_mean + l * BT;
-        float* ln2_rstd = a.ln2_rstd + l * BT;
-        float* fch = a.fch + l * BTC * 4;
-        float* fch_gelu = a.fch_gelu + l * BTC * 4;
-        float* fcproj = a.fcproj + l * BTC;
-        float* residual3 = a.residual3 + l * BTC;
+        LayerActivations la = layer_activations(&a, cfg, B, T, l);
         size_t c = (size_t)C;
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
-        matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(atty, att, qkv, drop, drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
-        matmul_forward(attproj, atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
-        if (drop) { dropout_apply(attproj, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop); }
-        residual_forward(residual2, residual, attproj, BTC);
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
-        matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
-        gelu_forward(fch_gelu, fch, BTC * 4);
-        matmul_forward(fcproj, fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
-        if (drop) { dropout_apply(fcproj, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop); }
-        residual_forward(residual3, residual2, fcproj, BTC);
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
+        matmul_forward(la.qkv, la.ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
+        attention_forward(la.atty, la.att, la.qkv, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
+        matmul_forward(la.attproj, la.atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
+        if (drop) { dropout_apply(la.attproj, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop); }
+        residual_forward(la.residual2, residual, la.attproj, BTC);
+        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
+        matmul_forward(la.fch, la.ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
+        gelu_forward(la.fch_gelu, la.fch, BTC * 4);
+        matmul_forward(la.fcproj, la.fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
+        if (drop) { dropout_apply(la.fcproj, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop); }
+        residual_forward(la.residual3, la.residual2, la.fcproj, BTC);
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC,
                       p.lnfw, p.lnfb, (int)BT, C);
@@ -789,7 +750,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
     ActivationTensors a = model->acts, d = model->grads_acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
-    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
+    const DropoutConfig* drop = regularizer_dropout(&model->reg);
     float* dlogits = a.logits; // in place over the probabilities
     softmax_crossentropy_backward(dlogits, targets, model->dloss, (int)BT, V, Vp);
     matmul_backward(d.lnf, g.wte, NULL, dlogits, a.lnf, p.wte, (int)BT, C, Vp);
@@ -799,7 +760,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
         float* dresidual = l == 0 ? d.encoded : d.residual3 + (size_t)(l - 1) * BTC;
         residual_backward(d.residual2 + l * BTC, d.fcproj + l * BTC, d.residual3 + l * BTC, BTC);
-        if (drop) { dropout_apply(d.fcproj + l * BTC, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop); }
+        if (drop) { dropout_apply(d.fcproj + l * BTC, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop); }
         matmul_backward(d.fch_gelu + l * BTC * 4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c,
                         d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
         gelu_backward(d.fch + l * BTC * 4, a.fch + l * BTC * 4, d.fch_gelu + l * BTC * 4, BTC * 4);
@@ -808,18 +769,18 @@ static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, in
         layernorm_backward(d.residual2 + l * BTC, g.ln2w + l * c, g.ln2b + l * c, d.ln2 + l * BTC,
                            a.residual2 + l * BTC, p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
         residual_backward(dresidual, d.attproj + l * BTC, d.residual2 + l * BTC, BTC);
-        if (drop) { dropout_apply(d.attproj + l * BTC, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop); }
+        if (drop) { dropout_apply(d.attproj + l * BTC, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         matmul_backward(d.atty + l * BTC, g.attprojw + l * c * c, g.attprojb + l * c, d.attproj + l * BTC,
                         a.atty + l * BTC, p.attprojw + l * c * c, (int)BT, C, C);
         attention_backward(d.qkv + l * BTC * 3, d.atty + l * BTC, a.qkv + l * BTC * 3,
                            a.att + l * BT * NH * (size_t)T, model->att_scratch, drop,
-                           drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
+                           drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_backward(d.ln1 + l * BTC, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL,
                         d.qkv + l * BTC * 3, a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
         layernorm_backward(dresidual, g.ln1w + l * c, g.ln1b + l * c, d.ln1 + l * BTC, residual,
                            p.ln1w + l * c, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
-    if (drop) { dropout_apply(d.encoded, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop); }
+    if (drop) { dropout_apply(d.encoded, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop); }
     encoder_backward(g.wte, g.wpe, d.encoded, inputs, B, T, C);
 }
 
@@ -879,7 +840,7 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
 // Weight noise of training step `step`: params[j] += weight_noise_at(key, j) over
 // the spans of llmc/regularizers.h (not wte's padded rows, not a disabled qkvb).
 static void add_weight_noise(GPT2* model, float sigma, int step) {
-    uint64_t key = noise_key(model->seed, step);
+    uint64_t key = noise_key(model->reg.seed, step);
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = weight_noise_span(&model->config, i, model->param_sizes[i]);
@@ -901,11 +862,11 @@ static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int
         memcpy(model->clean_params, model->params_memory, model->num_parameters * sizeof(float));
         add_weight_noise(model, weight_noise, step);
     }
-    model->dropout_step = step;
+    model->reg.step = step;
     gpt2_forward(model, inputs, targets, mask, B, T);
     gpt2_zero_grad(model);
     gpt2_backward(model, inputs, targets, B, T);
-    model->dropout_step = 0;
+    model->reg.step = 0;
     if (weight_noise > 0.0f) {
         memcpy(model->params_memory, model->clean_params, model->num_parameters * sizeof(float));
     }
@@ -1021,8 +982,8 @@ static void cpu_allocate(void* m, const TrainConfig* cfg, int B, int T, int keep
     GPT2* model = (GPT2*)m;
     size_t bytes = model->num_parameters * sizeof(float);
     gpt2_allocate(model, B, T, keep_logits);
-    model->seed = (uint64_t)cfg->seed;
-    model->dropout = dropout_config(cfg->dropout);
+    model->reg.seed = (uint64_t)cfg->seed;
+    model->reg.dropout = dropout_config(cfg->dropout);
     if (cfg->weight_noise > 0.0f) { model->clean_params = (float*)mallocCheck(bytes); }
     if (cfg->decay_toward_init) {
         // the parameters before step 1; a resumed run reads them from its state file

@@ -53,6 +53,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 // the training run (llmc/train_driver.h) and through it every host header of llmc/: the model's
 // config and tensors (gpt2_params.h), loss bookkeeping (loss.h), regularizers.h, utils.h, ...
 #include "llmc/train_driver.h"
+#include "llmc/activations.h"
 
 // the layers' kernels (each header names the dev/cuda/ workbench versions it ships)
 #include "llmc/cuda_common.cuh"
@@ -70,29 +71,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 // ----------------------------------------------------------------------------
 // the model
 
-#define NUM_ACTIVATION_TENSORS 19
-typedef struct {
-    float* encoded;   // (B, T, C)
-    float* ln1;       // (L, B, T, C)
-    float* ln1_mean;  // (L, B, T)
-    float* ln1_rstd;  // (L, B, T)
-    float* qkv;       // (L, B, T, 3*C)
-    float* atty;      // (L, B, T, C)
-    float* att_lse;   // (L, B, NH, T) log-sum-exp of each attention row
-    float* residual2; // (L, B, T, C)
-    float* ln2;       // (L, B, T, C)
-    float* ln2_mean;  // (L, B, T)
-    float* ln2_rstd;  // (L, B, T)
-    float* fch;       // (L, B, T, 4*C)
-    float* fch_gelu;  // (L, B, T, 4*C)
-    float* residual3; // (L, B, T, C)
-    float* lnf;       // (B, T, C)
-    float* lnf_mean;  // (B, T)
-    float* lnf_rstd;  // (B, T)
-    float* logits;    // (B, T, Vp): logits, then (backward) dlogits
-    float* losses;    // (B, T)
-} ActivationTensors;
-
+#define NUM_ACTIVATION_TENSORS 19  // of llmc/activations.h's 22: all but att, attproj and fcproj
 // Device memory of the activations, each tensor rounded up to 64 floats so every
 // tensor starts 256-byte aligned (the float4 kernels need 16).
 static float* alloc_activations(ActivationTensors* a, const GPT2Config* cfg, int B, int T, size_t* total_out) {
@@ -156,9 +135,7 @@ typedef struct {
     float* m_host;              // (P) host staging for the training state
     float* v_host;              // (P)
     // research regularizers (llmc/regularizers.h), as in train_gpt2.c
-    uint64_t seed;              // the run's --seed: the dropout masks and weight noise derive from it
-    DropoutConfig dropout;      // --dropout (p = 0: off)
-    int dropout_step;           // > 0: forward/backward are training step dropout_step, with dropout
+    RegularizerState reg;  // --seed, --dropout and the step of the current pass (llmc/regularizers.h)
     float* init_memory;         // (P) device: the parameters before step 1 (--decay-toward-init), else NULL
     float* init_host;           // (P) host copy of init_memory, for the training state
     float* clean_memory;        // (P) device: the clean parameters during a noisy step (--weight-noise), else NULL
@@ -256,45 +233,33 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
-    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
+    const DropoutConfig* drop = regularizer_dropout(&model->reg);
     encoder_forward(a.encoded, model->d_inputs, p.wte, p.wpe, B, T, C);
-    if (drop) dropout_apply(a.encoded, a.encoded, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop);
+    if (drop) dropout_apply(a.encoded, a.encoded, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop);
     for (int l = 0; l < L; l++) {
         const float* residual = l == 0 ? a.encoded : a.residual3 + (size_t)(l - 1) * BTC;
-        float* ln1 = a.ln1 + l * BTC;
-        float* ln1_mean = a.ln1_mean + l * BT;
-        float* ln1_rstd = a.ln1_rstd + l * BT;
-        float* qkv = a.qkv + l * BTC * 3;
-        float* atty = a.atty + l * BTC;
-        float* lse = a.att_lse + l * BT * NH;
-        float* residual2 = a.residual2 + l * BTC;
-        float* ln2 = a.ln2 + l * BTC;
-        float* ln2_mean = a.ln2_mean + l * BT;
-        float* ln2_rstd = a.ln2_rstd + l * BT;
-        float* fch = a.fch + l * BTC * 4;
-        float* fch_gelu = a.fch_gelu + l * BTC * 4;
-        float* residual3 = a.residual3 + l * BTC;
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
-        matmul_forward(qkv, ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(atty, lse, qkv, &model->attn, drop, drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0,
+        LayerActivations la = layer_activations(&a, cfg, B, T, l);
+        layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
+        matmul_forward(la.qkv, la.ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
+        attention_forward(la.atty, la.att_lse, la.qkv, &model->attn, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0,
                           B, T, NH, HS);
         // the projections' biases are added by the kernels after them (fused passes)
-        matmul_forward(model->mm_out, atty, p.attprojw + l * c * c, NULL, (int)BT, C, C);
+        matmul_forward(model->mm_out, la.atty, p.attprojw + l * c * c, NULL, (int)BT, C, C);
         if (drop) {
-            residual_bias_dropout_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C,
-                                          dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop);
+            residual_bias_dropout_forward(la.residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C,
+                                          regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop);
         } else {
-            residual_bias_forward(residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C);
+            residual_bias_forward(la.residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C);
         }
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
-        matmul_forward(fch, ln2, p.fcw + l * 4 * c * c, NULL, (int)BT, C, 4 * C);
-        bias_gelu_forward(fch_gelu, fch, p.fcb + l * 4 * c, BTC * 4, 4 * C);
-        matmul_forward(model->mm_out, fch_gelu, p.fcprojw + l * 4 * c * c, NULL, (int)BT, 4 * C, C);
+        layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
+        matmul_forward(la.fch, la.ln2, p.fcw + l * 4 * c * c, NULL, (int)BT, C, 4 * C);
+        bias_gelu_forward(la.fch_gelu, la.fch, p.fcb + l * 4 * c, BTC * 4, 4 * C);
+        matmul_forward(model->mm_out, la.fch_gelu, p.fcprojw + l * 4 * c * c, NULL, (int)BT, 4 * C, C);
         if (drop) {
-            residual_bias_dropout_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C,
-                                          dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop);
+            residual_bias_dropout_forward(la.residual3, la.residual2, model->mm_out, p.fcprojb + l * c, BTC, C,
+                                          regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop);
         } else {
-            residual_bias_forward(residual3, residual2, model->mm_out, p.fcprojb + l * c, BTC, C);
+            residual_bias_forward(la.residual3, la.residual2, model->mm_out, p.fcprojb + l * c, BTC, C);
         }
     }
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, p.lnfb, (int)BT, C);
@@ -345,7 +310,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
-    const DropoutConfig* drop = dropout_for_step(&model->dropout, model->dropout_step);
+    const DropoutConfig* drop = regularizer_dropout(&model->reg);
     float* dres = model->dresidual;
     float* scr = model->col_scratch;
     cudaCheck(cudaMemset(dres, 0, BTC * sizeof(float)));
@@ -359,7 +324,7 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
         // mm_out, with dropout), and the start of d(residual2)
         const float* dproj = dres;
         if (drop) {
-            dropout_apply(model->mm_out, dres, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_MLP), drop);
+            dropout_apply(model->mm_out, dres, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop);
             dproj = model->mm_out;
         }
         matmul_backward(model->dbuf4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c, scr, dproj,
@@ -373,19 +338,19 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
         // the start of d(residual)
         dproj = dres;
         if (drop) {
-            dropout_apply(model->mm_out, dres, BTC, dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN_PROJ), drop);
+            dropout_apply(model->mm_out, dres, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop);
             dproj = model->mm_out;
         }
         matmul_backward(model->dbuf, g.attprojw + l * c * c, g.attprojb + l * c, scr, dproj, a.atty + l * BTC,
                         p.attprojw + l * c * c, (int)BT, C, C);
         attention_backward(model->dbuf4, model->dbuf, a.qkv + l * BTC * 3, a.atty + l * BTC, a.att_lse + l * BT * NH,
-                           &model->attn, drop, drop ? dropout_key(model->seed, model->dropout_step, l, DROPOUT_SITE_ATTN) : 0, B, T, NH, HS);
+                           &model->attn, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, NH, HS);
         matmul_backward(model->dbuf, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL, scr, model->dbuf4,
                         a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
         layernorm_backward(dres, g.ln1w + l * c, g.ln1b + l * c, scr, model->dbuf, residual, p.ln1w + l * c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
-    if (drop) dropout_apply(dres, dres, BTC, dropout_key(model->seed, model->dropout_step, -1, DROPOUT_SITE_EMBED), drop);
+    if (drop) dropout_apply(dres, dres, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop);
     encoder_backward(g.wte, g.wpe, dres, inputs, &model->buckets, B, T, C, Vp);
 }
 
@@ -414,7 +379,7 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
 // Weight noise of training step `step` over the spans of llmc/regularizers.h (not wte's padded
 // rows, not a disabled qkvb): the numbers of train_gpt2.c's add_weight_noise.
 static void add_weight_noise(GPT2* model, float sigma, int step) {
-    uint64_t key = noise_key(model->seed, step);
+    uint64_t key = noise_key(model->reg.seed, step);
     size_t offset = 0;
     const int block = 256;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
@@ -437,11 +402,11 @@ static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int
         cudaCheck(cudaMemcpy(model->clean_memory, model->params_memory, bytes, cudaMemcpyDeviceToDevice));
         add_weight_noise(model, weight_noise, step);
     }
-    model->dropout_step = step;
+    model->reg.step = step;
     gpt2_forward(model, inputs, targets, mask, B, T, 1);
     gpt2_zero_grad(model);
     gpt2_backward(model, inputs, B, T);
-    model->dropout_step = 0;
+    model->reg.step = 0;
     if (weight_noise > 0.0f) {
         cudaCheck(cudaMemcpy(model->params_memory, model->clean_memory, bytes, cudaMemcpyDeviceToDevice));
     }
@@ -553,8 +518,8 @@ static void cuda_allocate(void* m, const TrainConfig* cfg, int B, int T, int kee
     cublasCheck(cublasCreate(&g_cublas));
     cublasCheck(cublasSetMathMode(g_cublas, g_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     gpt2_allocate(model, B, T, cm->attention_kind, keep_logits);
-    model->seed = (uint64_t)cfg->seed;
-    model->dropout = dropout_config(cfg->dropout);
+    model->reg.seed = (uint64_t)cfg->seed;
+    model->reg.dropout = dropout_config(cfg->dropout);
     size_t bytes = model->num_parameters * sizeof(float);
     if (cfg->weight_noise > 0.0f) model->clean_memory = (float*)gpuMalloc(bytes, "the clean parameters (--weight-noise)");
     if (cfg->decay_toward_init) {

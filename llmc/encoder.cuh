@@ -92,11 +92,11 @@ static int encoder_buckets(EncoderBuckets* bk, const int* inp, int BT, int Vp) {
     return num;
 }
 
+// block: threads per block (the trainer's 256; the workbench sweeps it)
 static void encoder_backward(float* dwte, float* dwpe,  // (Vp, C), (maxT, C)
                              const float* dout,         // (B, T, C)
                              const int* inp_host,       // (B, T) host
-                             EncoderBuckets* bk, int B, int T, int C, int Vp) {
-    const int block = 256;
+                             EncoderBuckets* bk, int B, int T, int C, int Vp, int block = 256) {
     wpe_backward_kernel<<<ceil_div((size_t)T * C, block), block>>>(dwpe, dout, B, T, C);
     launchCheck();
     int num = encoder_buckets(bk, inp_host, B * T, Vp);

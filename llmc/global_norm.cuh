@@ -1,6 +1,6 @@
 // llmc/global_norm.cuh: the L2 norm of a float vector in double (the gradient norm for
 // clipping, the parameter norm of the log), deterministic (dev/cuda/global_norm.cu version 2).
-// defines: warp_sum_double, block_sum_double, norm_partial_kernel, norm_final_kernel,
+// defines: warp_sum_double, block_sum_double, block_sum_squares, norm_partial_kernel, norm_final_kernel,
 //          NORM_MAX_BLOCKS, vector_norm
 //
 // A fixed grid, a function of n only, writes one double partial per block; one block adds
@@ -30,13 +30,19 @@ __device__ double block_sum_double(double v) {  // the result is valid in thread
     return r;
 }
 
-__global__ void norm_partial_kernel(double* partial, const float* x, size_t n) {
+// The block's sum of x[i]^2 (double) over its grid-stride share of x: each thread adds its
+// elements in order, then the fixed-shape block reduction (valid in thread 0).
+__device__ double block_sum_squares(const float* x, size_t n) {
     double s = 0.0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         double xi = x[i];
         s += xi * xi;
     }
-    s = block_sum_double(s);
+    return block_sum_double(s);
+}
+
+__global__ void norm_partial_kernel(double* partial, const float* x, size_t n) {
+    double s = block_sum_squares(x, n);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 

@@ -119,6 +119,24 @@ static inline const DropoutConfig* dropout_for_step(const DropoutConfig* d, int 
     return step > 0 && d->p > 0.0f ? d : NULL;
 }
 
+// What a model carries for the regularizers: the run's --seed (every mask and noise draw derives
+// from it), --dropout, and the training step the current forward/backward belongs to (0 during
+// evaluation and sampling: no dropout).
+typedef struct {
+    uint64_t seed;
+    DropoutConfig dropout;
+    int step;
+} RegularizerState;
+
+// The dropout of the current pass (dropout_for_step), and the key of one of its sites.
+static inline const DropoutConfig* regularizer_dropout(const RegularizerState* r) {
+    return dropout_for_step(&r->dropout, r->step);
+}
+
+static inline uint64_t regularizer_site_key(const RegularizerState* r, int layer, int site) {
+    return dropout_key(r->seed, r->step, layer, site);
+}
+
 // ---- host-side helpers of the trainers' main()
 
 #define REGULARIZER_DESC_LEN 160

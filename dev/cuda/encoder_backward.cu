@@ -60,15 +60,7 @@ static void encoder_backward(int version, float* dwte, float* dwpe, const float*
         launchCheck();
         return;
     }
-    wpe_backward_kernel<<<ceil_div((size_t)T * C, block_size), block_size>>>(dwpe, dout, B, T, C);
-    launchCheck();
-    int num = encoder_buckets(bk, h_inp, B * T, Vp);
-    cudaCheck(cudaMemcpy(bk->d_token, bk->token, (size_t)num * sizeof(int), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(bk->d_start, bk->start, ((size_t)num + 1) * sizeof(int), cudaMemcpyHostToDevice));
-    cudaCheck(cudaMemcpy(bk->d_pos, bk->pos, (size_t)B * T * sizeof(int), cudaMemcpyHostToDevice));
-    dim3 grid(num, ceil_div(C, block_size));
-    wte_backward_kernel<<<grid, block_size>>>(dwte, dout, bk->d_token, bk->d_start, bk->d_pos, C);
-    launchCheck();
+    encoder_backward(dwte, dwpe, dout, h_inp, bk, B, T, C, Vp, block_size);  // version 2: llmc/encoder.cuh
 }
 
 static EncoderBuckets buckets_alloc(int BT, int Vp) {

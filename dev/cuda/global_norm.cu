@@ -19,17 +19,14 @@ static double norm_cpu(const float* x, size_t n) {
     return sqrt((double)s);
 }
 
-// warp_sum_double and block_sum_double (the block-wide sum in double, valid in thread 0):
-// llmc/global_norm.cuh
+// warp_sum_double, block_sum_double (the block-wide sum in double, valid in thread 0) and
+// block_sum_squares: llmc/global_norm.cuh
 
 // version 1
+// each block's sum (block_sum_squares, llmc/global_norm.cuh) added with atomicAdd: the order
+// of the blocks' additions, and so the last bits, can change from run to run
 __global__ void norm_kernel1(double* out, const float* x, size_t n) {
-    double s = 0.0;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        double xi = x[i];
-        s += xi * xi;
-    }
-    s = block_sum_double(s);
+    double s = block_sum_squares(x, n);
     if (threadIdx.x == 0) atomicAdd(out, s);
 }
 
