@@ -206,19 +206,10 @@ static void gpt2_free(GPT2* model) {
     for (size_t i = 0; i < sizeof(idev) / sizeof(idev[0]); i++) cudaCheck(cudaFree(idev[i]));
     cudaCheck(cudaFree(model->norm_scratch));
     attention_state_free(&model->attn);
-    free(model->params_host);
-    free(model->dloss);
-    free(model->losses);
-    free(model->argmax);
-    free(model->buckets.token);
-    free(model->buckets.start);
-    free(model->buckets.pos);
-    free(model->buckets.count);
-    free(model->saved_logits);
-    free(model->sample_logits);
-    free(model->m_host);
-    free(model->v_host);
-    free(model->init_host);
+    void* host[] = {model->params_host, model->dloss, model->losses, model->argmax, model->buckets.token,
+                    model->buckets.start, model->buckets.pos, model->buckets.count, model->saved_logits,
+                    model->sample_logits, model->m_host, model->v_host, model->init_host};
+    for (size_t i = 0; i < sizeof(host) / sizeof(host[0]); i++) free(host[i]);
     memset(model, 0, sizeof(*model));
 }
 

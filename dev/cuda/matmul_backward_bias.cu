@@ -18,14 +18,8 @@ static void bias_backward_cpu(float* dbias, const float* dout, int N, int OC) {
     for (int c = 0; c < OC; c++) dbias[c] += (float)s[c];
 }
 
-// version 1
-__global__ void bias_backward_kernel1(float* dbias, const float* dout, int N, int OC) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= OC) return;
-    float s = 0.0f;
-    for (int r = 0; r < N; r++) s += dout[(size_t)r * OC + c];
-    dbias[c] += s;
-}
+// version 1: a thread per column adds all N rows in order, which is the shipped
+// bias_final_kernel (llmc/matmul.cuh) applied to dout itself
 
 // version 2 (llmc/matmul.cuh, the trainer's matmul_backward with block 256):
 // bias_partial_kernel, blocks (32, ny) over 32 columns and a chunk of ROWS_PER_CHUNK rows writing
@@ -34,7 +28,7 @@ __global__ void bias_backward_kernel1(float* dbias, const float* dout, int N, in
 // scratch: ceil(N / ROWS_PER_CHUNK) * OC floats (version 2)
 static void bias_backward(int version, float* dbias, float* scratch, const float* dout, int N, int OC, int block_size) {
     if (version == 1) {
-        bias_backward_kernel1<<<ceil_div(OC, block_size), block_size>>>(dbias, dout, N, OC);
+        bias_final_kernel<<<ceil_div(OC, block_size), block_size>>>(dbias, dout, N, OC);
         launchCheck();
         return;
     }
