@@ -2,9 +2,11 @@
 train_gpt2.c: the CPU reference trainer for GPT-2 (fp32, C with OpenMP).
 
 This file holds the layers (forward and, right below each, its backward), the
-model, AdamW, and the main loop. Everything shared with the CUDA trainer
-(config, checkpoint, data, tokenizer, RNG, schedule, sampler, flags, log,
-training state, parity files) lives in llmc/.
+model, AdamW, and the TrainerBackend that plugs this model into the training run
+of llmc/train_driver.h (main is one call). Everything shared with the CUDA
+trainer (the run itself, config, checkpoint, data, tokenizer, RNG, schedule,
+sampler, flags, log, training state, parity files, loss bookkeeping, the
+activation layout) lives in llmc/.
 
 Rules the code follows:
 - Every `_backward` ACCUMULATES into its gradient outputs with `+=`; the caller

@@ -2,8 +2,9 @@
 train_gpt2_fp32.cu: the fp32 CUDA trainer for GPT-2 (cuBLAS for the matmuls).
 
 It takes the same flags, parity files, log, checkpoints and training-state files
-as train_gpt2.c (the CPU reference): both share llmc/ for everything that is not
-a layer or the main loop, so a run started on one trainer resumes on the other.
+as train_gpt2.c (the CPU reference): both run the training run of
+llmc/train_driver.h and share llmc/ for everything that is not a layer, so a run
+started on one trainer resumes on the other.
 This file holds the GPU model and its TrainerBackend; the kernels are in
 llmc/<layer>.cuh, one header per layer, each the shipped version of its workbench in
 dev/cuda/ (which includes the same header, so the checks and benchmarks there
