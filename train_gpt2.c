@@ -417,8 +417,8 @@ static inline float exp_nonpositive(float x) {
 // and sech^2 u = 1 - tanh^2 u = 4 t / (1 + t)^2. Written this way every factor keeps its
 // relative accuracy (1 + tanh u for u << 0 is not a difference of two numbers near 1), there is
 // no cosh to overflow, and the loop vectorizes (libm's scalar tanhf was ~40% of a mod97 step).
-// -2|u| is clamped at -87 (exp_nonpositive's range; t = 2^-126 there, so the factor is 1 or
-// ~1e-38), and so is a NaN (x carries it into the result: a NaN input stays NaN).
+// |u| is capped at 43.5, so -2|u| >= -87 (exp_nonpositive's range; t = 2^-126 there, so the factor
+// is 1 or ~1e-38), and so is a NaN's (x carries it into the result: a NaN input stays NaN).
 typedef struct {
     float half_one_plus_tanh;  // 0.5 (1 + tanh u)
     float sech2;               // 1 - tanh^2 u
@@ -426,13 +426,19 @@ typedef struct {
 
 static inline GeluTanh gelu_tanh(float x) {
     float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-    float z = -2.0f * fabsf(u);
-    z = z > -87.0f ? z : -87.0f;  // also NaN -> -87: exp_nonpositive must never see a NaN
-    float t = exp_nonpositive(z);
-    float s = 1.0f / (1.0f + t);
+    // |u| capped at 43.5 on its bits: for a non-negative float (NaN and inf included) the integer
+    // order is the float order, an integer select vectorizes where a float clamp does not, and a
+    // NaN or inf becomes 43.5 too (exp_nonpositive must never see them)
+    float a = fabsf(u);
+    int32_t ai;
+    memcpy(&ai, &a, sizeof(ai));
+    ai = ai < 0x422E0000 ? ai : 0x422E0000;  // the bits of 43.5f
+    memcpy(&a, &ai, sizeof(a));
+    float t = exp_nonpositive(-2.0f * a);
+    float s = 1.0f / (1.0f + t), ts = t * s;  // both computed: a select, not a branch, so it vectorizes
     GeluTanh g;
-    g.half_one_plus_tanh = u >= 0.0f ? s : t * s;
-    g.sech2 = 4.0f * t * s * s;
+    g.half_one_plus_tanh = u >= 0.0f ? s : ts;
+    g.sech2 = 4.0f * ts * s;
     return g;
 }
 
