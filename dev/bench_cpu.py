@@ -12,7 +12,10 @@ T x T (the causal half is not subtracted). Embedding lookups, LayerNorm, GELU, s
 are not counted. For d4 at B=4, T=256 that is 46.0 GFLOP per step.
 
 Each trainer runs --warmup steps first (not timed: page faults, torch.compile's compilation),
-then --steps timed steps; the table reports the median step. The C trainer's step time comes
+then --steps timed steps; the table reports the median step and the peak resident memory. When
+the environment sets OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE (this machine kind sets Haswell, the
+AVX2 kernel), a second C row runs with both removed for that one command, so OpenBLAS picks the
+kernel for the CPU (SkylakeX, AVX-512, where it has it); the tests and CI never change them. The C trainer's step time comes
 from its log (tokens_per_s of each step). Nothing is written besides a temporary folder and,
 with --out, the table.
 Usage: python -m dev.bench_cpu [--threads 2] [--steps 8] [--warmup 2] [--skip-compile] [--out FILE]
@@ -58,23 +61,37 @@ def flops_per_step(cfg, B, T):
     return B * T * (6 * n_mm + 12 * L * T * C)
 
 
-def bench_c(model_path, data_path, args, tmp):
+def bench_c(model_path, data_path, args, tmp, env=None, tag="c_run"):
+    """The C trainer's timed steps (ms), its table name (with the OpenBLAS kernel it ran) and its
+    peak resident memory in MiB; env replaces the environment (the unset-kernel row)."""
     exe = os.path.join(REPO, "train_gpt2")
     r = subprocess.run(["make", "-s", "train_gpt2"], cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
         raise UserError(f"make train_gpt2 failed:\n{r.stderr}")
-    out = os.path.join(tmp, "c_run")
+    out = os.path.join(tmp, tag)
     cmd = [exe, "--model", model_path, "-i", data_path, "-b", str(args.batch_size), "-t", str(args.seq_len),
            "--steps", str(args.warmup + args.steps), "-v", "0", "-s", "0", "--threads", str(args.threads),
            "-o", out, "--lr-schedule", "constant"]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise UserError(f"train_gpt2 failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    # wait4 on this one child gives its own peak resident memory (ru_maxrss, KiB on Linux)
+    with open(os.path.join(tmp, tag + ".out"), "w+") as fo, open(os.path.join(tmp, tag + ".err"), "w+") as fe:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fo, stderr=fe, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            fo.seek(0)
+            fe.seek(0)
+            raise UserError(f"train_gpt2 failed:\n{fo.read()[-2000:]}\n{fe.read()[-2000:]}")
     records = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     steps = [rec for rec in records if "tokens_per_s" in rec][args.warmup:]
     ms = [1e3 * args.batch_size * args.seq_len / rec["tokens_per_s"] for rec in steps]
     blas = records[0]["config"]["blas"]
-    return ms, f"train_gpt2 (C, {blas.split(' (')[0]})"
+    return ms, f"train_gpt2 (C, {blas.split(' (')[0]})", usage.ru_maxrss / 1024
+
+
+def peak_rss_mib():
+    """This process's peak resident memory so far, in MiB (ru_maxrss is KiB on Linux)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_torch(model_path, batch, args, compiled):
@@ -127,19 +144,27 @@ def main(argv=None):
         print(f"bench: {args.config} (L={cfg.n_layer} NH={cfg.n_head} C={cfg.n_embd} V={cfg.vocab_size}), "
               f"B={B} T={T}, {args.threads} threads, {args.warmup} warmup + {args.steps} timed steps each",
               flush=True)
-        ms, name = bench_c(model_path, data_path, args, tmp)
-        rows.append((name, ms))
+        ms, name, rss = bench_c(model_path, data_path, args, tmp)
+        rows.append((name, ms, rss))
         print(f"  {name}: median {statistics.median(ms):.1f} ms/step", flush=True)
+        # the same trainer with OpenBLAS choosing its kernel for the CPU: OPENBLAS_CORETYPE and
+        # OPENBLAS_L2_SIZE removed for this one command (never in the tests or CI)
+        if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
+            env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+            ms, name, rss = bench_c(model_path, data_path, args, tmp, env=env, tag="c_run_unset")
+            name = name[:-1] + "; OPENBLAS_* unset)"
+            rows.append((name, ms, rss))
+            print(f"  {name}: median {statistics.median(ms):.1f} ms/step", flush=True)
         ms = bench_torch(model_path, batch, args, compiled=False)
-        rows.append(("PyTorch eager", ms))
+        rows.append(("PyTorch eager", ms, peak_rss_mib()))
         print(f"  PyTorch eager: median {statistics.median(ms):.1f} ms/step", flush=True)
         if not args.skip_compile:
             t0 = time.perf_counter()
             ms = bench_torch(model_path, batch, args, compiled=True)
-            rows.append(("torch.compile", ms))
+            rows.append(("torch.compile", ms, peak_rss_mib()))
             print(f"  torch.compile: median {statistics.median(ms):.1f} ms/step "
                   f"(warmup incl. compilation {time.perf_counter() - t0 - sum(ms) / 1e3:.0f} s)", flush=True)
-    eager = statistics.median(rows[1][1])
+    eager = statistics.median(next(r[1] for r in rows if r[0] == "PyTorch eager"))
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     cpu = platform.processor() or "cpu"
@@ -156,13 +181,17 @@ def main(argv=None):
         f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end (other work on "
         f"the machine slows every trainer)",
         "",
-        f"| {'trainer':<34} | {'ms/step':>8} | {'min ms':>7} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'vs eager':>8} |",
-        f"|{'-' * 36}|{'-' * 10}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 10}|",
+        f"| {'trainer':<34} | {'ms/step':>8} | {'min ms':>7} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'vs eager':>8} "
+        f"| {'peak RSS':>9} |",
+        f"|{'-' * 36}|{'-' * 10}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 11}|",
     ]
-    for name, ms in rows:
+    for name, ms, rss in rows:
         med = statistics.median(ms)
         lines.append(f"| {name:<34} | {med:>8.1f} | {min(ms):>7.1f} | {B * T / med * 1e3:>9.0f} | "
-                     f"{flops / med / 1e6:>8.1f} | {eager / med:>7.2f}x |")
+                     f"{flops / med / 1e6:>8.1f} | {eager / med:>7.2f}x | {rss:>5.0f} MiB |")
+    lines.append("")
+    lines.append("peak RSS: the C trainer's own process (wait4); PyTorch's is this Python process's peak so far "
+                 "(torch and the benchmark's data included; torch.compile's row includes eager's run before it)")
     text = "\n".join(lines)
     print()
     print(text)
