@@ -19,73 +19,18 @@ Run: python -m pytest -q tests/test_cpu_train.py
 
 import shutil
 
-import numpy as np
 import pytest
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint
 from dev.configs import NAMED_CONFIGS
-from dev.model import GPT
-from dev.parity_files import read_parity_losses, write_parity_batch
-from helpers import (ADAMW_OPT, ADAMW_STEPS, assert_close, assert_fp32_accurate,
-                     check_samples_print_valid_utf8, example_data, fp32_reference, log_values, lr_at,
-                     make_checkpoint, optimizer_flags, read_log, run_trainer, same_files, step_records,
-                     token_data, torch_train_steps, trainer)
+from helpers import (check_adamw_steps_match_torch, check_samples_print_valid_utf8, example_data, log_values,
+                     make_checkpoint, run_trainer, same_files, token_data, trainer)
 
 
 # grad_clip sits inside the range of the gradient norms of these batches (1.4-1.7 and 1.8-2.2),
 # so some steps are clipped and some are not.
 @pytest.mark.parametrize("decay_params,masked,grad_clip", [("all", False, 1.5), ("matrices", True, 2.0)])
 def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
-    config = NAMED_CONFIGS["tiny"]
-    model_path = tmp_path / "model.bin"
-    make_checkpoint(model_path, config, seed=5, scale=0.05)
-    rng = np.random.default_rng(9)
-    B, T = 4, 32
-    x = rng.integers(0, config.vocab_size, (B, T))
-    y = rng.integers(0, config.vocab_size, (B, T))
-    mask = (rng.random((B, T)) < 0.5).astype(np.int32) if masked else None
-    write_parity_batch(tmp_path / "batch.bin", x, y, mask)
-    out = tmp_path / "run"
-    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", ADAMW_STEPS,
-                "--parity-losses", tmp_path / "losses.bin", "-o", out,
-                *optimizer_flags(**ADAMW_OPT, grad_clip=grad_clip, decay_params=decay_params))
-    c_losses = read_parity_losses(tmp_path / "losses.bin")
-
-    def reference_run(model):
-        losses, norms = torch_train_steps(model, x, y, ADAMW_STEPS, decay_params=decay_params, mask=mask,
-                                          grad_clip=grad_clip, **ADAMW_OPT)
-        return dict(model.params_numpy(), losses=losses, norms=norms)
-
-    ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_run)
-    ref_norms = ref64["norms"]
-    assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), \
-        f"the test should clip on some steps and not on others; norms {ref_norms}"
-    assert_fp32_accurate("losses", c_losses, ref64, runs32)
-
-    log = step_records(read_log(out / "log.jsonl"))
-    assert [r["step"] for r in log] == list(range(1, ADAMW_STEPS + 1))
-    want_lr = [lr_at(s, ADAMW_OPT["lr"], ADAMW_OPT["warmup"], ADAMW_STEPS, ADAMW_OPT["schedule"],
-                     ADAMW_OPT["min_lr_frac"]) for s in range(1, ADAMW_STEPS + 1)]
-    assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
-    assert_fp32_accurate("norms", [r["grad_norm"] for r in log], ref64, runs32)
-    # %.9g in the log round-trips float32 exactly
-    assert np.array_equal(np.float32([r["train_loss"] for r in log]), c_losses)
-
-    _, c_params = read_checkpoint(out / f"model_{ADAMW_STEPS:06d}.bin")
-    C = config.n_embd
-    for name in PARAM_NAMES:
-        keep = None
-        if name == "qkvb":
-            # The key bias (columns C..2C) has a true gradient of zero: q.(k + b) adds the same
-            # q.b to every score of a row, and softmax ignores that. Its computed gradient is
-            # rounding noise, which AdamW normalizes into steps of up to ~lr in either direction,
-            # so two correct implementations (and float64) drift apart there by up to lr * steps.
-            # Elsewhere the float64 comparison holds.
-            assert_close("qkvb key block", c_params[name][:, C:2 * C], ref64[name][:, C:2 * C],
-                         ADAMW_OPT["lr"] * ADAMW_STEPS)
-            keep = np.ones(c_params[name].shape, dtype=bool)
-            keep[:, C:2 * C] = False
-        assert_fp32_accurate(f"{name} after {ADAMW_STEPS} steps", c_params[name], ref64, runs32, keep, key=name)
+    check_adamw_steps_match_torch(tmp_path, NAMED_CONFIGS["tiny"], decay_params, masked, grad_clip)
 
 
 # ---- determinism and resume on shards -------------------------------------------------------

@@ -30,15 +30,13 @@ import shutil
 import numpy as np
 import pytest
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint
+from dev.checkpoint import read_checkpoint
 from dev.configs import NAMED_CONFIGS
-from dev.model import GPT
-from dev.parity_files import read_parity_losses, write_parity_batch
-from helpers import (ADAMW_OPT, ADAMW_STEPS, assert_close, assert_fp32_accurate, assert_run_within_spread,
-                     BACKENDS, check_samples_print_valid_utf8, cuda_trainer, example_data,
-                     FP32_PERTURBATION_SEEDS, fp32_reference, log_values, lr_at, make_checkpoint,
-                     optimizer_flags, read_log, run_trainer, same_files, step_records, token_data,
-                     torch_train_steps, write_perturbed_checkpoint)
+from dev.parity_files import write_parity_batch
+from helpers import (assert_run_within_spread, BACKENDS, check_adamw_steps_match_torch,
+                     check_samples_print_valid_utf8, cuda_trainer, example_data, FP32_PERTURBATION_SEEDS,
+                     log_values, make_checkpoint, read_log, run_trainer, same_files, step_records, token_data,
+                     write_perturbed_checkpoint)
 
 TINY = NAMED_CONFIGS["tiny"]
 TRAIN_LR = 3e-3
@@ -47,46 +45,8 @@ TRAIN_LR = 3e-3
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("decay_params,masked,grad_clip", [("all", False, 1.5), ("matrices", True, 2.0)])
 def test_adamw_steps_match_torch(tmp_path, backend, decay_params, masked, grad_clip):
-    binary = cuda_trainer(backend)
-    model_path = tmp_path / "model.bin"
-    make_checkpoint(model_path, TINY, seed=5, scale=0.05)
-    rng = np.random.default_rng(9)
-    B, T = 4, 32
-    x = rng.integers(0, TINY.vocab_size, (B, T))
-    y = rng.integers(0, TINY.vocab_size, (B, T))
-    mask = (rng.random((B, T)) < 0.5).astype(np.int32) if masked else None
-    write_parity_batch(tmp_path / "batch.bin", x, y, mask)
-    out = tmp_path / "run"
-    run_trainer("--model", model_path, "--parity-batch", tmp_path / "batch.bin", "--steps", ADAMW_STEPS,
-                "--parity-losses", tmp_path / "losses.bin", "-o", out, "--tf32", 0,
-                *optimizer_flags(**ADAMW_OPT, grad_clip=grad_clip, decay_params=decay_params), binary=binary)
-    losses = read_parity_losses(tmp_path / "losses.bin")
-
-    def reference_run(model):
-        ref_losses, norms = torch_train_steps(model, x, y, ADAMW_STEPS, decay_params=decay_params, mask=mask,
-                                              grad_clip=grad_clip, **ADAMW_OPT)
-        return dict(model.params_numpy(), losses=ref_losses, norms=norms)
-
-    ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_run)
-    ref_norms = ref64["norms"]
-    assert (ref_norms > grad_clip).any() and (ref_norms < grad_clip).any(), f"clip on some steps only: {ref_norms}"
-    assert_fp32_accurate("losses", losses, ref64, runs32)
-    log = step_records(read_log(out / "log.jsonl"))
-    assert [r["step"] for r in log] == list(range(1, ADAMW_STEPS + 1))
-    want_lr = [lr_at(s, ADAMW_OPT["lr"], ADAMW_OPT["warmup"], ADAMW_STEPS, ADAMW_OPT["schedule"],
-                     ADAMW_OPT["min_lr_frac"]) for s in range(1, ADAMW_STEPS + 1)]
-    assert_close("logged lr", [r["lr"] for r in log], want_lr, 1e-9)
-    assert_fp32_accurate("logged grad_norm", [r["grad_norm"] for r in log], ref64, runs32, key="norms")
-    _, params = read_checkpoint(out / f"model_{ADAMW_STEPS:06d}.bin")
-    C = TINY.n_embd
-    for name in PARAM_NAMES:
-        keep = None
-        if name == "qkvb":  # the key bias: rounding-noise gradient (see tests/test_cpu_train.py)
-            assert_close("qkvb key block", params[name][:, C:2 * C], ref64[name][:, C:2 * C],
-                         ADAMW_OPT["lr"] * ADAMW_STEPS)
-            keep = np.ones(params[name].shape, dtype=bool)
-            keep[:, C:2 * C] = False
-        assert_fp32_accurate(f"{name} after {ADAMW_STEPS} steps", params[name], ref64, runs32, keep, key=name)
+    check_adamw_steps_match_torch(tmp_path, TINY, decay_params, masked, grad_clip, binary=cuda_trainer(backend),
+                                  extra=("--tf32", 0))
 
 
 def train(binary, tmp_path, out, data_args, steps, extra=(), tf32=0):

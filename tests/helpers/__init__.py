@@ -13,16 +13,18 @@ another test file. The modules, in the order the data flows:
                assert_fp32_accurate, perturb_one_ulp, write_perturbed_checkpoint,
                assert_run_within_spread) and the one-pass checks (reference_pass,
                transformers_pass, check_one_pass, hf_grads)
+  adamw        the 10-step AdamW comparison both trainers run (check_adamw_steps_match_torch)
   regularizers the regularizer parity procedures of tests/test_regularizers.py and
                tests/test_gpu_regularizers.py (REG_CASES, train_parity_steps, compare_params, ...)
   bad_inputs   the bad-input table of tests/test_cpu_errors.py and tests/test_gpu_errors.py
-               (BAD_INPUT_CASES, case_args, base_args)
+               (BAD_INPUT_CASES, case_args, base_args, assert_clear_error)
 Each module's docstring lists what it provides. The helpers' own tests are tests/test_helpers.py.
 `python -m tests.helpers FP32_ERROR_LOG...` (from the repository root) summarizes the error logs
 written with FP32_ERROR_LOG=file (see compare.FP32_ERROR_FACTOR).
 """
 
-from .bad_inputs import BAD_INPUT_CASES, base_args, case_args, corrupt_model
+from .adamw import check_adamw_steps_match_torch
+from .bad_inputs import BAD_INPUT_CASES, assert_clear_error, base_args, case_args, corrupt_model
 from .compare import (FP32_ERROR_FACTOR, FP32_FLOOR_ULPS, FP32_PERTURBATION_SEEDS, assert_close,
                       assert_fp32_accurate, assert_run_within_spread, check_one_pass, fp32_reference,
                       grad_tolerance, hf_grads, perturb_one_ulp, reference_pass, transformers_pass,
@@ -38,7 +40,8 @@ from .trainers import (BACKENDS, EMU_DIR, REPO, asan_trainer, check_samples_prin
                        run_trainer, skip_without_gpu, trainer, workbench)
 
 __all__ = [
-    "BAD_INPUT_CASES", "base_args", "case_args", "corrupt_model",
+    "check_adamw_steps_match_torch",
+    "BAD_INPUT_CASES", "assert_clear_error", "base_args", "case_args", "corrupt_model",
     "FP32_ERROR_FACTOR", "FP32_FLOOR_ULPS", "FP32_PERTURBATION_SEEDS", "assert_close",
     "assert_fp32_accurate", "assert_run_within_spread", "check_one_pass", "fp32_reference",
     "grad_tolerance", "hf_grads", "perturb_one_ulp", "reference_pass", "transformers_pass",

@@ -7,6 +7,9 @@ with a clear message (tests/test_cpu_errors.py, tests/test_gpu_errors.py).
                             (tests/conftest.py): model.bin, train.bin, val.bin
   base_args(d, **override)  the valid command line that each case breaks in one place
   corrupt_model(d, how)     a copy of d/model.bin truncated or with a bad header slot
+  assert_clear_error(r, name, want)
+                            the run r (a CompletedProcess) of case `name` exited 1 with an
+                            `error:` line naming each of `want`, and no crash or sanitizer output
 """
 
 import numpy as np
@@ -239,3 +242,13 @@ BAD_INPUT_CASES = [
     "tokenizer version 1 without GPT-2's EOT", "tokenizer of another vocabulary",
     "parity batch whose size wraps", "example shard with a huge E",
 ]
+
+
+def assert_clear_error(r, name, want):
+    assert r.returncode == 1, f"{name}: exit {r.returncode} (negative = killed by a signal)\n{r.stderr}"
+    err = r.stderr
+    assert err.startswith("error: ") or "\nerror: " in err, f"{name}: no 'error:' line in\n{err}"
+    for s in want:
+        assert s in err, f"{name}: the message should mention {s!r}:\n{err}"
+    for bad in ("Traceback", "Sanitizer", "Segmentation", "core dumped"):
+        assert bad not in err
