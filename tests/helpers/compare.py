@@ -88,7 +88,7 @@ def grad_tolerance(ref):
 # Measured on 2026-12-03 (Intel Xeon; OpenBLAS's Haswell, SkylakeX and Zen kernels and its default;
 # USE_BLAS=0), over every tensor of every test that uses the rule: our error / the ensemble's was at
 # most 1.8 (one pass: at most 1.0); with the CPU GELU computed through exp (the same day), at most
-# 2.9 (one pass: 0.84) under Haswell, SkylakeX and USE_BLAS=0. FP32_ERROR_FACTOR = 8 leaves 2.8x.
+# 2.9 (one pass: 0.84) under all five settings. FP32_ERROR_FACTOR = 8 leaves 2.8x.
 # A wrong optimizer detail is far outside it: the trainer run with lr 0.1% off, beta2 0.951 or eps
 # 1e-7 gives 14, 12 and 270
 # (tests/test_regularizers.py checks that these fail), dropout masks of another seed ~1e6.
