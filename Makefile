@@ -4,7 +4,8 @@
 #   make train_gpt2 USE_BLAS=0 CPU trainer with the plain C matmul loops only
 #   make asan                  train_gpt2_asan: AddressSanitizer + UBSan build
 #   make test                  the README's test command (bash dev/test.sh)
-#   make bench-cpu             C trainer vs PyTorch eager and torch.compile (d4)
+#   make bench-cpu             C trainer vs PyTorch eager and torch.compile (d4, mod97 on 1 and 2
+#                              threads); the table goes to dev/results/bench_cpu.md
 #   make clean
 #
 # Detection prints what it found. OpenBLAS comes from the PyPI wheel
@@ -105,7 +106,7 @@ test:
 	bash dev/test.sh
 
 bench-cpu: train_gpt2
-	$(PYTHON) -m dev.bench_cpu
+	$(PYTHON) -m dev.bench_cpu --out dev/results/bench_cpu.md
 
 clean:
 	rm -f train_gpt2 train_gpt2_asan

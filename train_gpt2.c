@@ -10,20 +10,21 @@ activation layout) lives in llmc/.
 
 Rules the code follows:
 - Every `_backward` ACCUMULATES into its gradient outputs with `+=`; the caller
-  zeroes them (gpt2_zero_grad). The one exception is the classifier:
-  softmax_crossentropy_backward writes dlogits over the probabilities in place
-  (=), saving a (B, T, Vp) buffer.
+  zeroes them (gpt2_zero_grad) before the forward pass, because the classifier
+  is fused: classifier_chunks computes the logits, softmax, loss and the
+  classifier's gradients (dlnf, dwte) chunk of positions by chunk, so no
+  (B, T, Vp) logits buffer exists (gpt2_forward with_backward).
 - gpt2_backward is gpt2_forward read backwards, layer by layer.
 - Results depend neither on timing nor on the thread count: every parallel
   loop writes disjoint outputs, every reduction runs in a fixed order, and the
   work is split into pieces whose boundaries are fixed by the shapes alone
-  (sgemm_rows), so runs with the same seed and binary are bit-identical with
+  (sgemm_tiled), so runs with the same seed and binary are bit-identical with
   any number of threads and any OpenBLAS kernel.
 - Matmuls go through cblas_sgemm when built with USE_BLAS (the Makefile finds
   OpenBLAS); `make train_gpt2 USE_BLAS=0` uses the plain loops kept below as
   the readable reference. With BLAS, OpenBLAS runs single-threaded inside the
   OpenMP threads (each call multiplies one fixed tile of rows, see
-  sgemm_rows), so there is one thread pool and no oversubscription.
+  sgemm_tiled), so there is one thread pool and no oversubscription.
 - No fast-math: the Makefile compiles with -O3 and without -ffast-math, which
   breaks gelu_backward (llm.c got NaN there) and our NaN-loss check (isfinite
   is assumed true under -ffinite-math-only).
@@ -179,12 +180,12 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
 }
 
 #ifdef USE_BLAS
-// Row tiles of sgemm_rows: at most SGEMM_MAX_TILES tiles of at least SGEMM_MIN_TILE_ROWS rows
-// (a multiple of 16), a function of M alone. OpenBLAS rounds a row differently depending on the
-// shape of the call it is part of (edge kernels, small-matrix paths), so the tiles, not the
-// threads, decide the calls: every thread count makes the same calls with the same shapes and
-// offsets, and gets the same bits with any OpenBLAS kernel. Each tile re-packs the shared
-// operand, so tiles are few and large; 8 of them keep up to 8 threads busy.
+// Tiles of sgemm_tiled: at most SGEMM_MAX_TILES tiles of at least SGEMM_MIN_TILE_ROWS rows (or
+// columns; a multiple of 16), a function of the tiled extent alone. OpenBLAS rounds an element
+// differently depending on the shape of the call it is part of (edge kernels, small-matrix paths),
+// so the tiles, not the threads, decide the calls: every thread count makes the same calls with
+// the same shapes and offsets, and gets the same bits with any OpenBLAS kernel. Each tile re-packs
+// the operand the tiles share, so tiles are few and large; 8 of them keep up to 8 threads busy.
 #define SGEMM_MAX_TILES 8
 #define SGEMM_MIN_TILE_ROWS 128
 static int sgemm_tile_rows(int M) {
@@ -193,21 +194,36 @@ static int sgemm_tile_rows(int M) {
     return rows < SGEMM_MIN_TILE_ROWS ? SGEMM_MIN_TILE_ROWS : rows;
 }
 
-// C (M, N) = op(A) op(B) + beta * C, row-major, as one single-threaded cblas_sgemm call per
-// row tile (sgemm_tile_rows), the tiles shared out over the OpenMP threads.
+// C (M, N) = op(A) op(B) + beta * C, row-major, as one single-threaded cblas_sgemm call per tile,
+// the tiles shared out over the OpenMP threads. The tiles cut the rows of C (sgemm_tile_rows(M)),
+// or its columns when C is wider than tall (the classifier's chunk of logits, a few hundred rows
+// by the vocabulary): then each tile packs only its own part of B.
 // transA: A is stored (K, M) instead of (M, K). transB: B is stored (N, K).
-static void sgemm_rows(int transA, int transB, int M, int N, int K,
-                       const float* A, int lda, const float* Bm, int ldb,
-                       float beta, float* Cm, int ldc) {
-    int tile = sgemm_tile_rows(M);
-    int tiles = (M + tile - 1) / tile;
+static void sgemm_tiled(int transA, int transB, int M, int N, int K,
+                        const float* A, int lda, const float* Bm, int ldb,
+                        float beta, float* Cm, int ldc) {
+    int by_cols = N > M;
+    int extent = by_cols ? N : M;
+    int tile = sgemm_tile_rows(extent);
+    int tiles = (extent + tile - 1) / tile;
     #pragma omp parallel for schedule(static) if (tiles > 1 && (size_t)M * N * K >= PAR_MIN_WORK * 64)
     for (int i = 0; i < tiles; i++) {
-        int m0 = i * tile, m1 = m0 + tile < M ? m0 + tile : M;
-        const float* a = transA ? A + m0 : A + (size_t)m0 * lda;
+        int e0 = i * tile, e1 = e0 + tile < extent ? e0 + tile : extent;
+        const float* a = A;
+        const float* b = Bm;
+        float* c = Cm;
+        int m = M, n = N;
+        if (by_cols) {
+            b = transB ? Bm + (size_t)e0 * ldb : Bm + e0;
+            c = Cm + e0;
+            n = e1 - e0;
+        } else {
+            a = transA ? A + e0 : A + (size_t)e0 * lda;
+            c = Cm + (size_t)e0 * ldc;
+            m = e1 - e0;
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans, m1 - m0, N, K, 1.0f, a, lda,
-                    Bm, ldb, beta, Cm + (size_t)m0 * ldc, ldc);
+                    transB ? CblasTrans : CblasNoTrans, m, n, K, 1.0f, a, lda, b, ldb, beta, c, ldc);
     }
 }
 #endif
@@ -218,7 +234,7 @@ static void matmul_forward(float* out,                              // (N, OC)
                            const float* weight, const float* bias,  // (OC, IC), (OC) or NULL
                            int N, int IC, int OC) {
 #ifdef USE_BLAS
-    sgemm_rows(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
+    sgemm_tiled(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
     if (bias != NULL) {
         #pragma omp parallel for if ((size_t)N * OC >= PAR_MIN_WORK)
         for (int n = 0; n < N; n++) {
@@ -247,8 +263,8 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
                             const float* inp, const float* weight,      // (N, IC), (OC, IC)
                             int N, int IC, int OC) {
 #ifdef USE_BLAS
-    sgemm_rows(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);     // dinp += dout @ weight
-    sgemm_rows(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);     // dweight += dout^T @ inp
+    sgemm_tiled(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);     // dinp += dout @ weight
+    sgemm_tiled(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);     // dweight += dout^T @ inp
 #else
     #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int n = 0; n < N; n++) {
@@ -435,15 +451,26 @@ static inline GeluTanh gelu_tanh(float x) {
     ai = ai < 0x422E0000 ? ai : 0x422E0000;  // the bits of 43.5f
     memcpy(&a, &ai, sizeof(a));
     float t = exp_nonpositive(-2.0f * a);
-    float s = 1.0f / (1.0f + t), ts = t * s;  // both computed: a select, not a branch, so it vectorizes
+    float s = 1.0f / (1.0f + t);
+    // 0.5 (1 + tanh u) = num * s with num = 1 for u >= 0 and t for u < 0, num chosen on the bits
+    // by u's sign: GCC makes a branch of `u >= 0 ? s : t * s` on some targets (-march=znver3 when
+    // the caller needs no sech2), and a branch stops the loop from vectorizing (scalar, gelu_forward
+    // was 17% of a mod97 step). u = -0 takes t = 1, so num * s = s either way.
+    int32_t ub, tb, num_bits, one_bits = 0x3F800000;  // the bits of 1.0f
+    memcpy(&ub, &u, sizeof(ub));
+    memcpy(&tb, &t, sizeof(tb));
+    int32_t negative = ub >> 31;  // all ones when u's sign bit is set (arithmetic shift)
+    num_bits = (tb & negative) | (one_bits & ~negative);
+    float num;
+    memcpy(&num, &num_bits, sizeof(num));
     GeluTanh g;
-    g.half_one_plus_tanh = u >= 0.0f ? s : ts;
-    g.sech2 = 4.0f * ts * s;
+    g.half_one_plus_tanh = num * s;
+    g.sech2 = 4.0f * (t * s) * s;
     return g;
 }
 
 static void gelu_forward(float* out, const float* inp, size_t N) { // (N), (N)
-    #pragma omp parallel for if (N >= PAR_MIN_WORK)
+    #pragma omp parallel for simd if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
         out[i] = x * gelu_tanh(x).half_one_plus_tanh;
@@ -453,7 +480,7 @@ static void gelu_forward(float* out, const float* inp, size_t N) { // (N), (N)
 // d gelu / dx = 0.5 (1 + tanh u) + 0.5 x sech^2(u) du/dx. This is the function -ffast-math
 // breaks, so nothing here uses it.
 static void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) { // (N) x3
-    #pragma omp parallel for if (N >= PAR_MIN_WORK)
+    #pragma omp parallel for simd if (N >= PAR_MIN_WORK)
     for (size_t i = 0; i < N; i++) {
         float x = inp[i];
         GeluTanh g = gelu_tanh(x);
@@ -483,19 +510,20 @@ static void dropout_apply(float* x, size_t n, uint64_t key, const DropoutConfig*
     for (size_t i = 0; i < n; i++) { x[i] *= dropout_factor(key, i, d->threshold, d->scale); }
 }
 
-// In place: probs holds the logits on entry and the probabilities on return
-// (softmax over the first V of the Vp columns; the padded columns get
-// probability 0). Also the loss -log p[target] of every position and, when
-// argmax != NULL, the first index of the largest of the first V logits. (One
-// pointer for both on purpose: with two, GCC guards the vectorized exp loop
-// with an overlap check that in-place use always fails.)
-static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), (B*T) or NULL
-                                         float* probs,                // (B*T, Vp) logits in, probabilities out
-                                         const int* targets,          // (B*T)
-                                         int N, int V, int Vp) {
-    #pragma omp parallel for if ((size_t)N * Vp >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
-        float* p = probs + (size_t)n * Vp;
+// In place over n rows of logits: the softmax over the first V of the Vp columns (the padded
+// columns get 0), the loss -log p[target] of every row and, when argmax != NULL, the first index
+// of the largest of the first V logits. With dloss != NULL the rows become the gradient of the
+// loss instead of the probabilities: dlogits[r, v] = (p[r, v] - [v == target]) * dloss[r]. (One
+// pointer for logits in and probabilities or gradients out on purpose: with two, GCC guards the
+// vectorized exp loop with an overlap check that in-place use always fails.)
+static void softmax_crossentropy(float* losses, int* argmax,  // (n), (n) or NULL
+                                 float* probs,                // (n, Vp) logits in, probabilities or dlogits out
+                                 const int* targets,          // (n)
+                                 const float* dloss,          // (n) d(mean loss)/d(loss[r]), or NULL
+                                 int n, int V, int Vp) {
+    #pragma omp parallel for if ((size_t)n * Vp >= PAR_MIN_WORK)
+    for (int r = 0; r < n; r++) {
+        float* p = probs + (size_t)r * Vp;
         float maxval = p[0], minval = p[0], check = 0.0f; // check: NaN or inf when some logit is
         #pragma omp simd reduction(max:maxval) reduction(min:minval) reduction(+:check)
         for (int v = 0; v < V; v++) {
@@ -506,9 +534,9 @@ static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), 
         if (argmax != NULL) {
             int best = 0;
             while (best < V - 1 && !(p[best] == maxval)) { best++; }
-            argmax[n] = best;
+            argmax[r] = best;
         }
-        float target_logit = p[targets[n]];
+        float target_logit = p[targets[r]];
         double sum = 0.0;
         if (check == 0.0f && maxval - minval <= 86.0f) { // every p[v] - maxval in [-86, 0]
             #pragma omp simd reduction(+:sum)
@@ -521,28 +549,16 @@ static void softmax_crossentropy_forward(float* losses, int* argmax,  // (B*T), 
             for (int v = 0; v < V; v++) { p[v] = expf(p[v] - maxval); sum += p[v]; }
         }
         float inv = (float)(1.0 / sum);
-        for (int v = 0; v < V; v++) { p[v] *= inv; }
+        if (dloss != NULL) {
+            float g = dloss[r];
+            for (int v = 0; v < V; v++) { p[v] = (p[v] * inv) * g; }
+            p[targets[r]] -= g;
+        } else {
+            for (int v = 0; v < V; v++) { p[v] *= inv; }
+        }
         for (int v = V; v < Vp; v++) { p[v] = 0.0f; }
         // -log softmax[target] = log(sum) + max - logit[target]; exact even when p[target] underflows
-        losses[n] = (float)(log(sum) + (double)maxval - (double)target_logit);
-    }
-}
-
-// In place: dlogits holds the probabilities on entry and on return
-// dlogits[n, v] = (p[n, v] - [v == target]) * dloss[n] for v < V, 0 for the
-// padded columns. The one backward that writes (=) instead of accumulating:
-// it reuses the (B, T, Vp) buffer of the forward pass.
-static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp) probabilities in, dlogits out
-                                          const int* targets,  // (B*T)
-                                          const float* dloss,  // (B*T) d(mean loss)/d(loss[n])
-                                          int N, int V, int Vp) {
-    #pragma omp parallel for if ((size_t)N * Vp >= PAR_MIN_WORK)
-    for (int n = 0; n < N; n++) {
-        float* d = dlogits + (size_t)n * Vp;
-        float g = dloss[n];
-        for (int v = 0; v < V; v++) { d[v] *= g; }
-        d[targets[n]] -= g;
-        for (int v = V; v < Vp; v++) { d[v] = 0.0f; }
+        losses[r] = (float)(log(sum) + (double)maxval - (double)target_logit);
     }
 }
 
@@ -550,18 +566,24 @@ static void softmax_crossentropy_backward(float* dlogits,      // (B*T, Vp) prob
 // the model
 
 #define NUM_ACTIVATION_TENSORS 21  // of llmc/activations.h's 22: all but att_lse
+// Logits per chunk of the fused classifier (64 MB): d4's 50,304-token vocabulary gets chunks of
+// 256 positions, a small vocabulary the whole batch at once (llmc/loss.h classifier_chunk_rows).
+#define CPU_CLASSIFIER_FLOATS ((size_t)1 << 24)
 // with_stats = 0 gives the gradient-buffer sizes: means, rstds, att, logits
 // and losses get no gradient buffer (attention backward uses a row scratch,
-// dlogits reuse the logits buffer, d(losses) is the dloss weight vector).
-static void fill_activation_sizes(size_t* sizes, const GPT2Config* cfg, int B, int T, int with_stats) {
+// dlogits are written over the chunk's logits, d(losses) is the dloss weight vector).
+// The logits hold one chunk of classifier_rows positions (or all of B*T if fewer).
+static void fill_activation_sizes(size_t* sizes, const GPT2Config* cfg, int B, int T, int with_stats,
+                                  int classifier_rows) {
     size_t C = (size_t)cfg->channels, NH = (size_t)cfg->num_heads, L = (size_t)cfg->num_layers;
     size_t Vp = (size_t)cfg->padded_vocab_size, BT = (size_t)B * (size_t)T;
     size_t s = with_stats ? 1 : 0;
+    size_t chunk = (size_t)classifier_rows < BT ? (size_t)classifier_rows : BT;
     size_t all[NUM_ACTIVATION_TENSORS] = {
         BT * C, L * BT * C, s * L * BT, s * L * BT, L * BT * 3 * C, L * BT * C,
         s * L * BT * NH * (size_t)T, L * BT * C, L * BT * C, L * BT * C, s * L * BT, s * L * BT,
         L * BT * 4 * C, L * BT * 4 * C, L * BT * C, L * BT * C, BT * C, s * BT, s * BT,
-        s * BT * Vp, s * BT,
+        s * chunk * Vp, s * BT,
     };
     memcpy(sizes, all, sizeof(all));
 }
@@ -606,6 +628,7 @@ typedef struct {
     float* dloss;                  // (B, T) weight of each position in the mean loss
     float* att_scratch;            // (threads, T)
     float* saved_logits;           // (B, T, Vp) parity mode: logits before the softmax
+    int classifier_rows;           // positions per chunk of the fused classifier
     // research regularizers (llmc/regularizers.h)
     RegularizerState reg;  // --seed, --dropout and the step of the current pass (llmc/regularizers.h)
     float* init_params;            // (P) the parameters before step 1 (--decay-toward-init), else NULL
@@ -628,7 +651,7 @@ static double gpt2_memory_bytes(const GPT2* model, int B, int T, int keep_logits
     size_t sizes[NUM_ACTIVATION_TENSORS];
     double floats = (double)model->num_parameters * (1 + param_copies);
     for (int with_stats = 0; with_stats <= 1; with_stats++) {
-        fill_activation_sizes(sizes, &model->config, B, T, with_stats);
+        fill_activation_sizes(sizes, &model->config, B, T, with_stats, model->classifier_rows);
         for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += (double)sizes[i]; }
     }
     double BT = (double)B * T;
@@ -647,9 +670,9 @@ static void gpt2_allocate(GPT2* model, int B, int T, int keep_logits) {
     model->B = B;
     model->T = T;
     size_t sizes[NUM_ACTIVATION_TENSORS];
-    fill_activation_sizes(sizes, &model->config, B, T, 1);
+    fill_activation_sizes(sizes, &model->config, B, T, 1, model->classifier_rows);
     model->acts_memory = alloc_activations(&model->acts, sizes, &model->num_activations);
-    fill_activation_sizes(sizes, &model->config, B, T, 0);
+    fill_activation_sizes(sizes, &model->config, B, T, 0, model->classifier_rows);
     model->grads_acts_memory = alloc_activations(&model->grads_acts, sizes, &model->num_grad_acts);
     model->argmax = (int*)mallocCheck((size_t)B * T * sizeof(int));
     model->dloss = (float*)mallocCheck((size_t)B * T * sizeof(float));
@@ -711,21 +734,46 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
                       p.lnfw, p.lnfb, (int)BT, C);
 }
 
-// Full forward. With targets: the loss (mean over all positions, or over
-// mask == 1 positions when mask != NULL), the dloss weights for backward and,
-// with a mask, the example accuracy. acts.logits then holds probabilities.
-static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T) {
+// The fused classifier over the N = B*T positions of acts.lnf, chunk of classifier_rows positions
+// after chunk, in order: the chunk's logits = lnf @ wte^T (copied to saved_logits in parity
+// mode), their softmax and loss (with targets), and with_backward the gradient written over them
+// (softmax_crossentropy), then d(lnf) of the chunk's rows += dlogits @ wte and
+// d(wte) += dlogits^T @ lnf of the chunk. Every parallel step inside a chunk writes disjoint
+// outputs; across chunks d(wte) sums in chunk order. Gradients must be zeroed before. The argmax
+// (the example accuracy's predictions) only with_argmax.
+static void classifier_chunks(GPT2* model, const int* targets, int N, int with_argmax, int with_backward) {
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
+    ActivationTensors a = model->acts;
+    const float* wte = model->params.wte;
+    for (int n0 = 0; n0 < N; n0 += model->classifier_rows) {
+        int n = N - n0 < model->classifier_rows ? N - n0 : model->classifier_rows;
+        const float* lnf = a.lnf + (size_t)n0 * C;
+        matmul_forward(a.logits, lnf, wte, NULL, n, C, Vp);
+        if (model->saved_logits) {
+            memcpy(model->saved_logits + (size_t)n0 * Vp, a.logits, (size_t)n * Vp * sizeof(float));
+        }
+        if (targets == NULL) { continue; }
+        softmax_crossentropy(a.losses + n0, with_argmax ? model->argmax + n0 : NULL, a.logits, targets + n0,
+                             with_backward ? model->dloss + n0 : NULL, n, V, Vp);
+        if (with_backward) {
+            matmul_backward(model->grads_acts.lnf + (size_t)n0 * C, model->grads.wte, NULL, a.logits, lnf, wte,
+                            n, C, Vp);
+        }
+    }
+}
+
+// Full forward. With targets: the loss (mean over all positions, or over mask == 1 positions when
+// mask != NULL), the dloss weights and, with a mask, the example accuracy; with_backward also the
+// classifier's gradients (d(lnf), and d(wte) accumulated), so the gradients must be zeroed first.
+static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
+                         int with_backward) {
     int N = B * T;
     gpt2_forward_trunk(model, inputs, B, T);
-    ActivationTensors a = model->acts;
-    matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
-    if (model->saved_logits) { memcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float)); }
+    size_t scored = targets != NULL ? loss_weights(model->dloss, mask, N) : 0;
+    classifier_chunks(model, targets, N, mask != NULL, targets != NULL && with_backward);
     if (targets == NULL) { return; }
-    softmax_crossentropy_forward(a.losses, mask ? model->argmax : NULL, a.logits, targets, N, V, Vp);
-    size_t scored = loss_weights(model->dloss, mask, N);
-    model->loss = loss_summary(a.losses, model->argmax, targets, mask, B, T, scored);
+    model->loss = loss_summary(model->acts.losses, model->argmax, targets, mask, B, T, scored);
 }
 
 // Zeroes n floats with all threads (one memset of the ~70 MB of d4 gradients
@@ -748,20 +796,16 @@ static void gpt2_zero_grad(GPT2* model) {
     zero_floats(model->grads_acts_memory, model->num_grad_acts);
 }
 
-// Gradients of the mean loss of the last gpt2_forward (with targets) with
-// respect to all parameters, accumulated into model->grads.
-static void gpt2_backward(GPT2* model, const int* inputs, const int* targets, int B, int T) {
+// Gradients of the mean loss of the last gpt2_forward (with targets and with_backward, which
+// did the classifier's part) with respect to all parameters, accumulated into model->grads.
+static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers;
-    int V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts, d = model->grads_acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
     const DropoutConfig* drop = regularizer_dropout(&model->reg);
-    float* dlogits = a.logits; // in place over the probabilities
-    softmax_crossentropy_backward(dlogits, targets, model->dloss, (int)BT, V, Vp);
-    matmul_backward(d.lnf, g.wte, NULL, dlogits, a.lnf, p.wte, (int)BT, C, Vp);
     layernorm_backward(d.residual3 + (size_t)(L - 1) * BTC, g.lnfw, g.lnfb, d.lnf,
                        a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, a.lnf_mean, a.lnf_rstd, (int)BT, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -871,9 +915,9 @@ static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int
         add_weight_noise(model, weight_noise, step);
     }
     model->reg.step = step;
-    gpt2_forward(model, inputs, targets, mask, B, T);
     gpt2_zero_grad(model);
-    gpt2_backward(model, inputs, targets, B, T);
+    gpt2_forward(model, inputs, targets, mask, B, T, 1);
+    gpt2_backward(model, inputs, B, T);
     model->reg.step = 0;
     if (weight_noise > 0.0f) {
         memcpy(model->params_memory, model->clean_params, model->num_parameters * sizeof(float));
@@ -962,7 +1006,7 @@ static void cpu_configure(const TrainConfig* cfg) {
 #endif
     }
 #ifdef USE_BLAS
-    openblas_set_num_threads(1); // OpenBLAS runs inside our OpenMP threads (see sgemm_rows)
+    openblas_set_num_threads(1); // OpenBLAS runs inside our OpenMP threads (see sgemm_tiled)
 #endif
 }
 
@@ -981,6 +1025,8 @@ static void cpu_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep_
     char what[160];
     snprintf(what, sizeof(what), "training model %s (%zu parameters) with B=%d T=%d", model_path,
              model->num_parameters, B, T);
+    model->classifier_rows = classifier_chunk_rows(cfg->classifier_rows, model->config.padded_vocab_size,
+                                                   CPU_CLASSIFIER_FLOATS);
     int param_copies = 3 + (cfg->weight_noise > 0.0f) + cfg->decay_toward_init;  // params, grads, m, v, ...
     require_memory(gpt2_memory_bytes(model, B, T, keep_logits, param_copies), what,
                    "Use a smaller -b or -t, or a smaller model.");
@@ -1027,7 +1073,7 @@ static void cpu_hardware(void* m, char* buf, size_t n) {
 
 static LossSummary cpu_forward(void* m, const int* inputs, const int* targets, const int* mask, int B, int T) {
     GPT2* model = (GPT2*)m;
-    gpt2_forward(model, inputs, targets, mask, B, T);
+    gpt2_forward(model, inputs, targets, mask, B, T, 0);
     return model->loss;
 }
 

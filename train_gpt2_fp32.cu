@@ -16,7 +16,9 @@ Rules the code follows:
   dbuf (B,T,C), dbuf4 (B,T,4C)): matmul_backward WRITES dinp (=); layernorm_backward
   ADDS into dresidual, the gradient of the residual stream, so residual adds need
   no backward kernel; gelu_backward and attention_backward WRITE. The classifier
-  writes dlogits over the logits in place (as the CPU trainer does).
+  is fused (classifier_chunks, as in the CPU trainer): chunk of positions by chunk,
+  its logits, loss and dlogits (written over the logits) and its d(lnf) and d(wte),
+  inside the forward pass, so no (B, T, Vp) buffer exists.
 - Deterministic: no atomics; every reduction runs in a fixed order (two-stage
   sums through scratch buffers), and every launch configuration (grid, block,
   chunking of the sums) is a function of the shapes alone, never of the GPU.
@@ -72,15 +74,21 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 // ----------------------------------------------------------------------------
 // the model
 
+// Logits per chunk of the fused classifier (256 MB): d12 at B=16, T=1024 takes 13 chunks of 1,280
+// positions instead of one (B, T, Vp) buffer of 3.3 GB (llmc/loss.h classifier_chunk_rows).
+#define GPU_CLASSIFIER_FLOATS ((size_t)1 << 26)
 #define NUM_ACTIVATION_TENSORS 19  // of llmc/activations.h's 22: all but att, attproj and fcproj
 // Device memory of the activations, each tensor rounded up to 64 floats so every
 // tensor starts 256-byte aligned (the float4 kernels need 16).
-static float* alloc_activations(ActivationTensors* a, const GPT2Config* cfg, int B, int T, size_t* total_out) {
+// The logits hold one chunk of the fused classifier: classifier_rows positions (or all of B*T if fewer).
+static float* alloc_activations(ActivationTensors* a, const GPT2Config* cfg, int B, int T, int classifier_rows,
+                                size_t* total_out) {
     size_t C = (size_t)cfg->channels, NH = (size_t)cfg->num_heads, L = (size_t)cfg->num_layers;
     size_t Vp = (size_t)cfg->padded_vocab_size, BT = (size_t)B * (size_t)T;
+    size_t chunk = (size_t)classifier_rows < BT ? (size_t)classifier_rows : BT;
     size_t sizes[NUM_ACTIVATION_TENSORS] = {
         BT * C, L * BT * C, L * BT, L * BT, L * BT * 3 * C, L * BT * C, L * NH * BT, L * BT * C, L * BT * C,
-        L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C, BT * C, BT, BT, BT * Vp, BT,
+        L * BT, L * BT, L * BT * 4 * C, L * BT * 4 * C, L * BT * C, BT * C, BT, BT, chunk * Vp, BT,
     };
     float** ptrs[NUM_ACTIVATION_TENSORS] = {
         &a->encoded, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv, &a->atty, &a->att_lse, &a->residual2,
@@ -111,6 +119,7 @@ typedef struct {
     float* m_memory;            // (P) device, AdamW first moment
     float* v_memory;            // (P) device, AdamW second moment
     int B, T;                   // the largest batch the buffers hold
+    int classifier_rows;        // positions per chunk of the fused classifier
     ActivationTensors acts;
     float* acts_memory;
     size_t num_activations;
@@ -167,7 +176,7 @@ static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int kee
     cudaCheck(cudaMemset(model->v_memory, 0, P * sizeof(float)));
     model->B = B;
     model->T = T;
-    model->acts_memory = alloc_activations(&model->acts, cfg, B, T, &model->num_activations);
+    model->acts_memory = alloc_activations(&model->acts, cfg, B, T, model->classifier_rows, &model->num_activations);
     model->dresidual = (float*)gpuMalloc(BT * C * sizeof(float), "the residual gradient");
     model->dbuf = (float*)gpuMalloc(BT * C * sizeof(float), "an activation gradient");
     model->dbuf4 = (float*)gpuMalloc(BT * 4 * C * sizeof(float), "the MLP activation gradient");
@@ -257,13 +266,39 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     layernorm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, p.lnfb, (int)BT, C);
 }
 
-// Full forward on host inputs (B, T). With targets: the loss (mean over all
-// positions, or over mask == 1 positions when mask != NULL), the example
-// accuracy with a mask, and (with_backward) the dlogits over acts.logits.
-static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
-                         int with_backward) {
+// The fused classifier over the N positions of acts.lnf, chunk of classifier_rows positions after
+// chunk (train_gpt2.c's classifier_chunks): the chunk's logits = lnf @ wte^T (copied to
+// saved_logits in parity mode), with targets classifier_kernel2's loss and argmax and, with
+// with_backward, the dlogits over the logits, then d(lnf) of the chunk's rows (into dbuf,
+// written) and d(wte) += dlogits^T @ lnf of the chunk. No (B, T, Vp) buffer exists.
+static void classifier_chunks(GPT2* model, int N, int with_targets, int with_backward) {
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
+    ActivationTensors a = model->acts;
+    for (int n0 = 0; n0 < N; n0 += model->classifier_rows) {
+        int n = N - n0 < model->classifier_rows ? N - n0 : model->classifier_rows;
+        const float* lnf = a.lnf + (size_t)n0 * C;
+        matmul_forward(a.logits, lnf, model->params.wte, NULL, n, C, Vp);
+        if (model->saved_logits) {
+            cudaCheck(cudaMemcpy(model->saved_logits + (size_t)n0 * Vp, a.logits, (size_t)n * Vp * sizeof(float),
+                                 cudaMemcpyDeviceToHost));
+        }
+        if (!with_targets) continue;
+        classifier_kernel2<<<n, 1024>>>(a.logits, a.losses + n0, model->d_argmax + n0, model->d_targets + n0,
+                                        model->d_dloss + n0, V, Vp, with_backward);
+        launchCheck();
+        if (with_backward) {
+            matmul_backward(model->dbuf + (size_t)n0 * C, model->grads.wte, NULL, model->col_scratch, a.logits, lnf,
+                            model->params.wte, n, C, Vp);
+        }
+    }
+}
+
+// Full forward on host inputs (B, T). With targets: the loss (mean over all positions, or over
+// mask == 1 positions when mask != NULL), the example accuracy with a mask, and with_backward the
+// classifier's gradients (d(lnf) in dbuf, d(wte) accumulated: zero the gradients first).
+static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, const int* mask, int B, int T,
+                         int with_backward) {
     int N = B * T;
     // every host-to-device copy first: a copy from pageable memory waits for the GPU to drain
     cudaCheck(cudaMemcpy(model->d_inputs, inputs, (size_t)N * sizeof(int), cudaMemcpyHostToDevice));
@@ -274,16 +309,9 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
         cudaCheck(cudaMemcpy(model->d_dloss, model->dloss, (size_t)N * sizeof(float), cudaMemcpyHostToDevice));
     }
     gpt2_forward_trunk(model, B, T);
-    ActivationTensors a = model->acts;
-    matmul_forward(a.logits, a.lnf, model->params.wte, NULL, N, C, Vp);
-    if (model->saved_logits) {
-        cudaCheck(cudaMemcpy(model->saved_logits, a.logits, (size_t)N * Vp * sizeof(float), cudaMemcpyDeviceToHost));
-    }
+    classifier_chunks(model, N, targets != NULL, targets != NULL && with_backward);
     if (targets == NULL) return;
-    classifier_kernel2<<<N, 1024>>>(a.logits, a.losses, model->d_argmax, model->d_targets, model->d_dloss, V, Vp,
-                                         with_backward);
-    launchCheck();
-    cudaCheck(cudaMemcpy(model->losses, a.losses, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(model->losses, model->acts.losses, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
     cudaCheck(cudaMemcpy(model->argmax, model->d_argmax, (size_t)N * sizeof(int), cudaMemcpyDeviceToHost));
     model->loss = loss_summary(model->losses, model->argmax, targets, mask, B, T, scored);
 }
@@ -292,12 +320,12 @@ static void gpt2_zero_grad(GPT2* model) {
     cudaCheck(cudaMemset(model->grads_memory, 0, model->num_parameters * sizeof(float)));
 }
 
-// Gradients of the mean loss of the last gpt2_forward (with_backward) with
-// respect to all parameters, accumulated into model->grads. The exact reverse
-// of gpt2_forward_trunk; inputs are the host token ids of that forward.
+// Gradients of the mean loss of the last gpt2_forward (with_backward, which did the classifier's
+// part and left d(lnf) in dbuf) with respect to all parameters, accumulated into model->grads.
+// The exact reverse of gpt2_forward_trunk; inputs are the host token ids of that forward.
 static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     const GPT2Config* cfg = &model->config;
-    int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers, HS = C / NH, Vp = cfg->padded_vocab_size;
+    int C = cfg->channels, NH = cfg->num_heads, L = cfg->num_layers, HS = C / NH; int Vp = cfg->padded_vocab_size;
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
@@ -306,8 +334,6 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     float* dres = model->dresidual;
     float* scr = model->col_scratch;
     cudaCheck(cudaMemset(dres, 0, BTC * sizeof(float)));
-    // a.logits holds dlogits (the classifier wrote them)
-    matmul_backward(model->dbuf, g.wte, NULL, scr, a.logits, a.lnf, p.wte, (int)BT, C, Vp);
     layernorm_backward(dres, g.lnfw, g.lnfb, scr, model->dbuf, a.residual3 + (size_t)(L - 1) * BTC, p.lnfw,
                        a.lnf_mean, a.lnf_rstd, (int)BT, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -395,8 +421,8 @@ static void gpt2_forward_backward_step(GPT2* model, const int* inputs, const int
         add_weight_noise(model, weight_noise, step);
     }
     model->reg.step = step;
-    gpt2_forward(model, inputs, targets, mask, B, T, 1);
     gpt2_zero_grad(model);
+    gpt2_forward(model, inputs, targets, mask, B, T, 1);
     gpt2_backward(model, inputs, B, T);
     model->reg.step = 0;
     if (weight_noise > 0.0f) {
@@ -470,6 +496,7 @@ static void cuda_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep
     (void)B, (void)T, (void)keep_logits, (void)model_path;
     CudaModel* cm = (CudaModel*)m;
     const GPT2Config* mc = &cm->gpt2.config;
+    cm->gpt2.classifier_rows = classifier_chunk_rows(cfg->classifier_rows, mc->padded_vocab_size, GPU_CLASSIFIER_FLOATS);
     const cudaDeviceProp* prop = &g_prop;
     const char* choice = g_attention_choice;
     int HS = mc->channels / mc->num_heads;

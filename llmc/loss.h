@@ -10,6 +10,12 @@ Contract:
   in order (double) into loss_sum and their mean into mean_loss (0 when none counts); with a
   mask (example data) it also counts the examples (rows with at least one scored position) and
   those whose every scored target is the argmax prediction (argmax is read only then).
+- classifier_chunk_rows(requested, Vp, max_floats): the positions per chunk of the fused
+  classifier. Both trainers compute the logits, the softmax, the loss and the classifier's
+  gradients chunk by chunk (no (B, T, Vp) buffer exists): `requested` rows when > 0
+  (--classifier-rows), else as many as fit in max_floats logits, a multiple of 128 (16 when
+  fewer than 128 fit), at least 16. A function of the flag and Vp alone, never of the thread
+  count, so the chunk boundaries (which decide the order of the wte gradient's sums) are fixed.
 */
 #ifndef LLMC_LOSS_H
 #define LLMC_LOSS_H
@@ -23,6 +29,14 @@ typedef struct {
     int num_correct;    // example data: examples whose every scored target is the argmax
     int num_examples;   // example data: rows with at least one scored position
 } LossSummary;
+
+static inline int classifier_chunk_rows(int requested, int Vp, size_t max_floats) {
+    if (requested > 0) { return requested; }
+    size_t rows = max_floats / (size_t)Vp;
+    rows = rows >= 128 ? rows / 128 * 128 : rows / 16 * 16;
+    if (rows < 16) { rows = 16; }
+    return rows > (1u << 30) ? (1 << 30) : (int)rows;
+}
 
 static inline size_t loss_weights(float* dloss, const int* mask, int N) {
     size_t scored = 0;

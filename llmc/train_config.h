@@ -11,7 +11,8 @@ writes every setting into a JSON object (the log's "config" record).
 Sentinels: -t 0 = the model's context (or E-1 for example data); --steps -1 =
 one epoch of the training data; -v 0, -s 0 = never; -m -1 = the whole
 validation set; --save-every 0 = only at the end; --grad-clip 0 = off;
---top-k 0 and --top-p 1 = off; --threads 0 = OpenMP's default.
+--top-k 0 and --top-p 1 = off; --threads 0 = OpenMP's default; --classifier-rows 0 =
+automatic (llmc/loss.h).
 */
 #ifndef LLMC_TRAIN_CONFIG_H
 #define LLMC_TRAIN_CONFIG_H
@@ -64,6 +65,7 @@ typedef struct {
     long long seed;            // --seed
     int save_every;            // -n/--save-every
     int threads;               // --threads
+    int classifier_rows;       // --classifier-rows positions per chunk of the fused classifier (0 = automatic)
     // parity mode
     const char* parity_batch;  // --parity-batch
     const char* parity_out;    // --parity-out
@@ -150,6 +152,7 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     SPEC(0, "seed", ARG_INT64, &c->seed, "seed for the data order and sampling", NULL);
     SPEC('n', "save-every", ARG_INT, &c->save_every, "checkpoint every N steps (0 = only at the end; needs -o)", NULL);
     SPEC(0, "threads", ARG_INT, &c->threads, "CPU threads (0 = OpenMP default / OMP_NUM_THREADS)", NULL);
+    SPEC(0, "classifier-rows", ARG_INT, &c->classifier_rows, "positions per chunk of the classifier's logits (0 = automatic: 64 MB of logits on the CPU, 256 MB on the GPU); changes results only by rounding", NULL);
     SPEC(0, "parity-batch", ARG_STRING, &c->parity_batch, "parity mode: train on this batch file instead of shards", NULL);
     SPEC(0, "parity-out", ARG_STRING, &c->parity_out, "parity mode: write loss, logits and 16 gradients here, then exit", NULL);
     SPEC(0, "parity-losses", ARG_STRING, &c->parity_losses, "parity mode: write the per-step losses of --steps steps here", NULL);
@@ -193,6 +196,9 @@ static inline void train_config_check(const TrainConfig* c) {
     if (c->save_every < 0) { fatal("--save-every must be >= 0 (0 = only at the end), got %d", c->save_every); }
     if (c->threads < 0 || c->threads > TRAIN_MAX_THREADS) {
         fatal("--threads must be 0 (the default) to %d, got %d", TRAIN_MAX_THREADS, c->threads);
+    }
+    if (c->classifier_rows < 0 || c->classifier_rows > TRAIN_MAX_TOKENS_PER_STEP) {
+        fatal("--classifier-rows must be 0 (automatic) to %d, got %d", TRAIN_MAX_TOKENS_PER_STEP, c->classifier_rows);
     }
     if (c->save_every > 0 && !c->output_dir[0] && !c->resume[0]) {
         fatal("--save-every %d needs an output folder to save into: add -o DIR", c->save_every);

@@ -8,7 +8,8 @@ tests/helpers/compare.assert_fp32_accurate; and likewise against transformers' G
 loaded with the same weights (logits of the V real tokens), in float64 and in fp32. The rule
 holds for any correct fp32 summation order, so no BLAS kernel can break it, while a wrong
 formula lands far outside. Cases: plain batches, batches with a loss mask, T shorter than the
-model's context, and a model with the QKV bias off (qkvb's gradient must then be exactly zero).
+model's context, the fused classifier over several chunks of positions (--classifier-rows), and a
+model with the QKV bias off (qkvb's gradient must then be exactly zero).
 A failure names the tensor, the worst element and both errors.
 Run: python -m pytest -q tests/test_cpu_parity.py   (builds ./train_gpt2 with make if needed)
 """
@@ -26,8 +27,9 @@ from helpers import (check_one_pass, fp32_reference, make_checkpoint, reference_
 
 
 
-def c_parity(tmp_path, config, seed, B, T, mask_frac=None):
-    """Write a random model and batch, run the C trainer's parity mode; return (paths, batch, result)."""
+def c_parity(tmp_path, config, seed, B, T, mask_frac=None, extra=()):
+    """Write a random model and batch, run the C trainer's parity mode (with the extra flags);
+    return (paths, batch, result)."""
     model_path = tmp_path / "model.bin"
     make_checkpoint(model_path, config, seed)
     rng = np.random.default_rng(seed + 100)
@@ -39,7 +41,7 @@ def c_parity(tmp_path, config, seed, B, T, mask_frac=None):
         mask[0, -1] = 1  # at least one scored position
     batch_path, grads_path = tmp_path / "batch.bin", tmp_path / "grads.bin"
     write_parity_batch(batch_path, x, y, mask)
-    run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", grads_path)
+    run_trainer("--model", model_path, "--parity-batch", batch_path, "--parity-out", grads_path, *extra)
     return model_path, (x, y, mask), read_parity_grads(grads_path)
 
 
@@ -68,6 +70,18 @@ def test_parity_with_transformers(tmp_path, case):
     ref64, runs32 = fp32_reference(lambda: to_hf(GPT.from_checkpoint(model_path)),
                                    transformers_pass(x, y, mask, config.vocab_size))
     check_one_pass(got, ref64, runs32, "transformers", V=config.vocab_size)
+
+
+@pytest.mark.parametrize("rows", [16, 37])
+def test_parity_with_classifier_in_chunks(tmp_path, rows):
+    """The fused classifier over several chunks of positions (92 positions in chunks of 16, the
+    last of 12; or of 37, the last of 18): logits, loss and every gradient stay within the rule,
+    and the full logits written chunk by chunk are the reference's."""
+    config = NAMED_CONFIGS["tiny"]
+    model_path, (x, y, mask), got = c_parity(tmp_path, config, seed=5, B=4, T=23, mask_frac=0.4,
+                                             extra=("--classifier-rows", rows))
+    ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_pass(x, y, mask))
+    check_one_pass(got, ref64, runs32, f"reference, classifier chunks of {rows}")
 
 
 def test_parity_without_qkv_bias(tmp_path):

@@ -54,7 +54,7 @@ def test_same_seed_is_bit_identical(tmp_path):
     assert sum(1 for s, sample, _ in a if sample is not None) == 2, "samples at steps 4 and 8"
     assert sum(1 for *_, v in a if v[2] is not None) == 3, "validation at steps 3, 6 and 8"
     # the thread count does not change a single bit: every parallel loop writes disjoint outputs,
-    # every reduction runs in a fixed order, and sgemm works on row tiles fixed by the shapes (the
+    # every reduction runs in a fixed order, and sgemm works on tiles fixed by the shapes (the
     # wte gradient's 512 rows are 4 tiles, which 3 threads share unevenly). By construction this
     # holds for any OpenBLAS kernel; dev/check_determinism.py checks that by hand for each kernel.
     for threads in (1, 2, 3, 4):
@@ -63,6 +63,11 @@ def test_same_seed_is_bit_identical(tmp_path):
         for name in ("model_000008.bin", "state_000008.bin"):
             assert same_files(tmp_path / "a" / name, tmp_path / run / name), f"{name}, {threads} threads"
         assert log_values(tmp_path / run / "log.jsonl") == a, run
+    # nor with the classifier in chunks of 16 positions (d(wte) then sums over the chunks, in order)
+    for threads in (1, 3):
+        train(tmp_path, tmp_path / f"k{threads}", data, 8, extra=("--threads", threads, "--classifier-rows", 16))
+    for name in ("model_000008.bin", "state_000008.bin"):
+        assert same_files(tmp_path / "k1" / name, tmp_path / "k3" / name), f"{name}, chunked classifier"
     # a different seed changes the data order, hence the losses
     train(tmp_path, tmp_path / "c", data, 8, extra=("--seed", 43))
     assert log_values(tmp_path / "c/log.jsonl") != a

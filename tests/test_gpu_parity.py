@@ -10,7 +10,8 @@ are all random: one forward/backward of `--parity-batch B --parity-out G --tf32 
     rule of the CPU trainer's parity tests (fp32 throughout; only the order of the sums differs);
   - for both attention implementations (--attention fused and cublas), for plain batches, a
     loss mask, T shorter than the context and not a multiple of the kernels' 64-row tiles,
-    and a model without the QKV bias (whose gradient must then be exactly zero);
+    the fused classifier over several chunks of positions (--classifier-rows 16), and a model
+    without the QKV bias (whose gradient must then be exactly zero);
   - for head sizes 16, 32, 64 and 128 (the fused kernels' templates) and 24 and 15 (which only
     the cuBLAS path supports: --attention auto falls back to it, --attention fused is refused;
     C = 30 also takes the scalar fallbacks of the float4 kernels);
@@ -108,6 +109,15 @@ def test_parity_with_transformers(tmp_path, backend, case):
     ref64, runs32 = fp32_reference(lambda: to_hf(GPT.from_checkpoint(model_path)),
                                    transformers_pass(x, y, mask, TINY.vocab_size))
     check_one_pass(got, ref64, runs32, "transformers", V=TINY.vocab_size)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parity_with_classifier_in_chunks(tmp_path, backend):
+    """The fused classifier over chunks of 16 positions (92 positions, the last chunk of 12)."""
+    binary = cuda_trainer(backend)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, TINY, seed=5, B=4, T=23, mask_frac=0.4)
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0, "--classifier-rows", 16)
+    check_against(got, reference(model_path, x, y, mask), "reference, classifier chunks of 16")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
