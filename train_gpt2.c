@@ -234,14 +234,13 @@ static void matmul_forward(float* out,                              // (N, OC)
                            const float* weight, const float* bias,  // (OC, IC), (OC) or NULL
                            int N, int IC, int OC) {
 #ifdef USE_BLAS
-    sgemm_tiled(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
+    // with a bias: out starts as the bias and sgemm adds to it (beta = 1), one pass over out
+    // instead of OpenBLAS zeroing it (beta = 0) and a second pass adding the bias
     if (bias != NULL) {
         #pragma omp parallel for if ((size_t)N * OC >= PAR_MIN_WORK)
-        for (int n = 0; n < N; n++) {
-            float* o = out + (size_t)n * OC;
-            for (int i = 0; i < OC; i++) { o[i] += bias[i]; }
-        }
+        for (int n = 0; n < N; n++) { memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float)); }
     }
+    sgemm_tiled(0, 1, N, OC, IC, inp, IC, weight, IC, bias != NULL ? 1.0f : 0.0f, out, OC);
 #else
     #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int n = 0; n < N; n++) {
@@ -294,6 +293,141 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
     }
 }
 
+// exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
+// times per step, where libm's scalar expf took 15% of the step; attention and GELU use it too). Cephes'
+// expf scheme: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a
+// degree-7 polynomial for exp(r), then 2^k through the float exponent bits.
+// Relative error ~1e-7 (about 1 ulp). No clamping inside (a clamp stops GCC
+// from vectorizing): the caller guarantees the range.
+static inline float exp_nonpositive(float x) {
+    int32_t ki = (int32_t)(x * 1.44269504088896341f - 0.5f); // round(x / ln2); x <= 0, so truncation
+    float k = (float)ki;
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float r2 = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r2 + r + 1.0f;
+    int32_t bits = (ki + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+}
+
+#ifdef USE_BLAS
+// Attention on sgemm for T >= ATTENTION_BLAS_MIN_T (below it the loops beneath are faster: the
+// per-call overhead of OpenBLAS outweighs 7x7 products). Per (b, h), single-threaded calls inside
+// the loop over the pairs (each pair writes only its own head's slices, and the calls' shapes
+// are the same for every thread count): S = Q K^T * scale over the full T x T (the causal upper
+// half is computed and discarded: on sgemm that is still far faster than the loops' dot
+// products), the causal softmax row by row into att (zeros above the diagonal), and
+// out = P V with P = att (times the dropout factors D, in the scratch, with dropout).
+#define ATTENTION_BLAS_MIN_T 32
+
+// the causal softmax of row t of the scores (t + 1 entries) in place, zeros after them up to T
+static void causal_softmax_row(float* a, int t, int T) {
+    float maxval = a[0];
+    for (int t2 = 1; t2 <= t; t2++) { maxval = a[t2] > maxval ? a[t2] : maxval; }
+    float sum = 0.0f;
+    for (int t2 = 0; t2 <= t; t2++) {
+        float x = a[t2] - maxval;
+        x = x < -87.0f ? -87.0f : x;  // exp(-87) = 1.6e-38, negligible beside the largest weight, 1
+        float e = exp_nonpositive(x);
+        a[t2] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int t2 = 0; t2 <= t; t2++) { a[t2] *= inv; }
+    for (int t2 = t + 1; t2 < T; t2++) { a[t2] = 0.0f; }
+}
+
+static void attention_forward_blas(float* out, float* att, const float* qkv, float* scratch,
+                                   const DropoutConfig* drop, uint64_t drop_key, int B, int T, int C, int NH) {
+    int HS = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)HS);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float* q = qkv + (size_t)b * T * C3 + (size_t)h * HS;
+            const float* k = q + C;
+            const float* v = q + 2 * C;
+            size_t base = ((size_t)b * NH + h) * T * T;  // index of att[b,h,0,0]
+            float* a = att + base;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, q, C3, k, C3, 0.0f, a, T);
+            for (int t = 0; t < T; t++) { causal_softmax_row(a + (size_t)t * T, t, T); }
+            const float* p = a;
+            if (drop) {
+                float* pd = scratch + (size_t)thread_id() * 2 * T * T;
+                for (int t = 0; t < T; t++) {
+                    for (int t2 = 0; t2 < T; t2++) {
+                        size_t i = (size_t)t * T + t2;
+                        pd[i] = t2 <= t ? a[i] * dropout_factor(drop_key, base + i, drop->threshold, drop->scale) : 0.0f;
+                    }
+                }
+                p = pd;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, p, T, v, C3, 0.0f,
+                        out + (size_t)b * T * C + (size_t)h * HS, C);
+        }
+    }
+}
+
+// The backward of attention_forward_blas per (b, h), with P = att * D as in the forward:
+// dP = dout V^T (times D: d(att)), dV += P^T dout, dS = att * (d(att) - rowsum(att * d(att))) * scale
+// (zero above the diagonal), dQ += dS K, dK += dS^T Q. scratch: 2 T x T floats per thread.
+static void attention_backward_blas(float* dqkv, const float* dout, const float* qkv, const float* att,
+                                    float* scratch, const DropoutConfig* drop, uint64_t drop_key,
+                                    int B, int T, int C, int NH) {
+    int HS = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)HS);
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * C3 + (size_t)h * HS;
+            const float* q = qkv + off;
+            const float* k = q + C;
+            const float* v = q + 2 * C;
+            float* dq = dqkv + off;
+            float* dk = dq + C;
+            float* dv = dq + 2 * C;
+            const float* d = dout + (size_t)b * T * C + (size_t)h * HS;
+            size_t base = ((size_t)b * NH + h) * T * T;
+            const float* a = att + base;
+            float* ds = scratch + (size_t)thread_id() * 2 * T * T;  // d(att), then dS
+            float* pd = ds + (size_t)T * T;                          // P = att * D with dropout
+            const float* p = a;
+            if (drop) {
+                for (size_t i = 0; i < (size_t)T * T; i++) {
+                    int t = (int)(i / T), t2 = (int)(i % T);
+                    pd[i] = t2 <= t ? a[i] * dropout_factor(drop_key, base + i, drop->threshold, drop->scale) : 0.0f;
+                }
+                p = pd;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, d, C, v, C3, 0.0f, ds, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, p, T, d, C, 1.0f, dv, C3);
+            for (int t = 0; t < T; t++) {
+                float* g = ds + (size_t)t * T;
+                const float* ar = a + (size_t)t * T;
+                if (drop) {
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        g[t2] *= dropout_factor(drop_key, base + (size_t)t * T + t2, drop->threshold, drop->scale);
+                    }
+                }
+                float dot_sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) { dot_sum += ar[t2] * g[t2]; }
+                for (int t2 = 0; t2 <= t; t2++) { g[t2] = ar[t2] * (g[t2] - dot_sum) * scale; }
+                for (int t2 = t + 1; t2 < T; t2++) { g[t2] = 0.0f; }
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, ds, T, k, C3, 1.0f, dq, C3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, ds, T, q, C3, 1.0f, dk, C3);
+        }
+    }
+}
+#endif
+
 // Causal self-attention. qkv holds Q, K, V as three C-wide blocks per
 // position; head h uses channels [h*HS, (h+1)*HS) of each block.
 // att[b,h,t,t2] = softmax over t2 <= t of (q_t . k_t2) / sqrt(HS); entries
@@ -303,8 +437,16 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
 static void attention_forward(float* out,        // (B, T, C)
                               float* att,        // (B, NH, T, T)
                               const float* qkv,  // (B, T, 3*C)
+                              float* scratch,    // (threads, 2*T*T) for the sgemm path's dropout
                               const DropoutConfig* drop, uint64_t drop_key,  // NULL: no dropout
                               int B, int T, int C, int NH) {
+#ifdef USE_BLAS
+    if (T >= ATTENTION_BLAS_MIN_T) {
+        attention_forward_blas(out, att, qkv, scratch, drop, drop_key, B, T, C, NH);
+        return;
+    }
+#endif
+    (void)scratch;
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
     size_t C3 = (size_t)C * 3;
@@ -353,16 +495,22 @@ static void attention_forward(float* out,        // (B, T, C)
 static void attention_backward(float* dqkv,                         // (B, T, 3*C)
                                const float* dout,                   // (B, T, C)
                                const float* qkv, const float* att,  // (B, T, 3*C), (B, NH, T, T)
-                               float* scratch,                      // (threads, T)
+                               float* scratch,                      // (threads, 2*T*T)
                                const DropoutConfig* drop, uint64_t drop_key,  // as in the forward
                                int B, int T, int C, int NH) {
+#ifdef USE_BLAS
+    if (T >= ATTENTION_BLAS_MIN_T) {
+        attention_backward_blas(dqkv, dout, qkv, att, scratch, drop, drop_key, B, T, C, NH);
+        return;
+    }
+#endif
     int HS = C / NH;
     float scale = 1.0f / sqrtf((float)HS);
     size_t C3 = (size_t)C * 3;
     #pragma omp parallel for collapse(2) if ((size_t)B * T * T * C >= PAR_MIN_WORK * 64)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            float* dpre = scratch + (size_t)thread_id() * T;
+            float* dpre = scratch + (size_t)thread_id() * 2 * T * T;
             for (int t = 0; t < T; t++) {
                 size_t row = (((size_t)b * NH + h) * T + t) * T;
                 const float* a = att + row;
@@ -402,30 +550,6 @@ static void attention_backward(float* dqkv,                         // (B, T, 3*
 }
 
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-// exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
-// times per step, where libm's scalar expf took 15% of the step). Cephes'
-// expf scheme: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), a
-// degree-7 polynomial for exp(r), then 2^k through the float exponent bits.
-// Relative error ~1e-7 (about 1 ulp). No clamping inside (a clamp stops GCC
-// from vectorizing): the caller guarantees the range.
-static inline float exp_nonpositive(float x) {
-    int32_t ki = (int32_t)(x * 1.44269504088896341f - 0.5f); // round(x / ln2); x <= 0, so truncation
-    float k = (float)ki;
-    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    float r2 = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r2 + r + 1.0f;
-    int32_t bits = (ki + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof(scale));
-    return p * scale;
-}
-
 #define GELU_SCALE 0.7978845608028654f // sqrt(2/pi)
 
 // GELU (tanh form): gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). With
@@ -626,7 +750,7 @@ typedef struct {
     size_t num_grad_acts;
     int* argmax;                   // (B, T)
     float* dloss;                  // (B, T) weight of each position in the mean loss
-    float* att_scratch;            // (threads, T)
+    float* att_scratch;            // (threads, 2*T*T) attention's per-thread scratch
     float* saved_logits;           // (B, T, Vp) parity mode: logits before the softmax
     int classifier_rows;           // positions per chunk of the fused classifier
     // research regularizers (llmc/regularizers.h)
@@ -655,7 +779,7 @@ static double gpt2_memory_bytes(const GPT2* model, int B, int T, int keep_logits
         for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += (double)sizes[i]; }
     }
     double BT = (double)B * T;
-    floats += 2 * BT + (double)num_threads() * T;  // argmax, dloss, attention scratch
+    floats += 2 * BT + (double)num_threads() * 2 * T * T;  // argmax, dloss, attention scratch
     if (keep_logits) { floats += BT * model->config.padded_vocab_size; }
     return 4.0 * floats;
 }
@@ -676,7 +800,7 @@ static void gpt2_allocate(GPT2* model, int B, int T, int keep_logits) {
     model->grads_acts_memory = alloc_activations(&model->grads_acts, sizes, &model->num_grad_acts);
     model->argmax = (int*)mallocCheck((size_t)B * T * sizeof(int));
     model->dloss = (float*)mallocCheck((size_t)B * T * sizeof(float));
-    model->att_scratch = (float*)mallocCheck((size_t)num_threads() * T * sizeof(float));
+    model->att_scratch = (float*)mallocCheck((size_t)num_threads() * 2 * T * T * sizeof(float));
     model->saved_logits = keep_logits
         ? (float*)mallocCheck((size_t)B * T * model->config.padded_vocab_size * sizeof(float)) : NULL;
 }
@@ -719,7 +843,7 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
         size_t c = (size_t)C;
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(la.qkv, la.ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
-        attention_forward(la.atty, la.att, la.qkv, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
+        attention_forward(la.atty, la.att, la.qkv, model->att_scratch, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_forward(la.attproj, la.atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
         if (drop) { dropout_apply(la.attproj, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         residual_forward(la.residual2, residual, la.attproj, BTC);

@@ -5,7 +5,8 @@ What it checks:
     tests/regularizers_probe.c): dropout keys, thresholds, scales and factors bit for bit, weight
     noise bit for bit; and the numbers are what they claim (keep rate 1 - p, noise mean 0 and
     std sigma, different masks for different steps, layers and sites).
-  - Dropout p = 0.1 (all four sites on): one forward/backward of `./train_gpt2 --parity-out` with
+  - Dropout p = 0.1 (all four sites on; T = 64 and 17, attention's two paths): one
+    forward/backward of `./train_gpt2 --parity-out` with
     --dropout equals dev.model.GPT with the trainer's masks (CounterDropout): logits, loss and
     each gradient within the float64 rule of tests/test_cpu_parity.py (the masks are identical,
     so only fp32 summation order differs). The same comparison with the masks of another seed
@@ -111,9 +112,11 @@ def test_weight_noise_skips_padding_and_a_disabled_qkv_bias():
 
 # ---- dropout parity -------------------------------------------------------------------------
 
-def test_dropout_forward_backward_matches_reference(tmp_path):
+# T = 64 takes attention's sgemm path in the CPU trainer, T = 17 its loops (ATTENTION_BLAS_MIN_T)
+@pytest.mark.parametrize("T", [64, 17])
+def test_dropout_forward_backward_matches_reference(tmp_path, T):
     config, p, seed = NAMED_CONFIGS["tiny"], 0.1, 4242
-    model_path, x, y, got = parity_case(tmp_path, config, 7, 3, 64, ["--dropout", p, "--seed", seed])
+    model_path, x, y, got = parity_case(tmp_path, config, 7, 3, T, ["--dropout", p, "--seed", seed])
     ref = reference_with_dropout(model_path, x, y, p, seed)
     check_parity(got, ref, "dropout 0.1")
     # the masks matter: without dropout, or with another seed's masks, the result is different
