@@ -61,6 +61,9 @@ Usage: ./train_gpt2 --help; the README sections "CPU trainer", "Command line",
 // slice. Results never depend on it: every parallel loop writes disjoint outputs,
 // and the output of a run is bit-identical for any thread count.
 #define PAR_MIN_WORK ((size_t)1 << 15)
+// Column sums over rows (bias and LayerNorm weight gradients) give each thread blocks of this many
+// columns; every column still sums its rows in row order.
+#define COLUMN_BLOCK 16
 
 static int num_threads(void) {
 #ifdef _OPENMP
@@ -126,10 +129,14 @@ static void layernorm_forward(float* out, float* mean, float* rstd,  // (N, C), 
     #pragma omp parallel for if ((size_t)N * C >= PAR_MIN_WORK)
     for (int n = 0; n < N; n++) {
         const float* x = inp + (size_t)n * C;
+        // the sums in vector lanes (omp simd): a fixed order the compiler chooses, the same for
+        // every row and thread; one long chain of dependent adds was a third of the LayerNorm's time
         float m = 0.0f;
+        #pragma omp simd reduction(+:m)
         for (int i = 0; i < C; i++) { m += x[i]; }
         m /= C;
         float v = 0.0f;
+        #pragma omp simd reduction(+:v)
         for (int i = 0; i < C; i++) { float d = x[i] - m; v += d * d; }
         v /= C;
         float s = 1.0f / sqrtf(v + LN_EPS);
@@ -152,6 +159,7 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
         const float* x = inp + (size_t)n * C;
         float m = mean[n], s = rstd[n];
         float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        #pragma omp simd reduction(+:dnorm_mean, dnorm_norm_mean)
         for (int i = 0; i < C; i++) {
             float norm = (x[i] - m) * s;
             float dnorm = weight[i] * d[i];
@@ -167,14 +175,20 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
             di[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
         }
     }
-    // dweight, dbias: sums over rows, in row order
-    for (int n = 0; n < N; n++) {
-        const float* d = dout + (size_t)n * C;
-        const float* x = inp + (size_t)n * C;
-        float m = mean[n], s = rstd[n];
-        for (int i = 0; i < C; i++) {
-            dweight[i] += (x[i] - m) * s * d[i];
-            dbias[i] += d[i];
+    // dweight, dbias: sums over rows, in row order, each block of COLUMN_BLOCK columns on one
+    // thread (the order of every column's sum is the same on any number of threads)
+    int blocks = (C + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+    #pragma omp parallel for if ((size_t)N * C >= PAR_MIN_WORK)
+    for (int blk = 0; blk < blocks; blk++) {
+        int i0 = blk * COLUMN_BLOCK, i1 = i0 + COLUMN_BLOCK < C ? i0 + COLUMN_BLOCK : C;
+        for (int n = 0; n < N; n++) {
+            const float* d = dout + (size_t)n * C;
+            const float* x = inp + (size_t)n * C;
+            float m = mean[n], s = rstd[n];
+            for (int i = i0; i < i1; i++) {
+                dweight[i] += (x[i] - m) * s * d[i];
+                dbias[i] += d[i];
+            }
         }
     }
 }
@@ -194,14 +208,66 @@ static int sgemm_tile_rows(int M) {
     return rows < SGEMM_MIN_TILE_ROWS ? SGEMM_MIN_TILE_ROWS : rows;
 }
 
+// Split-K scratch of sgemm_tiled: grown as needed, only ever used from the thread that calls it
+// (outside parallel regions), freed at exit with the process.
+static float* g_splitk_scratch;
+static size_t g_splitk_floats;
+
+// C (M, N) = op(A) op(B) + beta * C for K longer than M and N (a weight gradient, K = B*T rows;
+// the classifier's d(lnf), K = Vp): K cut into tiles (sgemm_tile_rows(K)), each tile's product
+// written to its own slot of the scratch by one single-threaded call, then C = beta * C + the
+// slots in tile order, element by element. Each tile packs only its own part of K, where tiles
+// over M or N would each re-pack all of K of the other operand; the sum's order is fixed by the
+// tiles, so the bits are the same for every thread count. beta is 0 or 1.
+static void sgemm_split_k(int transA, int transB, int M, int N, int K, const float* A, int lda,
+                          const float* Bm, int ldb, float beta, float* Cm, int ldc) {
+    int tile = sgemm_tile_rows(K);
+    int tiles = (K + tile - 1) / tile;
+    size_t mn = (size_t)M * N;
+    if (g_splitk_floats < mn * tiles) {
+        free(g_splitk_scratch);
+        g_splitk_floats = mn * tiles;
+        g_splitk_scratch = (float*)mallocCheck(g_splitk_floats * sizeof(float));
+    }
+    float* slots = g_splitk_scratch;
+    #pragma omp parallel for schedule(static) if ((size_t)M * N * K >= PAR_MIN_WORK * 64)
+    for (int i = 0; i < tiles; i++) {
+        int k0 = i * tile, k1 = k0 + tile < K ? k0 + tile : K;
+        const float* a = transA ? A + (size_t)k0 * lda : A + k0;
+        const float* b = transB ? Bm + k0 : Bm + (size_t)k0 * ldb;
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    M, N, k1 - k0, 1.0f, a, lda, b, ldb, 0.0f, slots + mn * i, N);
+    }
+    #pragma omp parallel for if (mn * tiles >= PAR_MIN_WORK)
+    for (int r = 0; r < M; r++) {
+        float* c = Cm + (size_t)r * ldc;
+        if (beta == 0.0f) { memcpy(c, slots + (size_t)r * N, (size_t)N * sizeof(float)); }
+        for (int i = beta == 0.0f ? 1 : 0; i < tiles; i++) {
+            const float* sl = slots + mn * i + (size_t)r * N;
+            for (int j = 0; j < N; j++) { c[j] += sl[j]; }
+        }
+    }
+}
+
+// Split-K where K is the long side: at least 2 tiles of it and a scratch of at most 16 MB.
+static int use_split_k(int M, int N, int K) {
+    int tile = sgemm_tile_rows(K);
+    int tiles = (K + tile - 1) / tile;
+    return K > M && K > N && tiles >= 2 && (size_t)M * N * tiles <= ((size_t)1 << 22);
+}
+
 // C (M, N) = op(A) op(B) + beta * C, row-major, as one single-threaded cblas_sgemm call per tile,
-// the tiles shared out over the OpenMP threads. The tiles cut the rows of C (sgemm_tile_rows(M)),
-// or its columns when C is wider than tall (the classifier's chunk of logits, a few hundred rows
+// the tiles shared out over the OpenMP threads. Where K is the long side, sgemm_split_k cuts K;
+// else the tiles cut the rows of C (sgemm_tile_rows(M)), or its columns when C is wider than tall (the classifier's chunk of logits, a few hundred rows
 // by the vocabulary): then each tile packs only its own part of B.
 // transA: A is stored (K, M) instead of (M, K). transB: B is stored (N, K).
 static void sgemm_tiled(int transA, int transB, int M, int N, int K,
                         const float* A, int lda, const float* Bm, int ldb,
                         float beta, float* Cm, int ldc) {
+    if (use_split_k(M, N, K)) {
+        sgemm_split_k(transA, transB, M, N, K, A, lda, Bm, ldb, beta, Cm, ldc);
+        return;
+    }
     int by_cols = N > M;
     int extent = by_cols ? N : M;
     int tile = sgemm_tile_rows(extent);
@@ -285,10 +351,15 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
         }
     }
 #endif
-    if (dbias != NULL) { // sum over rows, in row order
-        for (int n = 0; n < N; n++) {
-            const float* d = dout + (size_t)n * OC;
-            for (int oc = 0; oc < OC; oc++) { dbias[oc] += d[oc]; }
+    if (dbias != NULL) { // sum over rows, in row order, a block of columns per thread (as layernorm_backward)
+        int blocks = (OC + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
+        #pragma omp parallel for if ((size_t)N * OC >= PAR_MIN_WORK)
+        for (int blk = 0; blk < blocks; blk++) {
+            int o0 = blk * COLUMN_BLOCK, o1 = o0 + COLUMN_BLOCK < OC ? o0 + COLUMN_BLOCK : OC;
+            for (int n = 0; n < N; n++) {
+                const float* d = dout + (size_t)n * OC;
+                for (int oc = o0; oc < o1; oc++) { dbias[oc] += d[oc]; }
+            }
         }
     }
 }
