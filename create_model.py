@@ -1,9 +1,11 @@
 """Write a fresh GPT-2 checkpoint (llm.c fp32 v3 format, see README "File formats").
 
 Contract: `python create_model.py --config d4 --out out/d4.bin` writes a
-GPT-2-initialised model (dev.model.gpt2_init: normal std 0.02, residual
+GPT-2-initialised model (dev.init.gpt2_init: normal std 0.02, residual
 projections attprojw/fcprojw std 0.02/sqrt(2L), LayerNorm weight 1 bias 0,
-biases 0, padded wte rows 0), deterministic for --seed (same seed, same bytes).
+biases 0, padded wte rows 0), deterministic for --seed (same seed, same bytes);
+--init pytorch draws PyTorch's layer defaults instead (dev.init.pytorch_init), and
+header[9] records which (the trainers print it and keep it in what they save).
 --n-layer/--n-head/--n-embd/--seq-len/--vocab-size override the named sizes;
 --no-qkv-bias writes header[8] = 1 with qkvb all zero. --from-hf converts a
 transformers GPT-2 (a local folder offline; a hub name only when it is cached
@@ -52,6 +54,11 @@ def parse_args(argv):
     p.add_argument("--no-qkv-bias", action="store_true",
                    help="no QKV bias: qkvb is written as zeros and header[8] = 1 tells the "
                         "trainers never to train it")
+    p.add_argument("--init", choices=("gpt2", "pytorch"), default="gpt2",
+                   help="initialisation: gpt2 (normal std 0.02, residual projections 0.02/sqrt(2L); "
+                        "the default) or pytorch (PyTorch's layer defaults, as in Power et al.'s "
+                        "grokking code: embeddings N(0, 1), Linear weights and biases "
+                        "U(+-1/sqrt(fan_in)), LayerNorm 1 and 0); recorded in header[9]")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the numpy Generator that draws the initial weights (default: 0)")
     p.add_argument("--out", help="output checkpoint path (default: out/<config>.bin, or "
@@ -132,7 +139,7 @@ def main(argv=None):
         return convert_hf(args)
     config = resolve_config(args.config, qkv_bias=not args.no_qkv_bias, **overrides)
     out = args.out or os.path.join("out", f"{args.config}.bin")
-    print(f"config: {args.config}  {config.describe()}  seed={args.seed}")
+    print(f"config: {args.config}  {config.describe()}  init={args.init}  seed={args.seed}")
     print_table(config)
     if args.dry_run:
         print("dry run: nothing written")
@@ -142,9 +149,9 @@ def main(argv=None):
                    f"({num_parameters(config):,} parameters)",
                    "Pick smaller --n-layer/--n-embd/--seq-len/--vocab-size, or a machine with more memory.")
     check_free_space(out, checkpoint_file_size(config), "--out")
-    from dev.init import gpt2_init
-    params = gpt2_init(config, args.seed)
-    write_checkpoint(out, config, params)
+    from dev.init import init_params
+    params = init_params(config, args.seed, args.init)
+    write_checkpoint(out, config, params, init=args.init)
     print(f"wrote {out} ({os.path.getsize(out):,} bytes)")
     return 0
 

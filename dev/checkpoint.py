@@ -2,7 +2,8 @@
 
 Format (README, "File formats"): a 256-int32 header [0] magic 20240326,
 [1] version 3, [2] maxT, [3] V, [4] L, [5] NH, [6] C, [7] Vp, [8] no_qkv_bias
-(0 = llm.c default, 1 = qkvb is all zero and never trained), the rest 0; then
+(0 = llm.c default, 1 = qkvb is all zero and never trained), [9] the initialisation the
+weights started from (provenance: 0 not recorded, 1 gpt2, 2 pytorch; INIT_CODES), the rest 0; then
 the 16 fp32 tensors of PARAM_NAMES in order, shapes from param_shapes(). The
 file is exactly 1024 + 4*P bytes. Vp is V rounded up to a multiple of 128 and
 rows V..Vp-1 of wte are zero (written so; not enforced on read).
@@ -22,6 +23,8 @@ import numpy as np
 from dev.binheader import HEADER_BYTES, check_size, make_header, read_header, write_file_atomic
 from dev.errors import UserError
 
+# header[9]: how the weights a training run starts from were drawn (create_model.py --init)
+INIT_CODES = {"not recorded": 0, "gpt2": 1, "pytorch": 2}
 CHECKPOINT_MAGIC = 20240326
 CHECKPOINT_VERSION = 3
 VOCAB_PAD_MULTIPLE = 128
@@ -164,6 +167,10 @@ def config_from_header(header, path="<header>"):
         raise CheckpointError(
             f"model checkpoint {path} is inconsistent: Vp={Vp}, expected {expected_vp} "
             f"(V={V} rounded up to a multiple of {VOCAB_PAD_MULTIPLE}). {FIX}")
+    if int(header[9]) not in INIT_CODES.values():
+        raise CheckpointError(
+            f"model checkpoint {path} has header[9] (initialisation) = {int(header[9])}, expected 0 "
+            f"(not recorded), 1 (gpt2) or 2 (pytorch). {FIX}")
     if no_bias not in (0, 1):
         raise CheckpointError(
             f"model checkpoint {path} has header[8] (no_qkv_bias) = {no_bias}, expected 0 or 1. {FIX}")
@@ -212,8 +219,17 @@ def _as_float32(name, value):
     return np.ascontiguousarray(value, dtype="<f4")
 
 
-def write_checkpoint(path, config, params):
-    """Atomically write `params` (dict name -> array/tensor of param_shapes(config)).
+def read_checkpoint_init(path):
+    """The initialisation recorded in header[9]: "gpt2", "pytorch" or "not recorded"."""
+    header, _ = read_header(path, "model checkpoint", CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
+                            CheckpointError, FIX)
+    config_from_header(header, path)
+    return {v: k for k, v in INIT_CODES.items()}[int(header[9])]
+
+
+def write_checkpoint(path, config, params, init="not recorded"):
+    """Atomically write `params` (dict name -> array/tensor of param_shapes(config)); `init`
+    (a key of INIT_CODES) goes into header[9].
 
     Raises ValueError (a programming error, not user input) when a tensor is
     missing, extra, mis-shaped, or qkvb is non-zero with config.qkv_bias False.
@@ -236,5 +252,5 @@ def write_checkpoint(path, config, params):
         raise ValueError("write_checkpoint: qkv_bias is off but qkvb is not all zero")
     header = make_header(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, [
         config.max_seq_len, config.vocab_size, config.n_layer, config.n_head,
-        config.n_embd, config.padded_vocab_size, 0 if config.qkv_bias else 1])
+        config.n_embd, config.padded_vocab_size, 0 if config.qkv_bias else 1, INIT_CODES[init]])
     write_file_atomic(path, header, bodies)

@@ -35,6 +35,7 @@ typedef struct {
     int num_heads;          // NH
     int channels;           // C
     int no_qkv_bias;        // 1: qkvb is held at zero and never updated
+    int init_scheme;        // provenance, header[9]: INIT_NOT_RECORDED, INIT_GPT2 or INIT_PYTORCH
 } GPT2Config;
 
 static const char* const PARAM_NAMES[NUM_PARAMETER_TENSORS] = {

@@ -455,6 +455,7 @@ static inline void train_print_config(TrainRun* run) {
     print_row("L / NH / C / HS", "%d / %d / %d / %d", mc->num_layers, mc->num_heads, mc->channels,
               mc->channels / mc->num_heads);
     print_row("qkv bias", "%s", mc->no_qkv_bias ? "off (qkvb held at 0)" : "on");
+    print_row("init", "%s (how the starting weights were drawn, header[9])", init_scheme_name(mc->init_scheme));
     print_row("parameters", "%zu", run->num_parameters);
     if (run->parity) {
         print_row("parity batch", "%s (B=%d T=%d, mask %s)", cfg->parity_batch, run->B, run->T,
@@ -543,6 +544,7 @@ static inline void train_open_log(TrainRun* run) {
     json_key_int(j, "n_head", mc->num_heads);
     json_key_int(j, "n_embd", mc->channels);
     json_key_bool(j, "qkv_bias", !mc->no_qkv_bias);
+    json_key_string(j, "init", init_scheme_name(mc->init_scheme));
     json_key_int(j, "num_parameters", (long long)run->num_parameters);
     json_key_int(j, "B", run->B);
     json_key_int(j, "T", run->T);

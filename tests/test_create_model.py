@@ -7,7 +7,10 @@ writes a checkpoint of exactly that size for tiny, mod97 and d4 (each read
 back and validated); the same seed gives identical bytes, another seed
 different ones; GPT-2 init statistics (std 0.02, residual projections
 0.02/sqrt(2L), LayerNorm 1/0, biases and padded rows 0; std within 5%, the
-sampling error at these sizes is < 1%); overrides and --no-qkv-bias reach the
+sampling error at these sizes is < 1%); --init pytorch gives PyTorch's own layer
+defaults (each Linear's bound is that of a torch.nn.Linear of the same shape, uniform
+moments, embeddings N(0, 1), LayerNorm 1/0) and header[9] records the scheme, which the
+trainer prints, logs and keeps in the checkpoints it saves; overrides and --no-qkv-bias reach the
 header; --from-hf converts a locally saved transformers model exactly; unknown
 config, invalid override, a dimension beyond llmc/gpt2_params.h's bounds, a
 model too big for the machine's memory (refused before allocating), a
@@ -17,13 +20,14 @@ file or empty, and a full disk (RLIMIT_FSIZE in the child) exit 1 with an
 Run: python -m pytest -q tests/test_create_model.py
 """
 
+import dataclasses
 import math
 import os
 
 import numpy as np
 import pytest
 
-from dev.checkpoint import checkpoint_file_size, num_parameters, read_checkpoint
+from dev.checkpoint import checkpoint_file_size, num_parameters, read_checkpoint, read_checkpoint_init
 from dev.configs import NAMED_CONFIGS, resolve_config
 from dev.errors import UserError
 from dev.model import gpt2_init
@@ -96,6 +100,63 @@ def test_gpt2_init_statistics():
         assert np.all(p[name] == 1), name
     for name in ("ln1b", "ln2b", "lnfb", "qkvb", "attprojb", "fcb", "fcprojb"):
         assert np.all(p[name] == 0), name
+
+
+def test_pytorch_init_matches_torch_layer_defaults():
+    import torch
+    from dev.init import pytorch_init
+    cfg = resolve_config("tiny", n_embd=128, n_head=4, n_layer=3)
+    p = pytorch_init(cfg, seed=0)
+    V, C = cfg.vocab_size, cfg.n_embd
+    torch.manual_seed(0)
+    layers = {"qkvw": torch.nn.Linear(C, 3 * C), "attprojw": torch.nn.Linear(C, C),
+              "fcw": torch.nn.Linear(C, 4 * C), "fcprojw": torch.nn.Linear(4 * C, C)}
+    bias_of = {"qkvw": "qkvb", "attprojw": "attprojb", "fcw": "fcb", "fcprojw": "fcprojb"}
+    for name, layer in layers.items():
+        for ours, theirs in ((p[name], layer.weight), (p[bias_of[name]], layer.bias)):
+            theirs = theirs.detach().numpy()
+            bound = 1 / math.sqrt(layer.in_features)
+            # torch's kaiming_uniform_(a=sqrt(5)) and its bias rule both give U(-bound, bound)
+            assert np.abs(theirs).max() <= bound and np.abs(ours).max() <= bound, name
+            assert np.abs(ours).max() > 0.98 * bound, f"{name}: max {np.abs(ours).max():.4g} vs bound {bound:.4g}"
+            std = bound / math.sqrt(3)  # of U(-b, b)
+            assert abs(ours.std() / std - 1) < 0.05, f"{name}: std {ours.std():.4g}, expected {std:.4g}"
+            assert abs(theirs.std() / std - 1) < 0.2, f"torch's own {name}: std {theirs.std():.4g}"
+    for name in ("wte", "wpe"):
+        arr = p[name][:V] if name == "wte" else p[name]
+        assert abs(arr.std() - 1) < 0.05 and abs(arr.mean()) < 0.05, name  # nn.Embedding: N(0, 1)
+    assert np.all(p["wte"][V:] == 0), "padded wte rows must be zero"
+    for name in ("ln1w", "ln2w", "lnfw"):
+        assert np.all(p[name] == 1), name
+    for name in ("ln1b", "ln2b", "lnfb"):
+        assert np.all(p[name] == 0), name
+    no_bias = pytorch_init(dataclasses.replace(cfg, qkv_bias=False), seed=0)
+    assert np.all(no_bias["qkvb"] == 0)
+
+
+def test_init_is_recorded_and_kept_by_the_trainer(run_cli, tmp_path):
+    for scheme in ("gpt2", "pytorch"):
+        out = tmp_path / f"{scheme}.bin"
+        r = run_cli("create_model.py", "--config", "tiny", "--init", scheme, "--out", out)
+        assert r.returncode == 0, r.stderr
+        assert f"init={scheme}" in r.stdout
+        assert read_checkpoint_init(out) == scheme
+    a, b = (read_checkpoint(tmp_path / f"{s}.bin")[1] for s in ("gpt2", "pytorch"))
+    assert np.abs(b["wte"]).std() > 10 * np.abs(a["wte"]).std()
+    # the trainer prints it, logs it and keeps it in what it saves
+    from helpers import run_trainer, token_data
+    cfg = NAMED_CONFIGS["tiny"]
+    data = token_data(tmp_path, cfg)
+    r = run_trainer("--model", tmp_path / "pytorch.bin", *data, "-o", tmp_path / "run", "--steps", 2,
+                    "-v", 0, "-s", 0)
+    assert "pytorch (how the starting weights were drawn" in r.stdout
+    import json
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert first["config"]["init"] == "pytorch"
+    assert read_checkpoint_init(tmp_path / "run" / "model_000002.bin") == "pytorch"
+    from dev.checkpoint import write_checkpoint
+    write_checkpoint(tmp_path / "plain.bin", cfg, a)  # as llm.c's own files: not recorded
+    assert read_checkpoint_init(tmp_path / "plain.bin") == "not recorded"
 
 
 def test_overrides_and_no_qkv_bias(run_cli, tmp_path):
