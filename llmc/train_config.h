@@ -28,6 +28,7 @@ automatic (llmc/loss.h).
 #include "utils.h"
 
 static const char* const DECAY_PARAM_CHOICES[] = {"all", "matrices", NULL};
+static const char* const VAL_SCHEDULE_CHOICES[] = {"every", "log", NULL};
 
 typedef struct {
     // data and files
@@ -56,6 +57,8 @@ typedef struct {
     float weight_noise;        // --weight-noise sigma of the Gaussian weight noise (0 = off)
     // evaluation, sampling, checkpoints
     int val_every;             // -v
+    const char* val_schedule;  // --val-schedule every|log: every -v steps, or -v then log-spaced
+    const char* eval_sets;     // --eval-sets "name=glob,name=glob": more sets evaluated with -j
     int val_batches;           // -m
     int sample_every;          // -s
     int gen_tokens;            // -g
@@ -97,6 +100,8 @@ static inline void train_config_defaults(TrainConfig* c) {
     c->decay_toward_init = 0;
     c->weight_noise = 0.0f;
     c->val_every = 20;
+    c->val_schedule = "every";
+    c->eval_sets = "";
     c->val_batches = 20;
     c->sample_every = 20;
     c->gen_tokens = 64;
@@ -143,6 +148,8 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     SPEC(0, "decay-toward-init", ARG_INT, &c->decay_toward_init, "1: weight decay pulls each parameter toward its initial value instead of 0", NULL);
     SPEC(0, "weight-noise", ARG_FLOAT, &c->weight_noise, "std of Gaussian noise added to the weights for each step's forward/backward (0 = off)", NULL);
     SPEC('v', "val-every", ARG_INT, &c->val_every, "evaluate every N steps and at the end (0 = never)", NULL);
+    SPEC(0, "val-schedule", ARG_CHOICE, &c->val_schedule, "every: every -v steps; log: every max(v, 10^(digits of the step - 2)) steps, dense early and sparse late (-v 10: every 10 steps to 999, 100 to 9,999, 1,000 to 99,999)", VAL_SCHEDULE_CHOICES);
+    SPEC(0, "eval-sets", ARG_STRING, &c->eval_sets, "more example or token sets evaluated whenever -j is, as \"name=glob,name=glob\" (the whole set each time; e.g. train=data/train.bin for clean training accuracy)", NULL);
     SPEC('m', "val-batches", ARG_INT, &c->val_batches, "validation batches per evaluation (-1 = all)", NULL);
     SPEC('s', "sample-every", ARG_INT, &c->sample_every, "sample every N steps and at the end (0 = never)", NULL);
     SPEC('g', "gen-tokens", ARG_INT, &c->gen_tokens, "tokens to generate per sample", NULL);
@@ -158,6 +165,19 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     SPEC(0, "parity-losses", ARG_STRING, &c->parity_losses, "parity mode: write the per-step losses of --steps steps here", NULL);
 #undef SPEC
     return n;
+}
+
+// Whether step (1-based) is an evaluation step of -v every and --val-schedule (the last step is
+// always evaluated, by the caller).
+static inline int val_due(const TrainConfig* c, int step) {
+    if (c->val_every <= 0) { return 0; }
+    long long interval = c->val_every;
+    if (strcmp(c->val_schedule, "log") == 0) {
+        long long p = 1;  // 10^(digits of step - 1)
+        while (p * 10 <= step) { p *= 10; }
+        if (p / 10 > interval) { interval = p / 10; }
+    }
+    return step % interval == 0;
 }
 
 static inline void train_config_check(const TrainConfig* c) {

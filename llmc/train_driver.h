@@ -41,6 +41,7 @@ learning rate or weight decay can still overflow them (-l 1e38 -c 10).
 #ifndef LLMC_TRAIN_DRIVER_H
 #define LLMC_TRAIN_DRIVER_H
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -61,6 +62,8 @@ learning rate or weight decay can still overflow them (-l 1e38 -c 10).
 #include "sampler.h"
 #include "schedule.h"
 #include "tokenizer.h"
+
+#define MAX_EVAL_SETS 8  // --eval-sets
 #include "train_config.h"
 #include "train_state.h"
 #include "utils.h"
@@ -183,6 +186,9 @@ typedef struct {
     int B, T, data_kind, example_len;
     DataLoader train_loader, val_loader;
     int have_train, have_val;
+    int num_eval_sets;                         // --eval-sets
+    char eval_names[MAX_EVAL_SETS][64];
+    DataLoader eval_loaders[MAX_EVAL_SETS];
     int total_steps, start_step;
     const char* out_dir;
     char* resume_dir;
@@ -200,15 +206,14 @@ typedef struct {
     double acc;  // example data only, else NAN
 } EvalResult;
 
-// Mean validation loss over `max_batches` batches (-1 = all), from the start of the
-// validation data. Token data: mean of the batch means (every batch has B*T positions).
-// Example data: sum over scored targets / their count, and the fraction of examples whose
-// every scored target is the argmax.
-static inline EvalResult train_evaluate(TrainRun* run) {
-    DataLoader* val = &run->val_loader;
+// Mean loss over `max_batches` batches (-1 = all) of a set, from its start, with the clean
+// model (no dropout, no weight noise). Token data: mean of the batch means (every batch has
+// B*T positions). Example data: sum over scored targets / their count, and the fraction of
+// examples whose every scored target is the argmax.
+static inline EvalResult train_evaluate(TrainRun* run, DataLoader* val, int max_batches) {
     dataloader_reset(val);
     size_t n = val->batches_per_epoch;
-    if (run->cfg.val_batches > 0 && (size_t)run->cfg.val_batches < n) { n = (size_t)run->cfg.val_batches; }
+    if (max_batches > 0 && (size_t)max_batches < n) { n = (size_t)max_batches; }
     double loss_sum = 0.0;
     size_t scored = 0;
     long long correct = 0, examples = 0;
@@ -369,6 +374,62 @@ static inline void train_batch_geometry(TrainRun* run) {
     }
 }
 
+// --eval-sets "name=glob,name=glob": one data loader per set, of the training data's kind.
+static inline void train_open_eval_sets(TrainRun* run) {
+    const char* spec = run->cfg.eval_sets;
+    while (*spec) {
+        const char* end = strchr(spec, ',');
+        size_t len = end ? (size_t)(end - spec) : strlen(spec);
+        char item[1024];
+        if (len == 0 || len >= sizeof(item)) {
+            fatal("--eval-sets \"%s\": an empty or overlong entry; give \"name=glob,name=glob\"", run->cfg.eval_sets);
+        }
+        memcpy(item, spec, len);
+        item[len] = '\0';
+        char* eq = strchr(item, '=');
+        if (!eq || eq == item || !eq[1] || (size_t)(eq - item) >= sizeof(run->eval_names[0])) {
+            fatal("--eval-sets entry \"%s\" is not name=glob (a name of 1 to 63 characters, then = and the "
+                  "shards, e.g. train=data/train.bin)", item);
+        }
+        *eq = '\0';
+        for (const char* c = item; *c; c++) {
+            if (!(isalnum((unsigned char)*c) || *c == '_' || *c == '-')) {
+                fatal("--eval-sets name \"%s\" may hold only letters, digits, _ and - (it becomes a log key)", item);
+            }
+        }
+        if (run->num_eval_sets == MAX_EVAL_SETS) { fatal("--eval-sets takes at most %d sets", MAX_EVAL_SETS); }
+        for (int i = 0; i < run->num_eval_sets; i++) {
+            if (strcmp(run->eval_names[i], item) == 0) { fatal("--eval-sets names the set \"%s\" twice", item); }
+        }
+        int k = run->num_eval_sets;
+        memcpy(run->eval_names[k], item, strlen(item) + 1);  // shorter than 64, checked above
+        dataloader_init(&run->eval_loaders[k], eq + 1, "--eval-sets", run->B, run->T, run->mc->vocab_size, 0, 0);
+        run->num_eval_sets++;
+        if (run->eval_loaders[k].kind != run->train_loader.kind) {
+            fatal("--eval-sets %s=%s holds another kind of shards than -i %s (token vs example); use one kind",
+                  item, eq + 1, run->cfg.train_data);
+        }
+        spec = end ? end + 1 : spec + len;
+    }
+}
+
+// The norm of each parameter tensor (double sums), and of all tensors but the LayerNorm gains.
+static inline double train_param_norms(TrainRun* run, double* norms) {
+    HostTensors h = run->be->host_tensors(run->model, 1);
+    size_t sizes[NUM_PARAMETER_TENSORS];
+    fill_param_sizes(sizes, run->mc);
+    const float* p = h.params;
+    double no_gains = 0.0;
+    for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        double s = 0.0;
+        for (size_t k = 0; k < sizes[i]; k++) { s += (double)p[k] * (double)p[k]; }
+        norms[i] = sqrt(s);
+        if (i != P_LN1W && i != P_LN2W && i != P_LNFW) { no_gains += s; }
+        p += sizes[i];
+    }
+    return sqrt(no_gains);
+}
+
 // Data loaders, the number of steps, the output folder and the tokenizer.
 static inline void train_open_data(TrainRun* run) {
     const TrainConfig* cfg = &run->cfg;
@@ -386,6 +447,7 @@ static inline void train_open_data(TrainRun* run) {
                       cfg->val_data, cfg->train_data);
             }
         }
+        train_open_eval_sets(run);
         if (run->resuming && (rs->data_batches_per_epoch != run->train_loader.batches_per_epoch ||
                               rs->data_num_shards != (int)run->train_loader.num_shards)) {
             fatal("the training data differs from the run being resumed: %d shards and %llu batches per "
@@ -634,21 +696,49 @@ static inline int train_loop(TrainRun* run) {
         EvalResult ev;
         ev.loss = NAN;
         ev.acc = NAN;
-        int evaluated = run->have_val && (step % cfg->val_every == 0 || step == total);
+        int evaluated = (run->have_val || run->num_eval_sets > 0) && cfg->val_every > 0 &&
+                        (val_due(cfg, step) || step == total);
+        EvalResult extra[MAX_EVAL_SETS];
+        double norms[NUM_PARAMETER_TENSORS], norm_no_gains = 0.0;
         if (evaluated) {
-            ev = train_evaluate(run);
-            printf("val loss %.6f", ev.loss);
-            if (!isnan(ev.acc)) { printf(" | val acc %.4f", ev.acc); }
-            printf("\n");
+            if (run->have_val) {
+                ev = train_evaluate(run, &run->val_loader, cfg->val_batches);
+                printf("val loss %.6f", ev.loss);
+                if (!isnan(ev.acc)) { printf(" | val acc %.4f", ev.acc); }
+                printf("\n");
+            }
+            for (int k = 0; k < run->num_eval_sets; k++) {
+                extra[k] = train_evaluate(run, &run->eval_loaders[k], -1);
+                printf("eval %s loss %.6f", run->eval_names[k], extra[k].loss);
+                if (!isnan(extra[k].acc)) { printf(" | acc %.4f", extra[k].acc); }
+                printf("\n");
+            }
+            norm_no_gains = train_param_norms(run, norms);
         }
         if (run->logger.fp) {
             json_begin(j);
             json_key_int(j, "step", step);
             json_key_float(j, "train_loss", r.loss);
             if (has_acc) { json_key_float(j, "train_acc", train_acc); } else { json_key_null(j, "train_acc"); }
-            if (evaluated) {
+            if (evaluated && run->have_val) {
                 json_key_float(j, "val_loss", ev.loss);
                 if (!isnan(ev.acc)) { json_key_float(j, "val_acc", ev.acc); } else { json_key_null(j, "val_acc"); }
+            }
+            if (evaluated && run->num_eval_sets > 0) {
+                json_key_object(j, "eval");
+                for (int k = 0; k < run->num_eval_sets; k++) {
+                    json_key_object(j, run->eval_names[k]);
+                    json_key_float(j, "loss", extra[k].loss);
+                    if (!isnan(extra[k].acc)) { json_key_float(j, "acc", extra[k].acc); } else { json_key_null(j, "acc"); }
+                    json_end_object(j);
+                }
+                json_end_object(j);
+            }
+            if (evaluated) {
+                json_key_object(j, "param_norms");
+                for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { json_key_float(j, PARAM_NAMES[i], norms[i]); }
+                json_end_object(j);
+                json_key_float(j, "param_norm_without_ln_gains", norm_no_gains);
             }
             json_key_float(j, "lr", r.lr);
             json_key_float(j, "grad_norm", r.grad_norm);
@@ -709,6 +799,7 @@ static inline void train_cleanup(TrainRun* run) {
     tokenizer_free(&run->tokenizer);
     if (run->have_train) { dataloader_free(&run->train_loader); }
     if (run->have_val) { dataloader_free(&run->val_loader); }
+    for (int k = 0; k < run->num_eval_sets; k++) { dataloader_free(&run->eval_loaders[k]); }
     parity_batch_free(&run->pb);
     if (run->model) { run->be->destroy(run->model); }
     free(run->model_path);
