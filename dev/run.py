@@ -73,6 +73,8 @@ TRAINER_FLAGS = {
     "eps": "--eps",
     "grad_clip": "--grad-clip",
     "val_every": "--val-every",
+    "val_schedule": "--val-schedule",
+    "eval_sets": "--eval-sets",
     "val_batches": "--val-batches",
     "sample_every": "--sample-every",
     "gen_tokens": "--gen-tokens",
@@ -81,6 +83,7 @@ TRAINER_FLAGS = {
     "top_p": "--top-p",
     "save_every": "--save-every",
     "threads": "--threads",
+    "classifier_rows": "--classifier-rows",
     # research regularizers (README "Regularizers")
     "dropout": "--dropout",
     "decay_toward_init": "--decay-toward-init",
