@@ -7,7 +7,8 @@ biases 0, padded wte rows 0), deterministic for --seed (same seed, same bytes);
 --init pytorch draws PyTorch's layer defaults instead (dev.init.pytorch_init), and
 header[9] records which (the trainers print it and keep it in what they save).
 --n-layer/--n-head/--n-embd/--seq-len/--vocab-size override the named sizes;
---no-qkv-bias writes header[8] = 1 with qkvb all zero. --from-hf converts a
+--no-qkv-bias writes header[8] = 1 with qkvb all zero; --untied-head writes header[10] = 1
+and a 17th tensor lm_head (Vp, C), drawn after the 16. --from-hf converts a
 transformers GPT-2 (a local folder offline; a hub name only when it is cached
 or the hub answers). It prints the resolved configuration, the parameter table
 and the total; --dry-run stops there (no allocation, nothing written). Before
@@ -54,6 +55,9 @@ def parse_args(argv):
     p.add_argument("--no-qkv-bias", action="store_true",
                    help="no QKV bias: qkvb is written as zeros and header[8] = 1 tells the "
                         "trainers never to train it")
+    p.add_argument("--untied-head", action="store_true",
+                   help="give the classifier its own weight lm_head (Vp, C), a 17th tensor after the 16 "
+                        "(header[10] = 1), as Power et al.'s model has; default: tied to wte, as GPT-2")
     p.add_argument("--init", choices=("gpt2", "pytorch"), default="gpt2",
                    help="initialisation: gpt2 (normal std 0.02, residual projections 0.02/sqrt(2L); "
                         "the default) or pytorch (PyTorch's layer defaults, as in Power et al.'s "
@@ -133,11 +137,12 @@ def main(argv=None):
                      max_seq_len=args.seq_len, vocab_size=args.vocab_size)
     if args.from_hf:
         given = [flag for flag, v in zip(OVERRIDE_FLAGS, overrides.values()) if v is not None]
-        if given or args.no_qkv_bias:
-            raise UserError(f"--from-hf takes its sizes from the transformers model; drop "
-                            f"{', '.join(given + (['--no-qkv-bias'] if args.no_qkv_bias else []))}.")
+        given += [f for f, on in (("--no-qkv-bias", args.no_qkv_bias), ("--untied-head", args.untied_head)) if on]
+        if given:
+            raise UserError(f"--from-hf takes its sizes and head from the transformers model; drop "
+                            f"{', '.join(given)}.")
         return convert_hf(args)
-    config = resolve_config(args.config, qkv_bias=not args.no_qkv_bias, **overrides)
+    config = resolve_config(args.config, qkv_bias=not args.no_qkv_bias, untied_head=args.untied_head, **overrides)
     out = args.out or os.path.join("out", f"{args.config}.bin")
     print(f"config: {args.config}  {config.describe()}  init={args.init}  seed={args.seed}")
     print_table(config)

@@ -940,7 +940,8 @@ static void classifier_chunks(GPT2* model, const int* targets, int N, int with_a
     const GPT2Config* cfg = &model->config;
     int C = cfg->channels, V = cfg->vocab_size, Vp = cfg->padded_vocab_size;
     ActivationTensors a = model->acts;
-    const float* wte = model->params.wte;
+    const float* wte = classifier_weight(&model->params, cfg->untied_head);  // wte, or an untied lm_head
+    float* dwte = classifier_weight(&model->grads, cfg->untied_head);
     for (int n0 = 0; n0 < N; n0 += model->classifier_rows) {
         int n = N - n0 < model->classifier_rows ? N - n0 : model->classifier_rows;
         const float* lnf = a.lnf + (size_t)n0 * C;
@@ -952,7 +953,7 @@ static void classifier_chunks(GPT2* model, const int* targets, int N, int with_a
         softmax_crossentropy(a.losses + n0, with_argmax ? model->argmax + n0 : NULL, a.logits, targets + n0,
                              with_backward ? model->dloss + n0 : NULL, n, V, Vp);
         if (with_backward) {
-            matmul_backward(model->grads_acts.lnf + (size_t)n0 * C, model->grads.wte, NULL, a.logits, lnf, wte,
+            matmul_backward(model->grads_acts.lnf + (size_t)n0 * C, dwte, NULL, a.logits, lnf, wte,
                             n, C, Vp);
         }
     }
@@ -1131,7 +1132,7 @@ static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n
     int C = model->config.channels, Vp = model->config.padded_vocab_size;
     const float* x = model->acts.lnf + (size_t)(len - 1) * C;
     float* out = model->acts.logits;
-    const float* wte = model->params.wte;
+    const float* wte = classifier_weight(&model->params, model->config.untied_head);
     #pragma omp parallel for if ((size_t)Vp * C >= PAR_MIN_WORK)
     for (int v = 0; v < Vp; v++) {
         const float* w = wte + (size_t)v * C;

@@ -278,7 +278,7 @@ static void classifier_chunks(GPT2* model, int N, int with_targets, int with_bac
     for (int n0 = 0; n0 < N; n0 += model->classifier_rows) {
         int n = N - n0 < model->classifier_rows ? N - n0 : model->classifier_rows;
         const float* lnf = a.lnf + (size_t)n0 * C;
-        matmul_forward(a.logits, lnf, model->params.wte, NULL, n, C, Vp);
+        matmul_forward(a.logits, lnf, classifier_weight(&model->params, cfg->untied_head), NULL, n, C, Vp);
         if (model->saved_logits) {
             cudaCheck(cudaMemcpy(model->saved_logits + (size_t)n0 * Vp, a.logits, (size_t)n * Vp * sizeof(float),
                                  cudaMemcpyDeviceToHost));
@@ -288,8 +288,9 @@ static void classifier_chunks(GPT2* model, int N, int with_targets, int with_bac
                                         model->d_dloss + n0, V, Vp, with_backward);
         launchCheck();
         if (with_backward) {
-            matmul_backward(model->dbuf + (size_t)n0 * C, model->grads.wte, NULL, model->col_scratch, a.logits, lnf,
-                            model->params.wte, n, C, Vp);
+            matmul_backward(model->dbuf + (size_t)n0 * C, classifier_weight(&model->grads, cfg->untied_head), NULL,
+                            model->col_scratch, a.logits, lnf, classifier_weight(&model->params, cfg->untied_head), n,
+                            C, Vp);
         }
     }
 }
@@ -383,7 +384,9 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = model->param_sizes[i];
         float decay, lr_wd;
-        if (!adamw_tensor_decay(s, &model->config, i, lr, &decay, &lr_wd)) { offset += n; continue; }
+        // skipped: an empty tensor (a tied model's lm_head; a launch needs a non-empty grid) and
+        // a tensor that is not trained
+        if (n == 0 || !adamw_tensor_decay(s, &model->config, i, lr, &decay, &lr_wd)) { offset += n; continue; }
         const float* init = s->decay_toward_init ? model->init_memory + offset : NULL;
         adamw_kernel1<<<ceil_div(n, block), block>>>(model->params_memory + offset, model->m_memory + offset,
                                                     model->v_memory + offset, model->grads_memory + offset, init, n,
@@ -441,7 +444,8 @@ static const float* gpt2_next_token_logits(GPT2* model, const int* tokens, int n
     cudaCheck(cudaMemcpy(model->d_inputs, tokens + start, (size_t)len * sizeof(int), cudaMemcpyHostToDevice));
     gpt2_forward_trunk(model, 1, len);
     int C = model->config.channels, Vp = model->config.padded_vocab_size;
-    matmul_forward(model->acts.logits, model->acts.lnf + (size_t)(len - 1) * C, model->params.wte, NULL, 1, C, Vp);
+    matmul_forward(model->acts.logits, model->acts.lnf + (size_t)(len - 1) * C,
+                   classifier_weight(&model->params, model->config.untied_head), NULL, 1, C, Vp);
     cudaCheck(cudaMemcpy(model->sample_logits, model->acts.logits, (size_t)Vp * sizeof(float), cudaMemcpyDeviceToHost));
     return model->sample_logits;
 }

@@ -3,8 +3,9 @@
 Format (README, "File formats"): a 256-int32 header [0] magic 20240326,
 [1] version 3, [2] maxT, [3] V, [4] L, [5] NH, [6] C, [7] Vp, [8] no_qkv_bias
 (0 = llm.c default, 1 = qkvb is all zero and never trained), [9] the initialisation the
-weights started from (provenance: 0 not recorded, 1 gpt2, 2 pytorch; INIT_CODES), the rest 0; then
-the 16 fp32 tensors of PARAM_NAMES in order, shapes from param_shapes(). The
+weights started from (provenance: 0 not recorded, 1 gpt2, 2 pytorch; INIT_CODES), [10]
+untied_head (0/1: 1 adds a 17th tensor, lm_head (Vp, C), the classifier's own weight), the
+rest 0; then the fp32 tensors of param_shapes() in order (PARAM_NAMES, and lm_head). The
 file is exactly 1024 + 4*P bytes. Vp is V rounded up to a multiple of 128 and
 rows V..Vp-1 of wte are zero (written so; not enforced on read).
 
@@ -35,10 +36,12 @@ MAX_VOCAB = 65536       # V: token shards store uint16 ids
 MAX_LAYERS = 4096       # L
 MAX_CHANNELS = 65536    # C (and NH <= C)
 
+# llm.c's 16 tensors; a model with an untied head has LM_HEAD after them (param_shapes)
 PARAM_NAMES = (
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
     "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb",
 )
+LM_HEAD = "lm_head"
 
 FIX = "Re-create it with create_model.py (or check the path)."
 
@@ -61,6 +64,7 @@ class ModelConfig:
     n_head: int        # NH
     n_embd: int        # C
     qkv_bias: bool = True  # False: qkvb is held at zero (header[8] no_qkv_bias = 1)
+    untied_head: bool = False  # True: the classifier has its own weight lm_head (header[10] = 1)
 
     @property
     def padded_vocab_size(self):
@@ -108,11 +112,13 @@ class ModelConfig:
     def describe(self):
         return (f"maxT={self.max_seq_len} V={self.vocab_size} Vp={self.padded_vocab_size} "
                 f"L={self.n_layer} NH={self.n_head} C={self.n_embd} HS={self.head_size} "
-                f"qkv_bias={'on' if self.qkv_bias else 'off'}")
+                f"qkv_bias={'on' if self.qkv_bias else 'off'}"
+                + (" head=untied" if self.untied_head else ""))
 
 
 def param_shapes(config):
-    """The 16 tensor shapes in checkpoint order: dict name -> tuple."""
+    """The tensor shapes in checkpoint order: dict name -> tuple (the 16 of PARAM_NAMES, then
+    lm_head with an untied head)."""
     maxT, L, C = config.max_seq_len, config.n_layer, config.n_embd
     Vp = config.padded_vocab_size
     return {
@@ -132,6 +138,7 @@ def param_shapes(config):
         "fcprojb": (L, C),
         "lnfw": (C,),
         "lnfb": (C,),
+        **({LM_HEAD: (Vp, C)} if config.untied_head else {}),
     }
 
 
@@ -148,6 +155,7 @@ def checkpoint_file_size(config):
 def config_from_header(header, path="<header>"):
     """Build and validate a ModelConfig from a checkpoint header (already magic/version checked)."""
     maxT, V, L, NH, C, Vp, no_bias = (int(x) for x in header[2:9])
+    untied = int(header[10])
     named = dict(maxT=maxT, V=V, L=L, NH=NH, C=C, Vp=Vp)
     bad = [f"{k}={v}" for k, v in named.items() if v <= 0]
     if bad:
@@ -174,8 +182,11 @@ def config_from_header(header, path="<header>"):
     if no_bias not in (0, 1):
         raise CheckpointError(
             f"model checkpoint {path} has header[8] (no_qkv_bias) = {no_bias}, expected 0 or 1. {FIX}")
+    if untied not in (0, 1):
+        raise CheckpointError(
+            f"model checkpoint {path} has header[10] (untied_head) = {untied}, expected 0 or 1. {FIX}")
     return ModelConfig(max_seq_len=maxT, vocab_size=V, n_layer=L, n_head=NH, n_embd=C,
-                       qkv_bias=(no_bias == 0))
+                       qkv_bias=(no_bias == 0), untied_head=(untied == 1))
 
 
 def read_checkpoint_config(path):
@@ -252,5 +263,6 @@ def write_checkpoint(path, config, params, init="not recorded"):
         raise ValueError("write_checkpoint: qkv_bias is off but qkvb is not all zero")
     header = make_header(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, [
         config.max_seq_len, config.vocab_size, config.n_layer, config.n_head,
-        config.n_embd, config.padded_vocab_size, 0 if config.qkv_bias else 1, INIT_CODES[init]])
+        config.n_embd, config.padded_vocab_size, 0 if config.qkv_bias else 1, INIT_CODES[init],
+        1 if config.untied_head else 0])
     write_file_atomic(path, header, bodies)

@@ -36,7 +36,7 @@ CONFIG_USES = {
     "d48": "GPT-2 xl 1558M",
 }
 
-OVERRIDE_FIELDS = ("max_seq_len", "vocab_size", "n_layer", "n_head", "n_embd", "qkv_bias")
+OVERRIDE_FIELDS = ("max_seq_len", "vocab_size", "n_layer", "n_head", "n_embd", "qkv_bias", "untied_head")
 
 
 def resolve_config(name, **overrides):

@@ -3,7 +3,8 @@
 Contract: `python -m dev.export_hf out/d4.bin --out-dir out/d4_hf` writes
   config.json, generation_config.json, model.safetensors
       transformers' GPT2LMHeadModel.save_pretrained of dev.model.to_hf(model):
-      the V real rows of wte (padded rows dropped), tied LM head, tanh GELU;
+      the V real rows of wte (padded rows dropped), the LM head tied to it (or its own
+      lm_head.weight, tie_word_embeddings false, for an untied model), tanh GELU;
   vocab.json, merges.txt, tokenizer.json, tokenizer_config.json
       only for models with GPT-2's vocabulary (V = 50257): the GPT-2 byte-level
       BPE built from the shipped ranks dev/assets/gpt2.tiktoken (no download).

@@ -13,7 +13,7 @@ from dev.checkpoint import param_shapes
 
 INIT_STD = 0.02
 # Weights drawn from N(0, std); the residual projections use std 0.02/sqrt(2L).
-RANDOM_INIT = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
+RANDOM_INIT = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw", "lm_head")
 RESIDUAL_PROJECTIONS = ("attprojw", "fcprojw")
 
 
@@ -25,7 +25,8 @@ def gpt2_init(config, seed):
     dtype=np.float32)) for wte (first V rows only), wpe, qkvw, attprojw, fcw,
     fcprojw, each multiplied by its std: 0.02, and 0.02/sqrt(2L) for attprojw
     and fcprojw. LayerNorm weights are 1, every bias 0 (qkvb included), the
-    padded wte rows V..Vp-1 are 0.
+    padded wte rows V..Vp-1 are 0. An untied lm_head (drawn last, so the 16 tensors are those of
+    the tied model with the same seed) is N(0, 0.02) on its first V rows, 0 on the padded ones.
     """
     rng = np.random.default_rng(seed)
     V, L = config.vocab_size, config.n_layer
@@ -33,7 +34,7 @@ def gpt2_init(config, seed):
     for name, shape in param_shapes(config).items():
         if name in RANDOM_INIT:
             std = INIT_STD / math.sqrt(2 * L) if name in RESIDUAL_PROJECTIONS else INIT_STD
-            draw_shape = (V,) + tuple(shape[1:]) if name == "wte" else shape
+            draw_shape = (V,) + tuple(shape[1:]) if name in ("wte", "lm_head") else shape
             arr = np.zeros(shape, dtype=np.float32)
             arr[:draw_shape[0]] = rng.standard_normal(draw_shape, dtype=np.float32) * np.float32(std)
         elif name in ("ln1w", "ln2w", "lnfw"):
@@ -60,7 +61,8 @@ def pytorch_init(config, seed):
     the padded rows stay 0) and wpe standard normal (nn.Embedding); for each Linear layer the weight
     (L, out, in) then its bias (L, out) uniform in [-1/sqrt(in), 1/sqrt(in)) (nn.Linear, fan_in =
     in: C for qkvw, attprojw and fcw, 4C for fcprojw); LayerNorm weights 1 and biases 0. qkvb is
-    0 when the model has no QKV bias. The LM head is wte (tied), as in the checkpoint format.
+    0 when the model has no QKV bias. An untied lm_head (last) is an nn.Linear(C, V) without bias:
+    U(-1/sqrt(C), 1/sqrt(C)) on its first V rows, 0 on the padded ones.
     """
     rng = np.random.default_rng(seed)
     V = config.vocab_size
@@ -72,6 +74,9 @@ def pytorch_init(config, seed):
         if name in EMBEDDINGS:
             rows = V if name == "wte" else shape[0]
             arr[:rows] = rng.standard_normal((rows,) + tuple(shape[1:]), dtype=np.float32)
+        elif name == "lm_head":
+            bound = np.float32(1.0 / math.sqrt(shape[1]))
+            arr[:V] = rng.uniform(-bound, bound, (V, shape[1])).astype(np.float32)
         elif name in LINEAR_LAYERS or (name in biases and (name != "qkvb" or config.qkv_bias)):
             weight = biases.get(name, name)       # a bias takes its layer's fan_in
             fan_in = shapes[weight][-1]           # weights are (L, out, in)

@@ -1,6 +1,7 @@
 """GPT: the PyTorch reference GPT-2 whose parameters ARE the 16 checkpoint tensors.
 
-Contract: GPT(config) has exactly the parameters PARAM_NAMES, with the stacked
+Contract: GPT(config) has exactly the parameters of param_shapes(config) (PARAM_NAMES, and
+lm_head with an untied head), with the stacked
 checkpoint shapes (wte (Vp, C), qkvw (L, 3*C, C), ...), so a gradient from the
 C or CUDA trainer compares with `model.<name>.grad` by name. The forward pass is
 the exact math the trainers implement:
@@ -10,6 +11,7 @@ the exact math the trainers implement:
     x = x + attprojw[l] @ attn(ln1(x))   + attprojb[l]    # causal, scale 1/sqrt(HS)
     x = x + fcprojw[l] @ gelu(fcw[l] @ ln2(x) + fcb[l]) + fcprojb[l]   # gelu = tanh approx
   logits = lnf(x) @ wte.T                                 # (B, T, Vp), tied LM head
+  (or lnf(x) @ lm_head.T with an untied head: config.untied_head, tensor 17)
   loss = cross-entropy over the first V logit columns (padded columns ignored),
          mean over all B*T positions, or over positions with loss_mask == 1.
 
@@ -117,12 +119,12 @@ class GPT(nn.Module):
 
     def params_numpy(self):
         """dict name -> float32 numpy copy of each parameter, in checkpoint order."""
-        return {n: getattr(self, n).detach().cpu().numpy().copy() for n in PARAM_NAMES}
+        return {n: getattr(self, n).detach().cpu().numpy().copy() for n in param_shapes(self.config)}
 
     def grads_numpy(self):
         """dict name -> float32 numpy gradient (zeros where .grad is None)."""
         out = {}
-        for n in PARAM_NAMES:
+        for n in param_shapes(self.config):
             p = getattr(self, n)
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             out[n] = g.detach().cpu().numpy().copy()
@@ -176,7 +178,8 @@ class GPT(nn.Module):
             h = F.linear(h, self.fcprojw[l], self.fcprojb[l])  # (B, T, C)
             x = x + self._dropout(h, "mlp", l)
         x = F.layer_norm(x, (C,), self.lnfw, self.lnfb, LN_EPS)
-        logits = F.linear(x, self.wte)                         # (B, T, Vp)
+        head = self.lm_head if cfg.untied_head else self.wte  # tied to wte, or its own weight
+        logits = F.linear(x, head)                             # (B, T, Vp)
         loss = None
         if targets is not None:
             loss = cross_entropy_loss(logits, targets, cfg.vocab_size, loss_mask)
@@ -203,7 +206,7 @@ def hf_config(config):
         vocab_size=config.vocab_size, n_positions=config.max_seq_len, n_embd=config.n_embd,
         bos_token_id=eot, eos_token_id=eot, n_layer=config.n_layer, n_head=config.n_head, n_inner=4 * config.n_embd,
         activation_function="gelu_new", layer_norm_epsilon=LN_EPS,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=not config.untied_head)
     hf._attn_implementation = "eager"
     return hf
 
@@ -223,7 +226,10 @@ def to_hf(model):
                 sd[f"transformer.h.{l}.{theirs}"].copy_(src.t() if transpose else src)
         sd["transformer.ln_f.weight"].copy_(model.lnfw)
         sd["transformer.ln_f.bias"].copy_(model.lnfb)
-    hf.tie_weights()
+        if cfg.untied_head:  # its own lm_head.weight (tie_word_embeddings=False)
+            sd["lm_head.weight"].copy_(model.lm_head[:cfg.vocab_size])
+    if not cfg.untied_head:
+        hf.tie_weights()
     return hf
 
 
@@ -235,8 +241,9 @@ def from_hf(hf_model, **kwargs):
         raise ValueError(f"from_hf: activation {act!r} is not the tanh GELU this model implements")
     if getattr(hc, "n_inner", None) not in (None, 4 * hc.n_embd):
         raise ValueError(f"from_hf: n_inner={hc.n_inner}, only 4*n_embd is supported")
+    untied = not getattr(hc, "tie_word_embeddings", True)
     config = ModelConfig(max_seq_len=hc.n_positions, vocab_size=hc.vocab_size,
-                         n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd)
+                         n_layer=hc.n_layer, n_head=hc.n_head, n_embd=hc.n_embd, untied_head=untied)
     sd = hf_model.state_dict()
     # float64 stays float64 (a double-precision reference); anything else becomes float32
     dtype = torch.float64 if sd["transformer.wte.weight"].dtype == torch.float64 else torch.float32
@@ -251,6 +258,10 @@ def from_hf(hf_model, **kwargs):
         params[ours] = torch.stack([t.t() if transpose else t for t in layers])
     params["lnfw"] = sd["transformer.ln_f.weight"].to(dtype)
     params["lnfb"] = sd["transformer.ln_f.bias"].to(dtype)
+    if untied:
+        head = torch.zeros(Vp, C, dtype=dtype)
+        head[:V] = sd["lm_head.weight"].to(dtype)
+        params["lm_head"] = head
     model = GPT(config, init=False, **kwargs).to(dtype)
     model.load_params(params)
     return model

@@ -23,7 +23,7 @@ import collections
 import numpy as np
 
 from dev.binheader import HEADER_BYTES, check_size, make_header, read_header, write_file_atomic
-from dev.checkpoint import (MAX_CHANNELS, MAX_LAYERS, MAX_SEQ_LEN, MAX_VOCAB, PARAM_NAMES,
+from dev.checkpoint import (LM_HEAD, MAX_CHANNELS, MAX_LAYERS, MAX_SEQ_LEN, MAX_VOCAB, PARAM_NAMES,
                             ModelConfig, param_shapes)
 from dev.errors import UserError
 from dev.train_limits import MAX_TOKENS_PER_STEP
@@ -94,7 +94,8 @@ def config_from_grads_header(P, Vp, L, C):
 
 
 def write_parity_grads(path, loss, logits, grads):
-    """Atomically write loss (float), logits (B, T, Vp) and grads (dict of the 16 tensors).
+    """Atomically write loss (float), logits (B, T, Vp) and grads (dict of the 16 tensors, and
+    lm_head for a model with an untied head; header[8] says which).
 
     grads values may be numpy arrays or torch tensors; every one of the 16 must
     be present (pass zeros for a tensor that gets no gradient, e.g. qkvb with
@@ -107,17 +108,19 @@ def write_parity_grads(path, loss, logits, grads):
     missing = [n for n in PARAM_NAMES if n not in grads or grads[n] is None]
     if missing:
         raise ValueError(f"write_parity_grads: missing gradients {missing}")
-    arrays = [_numpy(grads[n]).astype("<f4") for n in PARAM_NAMES]
+    untied = grads.get(LM_HEAD) is not None
+    names = list(PARAM_NAMES) + ([LM_HEAD] if untied else [])
+    arrays = [_numpy(grads[n]).astype("<f4") for n in names]
     L, C = arrays[PARAM_NAMES.index("qkvw")].shape[0], arrays[PARAM_NAMES.index("lnfw")].shape[0]
     maxT = arrays[PARAM_NAMES.index("wpe")].shape[0]
     # V only matters through Vp here; any V with the same Vp gives the same shapes.
-    config = ModelConfig(max_seq_len=maxT, vocab_size=Vp, n_layer=L, n_head=1, n_embd=C)
-    for name, arr in zip(PARAM_NAMES, arrays):
+    config = ModelConfig(max_seq_len=maxT, vocab_size=Vp, n_layer=L, n_head=1, n_embd=C, untied_head=untied)
+    for name, arr in zip(names, arrays):
         if tuple(arr.shape) != param_shapes(config)[name]:
             raise ValueError(f"write_parity_grads: gradient {name} has shape {arr.shape}, "
                              f"expected {param_shapes(config)[name]}")
     P = sum(a.size for a in arrays)
-    header = make_header(GRADS_MAGIC, GRADS_VERSION, [B, T, Vp, P, L, C])
+    header = make_header(GRADS_MAGIC, GRADS_VERSION, [B, T, Vp, P, L, C, int(untied)])
     write_file_atomic(path, header, [np.array([loss], dtype="<f4"), logits] + arrays)
 
 
@@ -125,14 +128,17 @@ def read_parity_grads(path):
     """Read parity gradients: dict(loss=float, logits=(B, T, Vp) float32, grads=dict name->array)."""
     header, size = read_header(path, "parity gradients", GRADS_MAGIC, GRADS_VERSION,
                                ParityFileError, FIX)
-    B, T, Vp, P, L, C = (int(x) for x in header[2:8])
+    B, T, Vp, P, L, C, untied = (int(x) for x in header[2:9])
+    if untied not in (0, 1):
+        raise ParityFileError(f"parity gradients {path} has header[8] (untied_head) = {untied}, expected "
+                              f"0 or 1. {FIX}")
     if (min(B, T, Vp, P, L, C) < 1 or Vp % 128 != 0 or B * T > MAX_TOKENS_PER_STEP
             or Vp > MAX_VOCAB or L > MAX_LAYERS or C > MAX_CHANNELS):
         raise ParityFileError(f"parity gradients {path} has header B={B} T={T} Vp={Vp} P={P} "
                               f"L={L} C={C}, expected all >= 1, B*T at most {MAX_TOKENS_PER_STEP}, "
                               f"Vp a multiple of 128 and at most {MAX_VOCAB}, L at most "
                               f"{MAX_LAYERS}, C at most {MAX_CHANNELS}. {FIX}")
-    maxT = config_from_grads_header(P, Vp, L, C)
+    maxT = config_from_grads_header(P - untied * Vp * C, Vp, L, C)
     if maxT is None:
         raise ParityFileError(
             f"parity gradients {path} is inconsistent: P={P} does not equal "
@@ -144,7 +150,7 @@ def read_parity_grads(path):
     body = np.fromfile(path, dtype="<f4", offset=HEADER_BYTES)
     loss = float(body[0])
     logits = body[1:1 + B * T * Vp].reshape(B, T, Vp)
-    config = ModelConfig(max_seq_len=maxT, vocab_size=Vp, n_layer=L, n_head=1, n_embd=C)
+    config = ModelConfig(max_seq_len=maxT, vocab_size=Vp, n_layer=L, n_head=1, n_embd=C, untied_head=untied == 1)
     grads, offset = {}, 1 + B * T * Vp
     for name, shape in param_shapes(config).items():
         n = int(np.prod(shape))

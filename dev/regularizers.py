@@ -93,7 +93,7 @@ def weight_noise(config, seed, step, sigma):
     out, offset = {}, 0
     for name, shape in param_shapes(config).items():
         size = int(np.prod(shape))
-        if name == "wte":
+        if name in ("wte", "lm_head"):
             span = config.vocab_size * config.n_embd
         elif name == "qkvb" and not config.qkv_bias:
             span = 0
@@ -107,5 +107,5 @@ def weight_noise(config, seed, step, sigma):
         noise[:span] = (float(np.float32(sigma)) * z).astype(np.float32)
         out[name] = noise.reshape(shape)
         offset += size
-    assert list(out) == list(PARAM_NAMES)
+    assert list(out)[:len(PARAM_NAMES)] == list(PARAM_NAMES)
     return out

@@ -4,8 +4,9 @@ checkpoint.h: read and write the model checkpoint (llm.c fp32, version 3).
 Format (README, "File formats"): 256 int32 header [0] 20240326, [1] 3, [2] maxT,
 [3] V, [4] L, [5] NH, [6] C, [7] Vp, [8] no_qkv_bias (0/1), [9] the initialisation the
 weights started from (provenance: 0 not recorded, as in llm.c's files; 1 gpt2; 2 pytorch;
-create_model.py --init writes it and the trainers keep it), the rest 0; then
-the 16 fp32 tensors of gpt2_params.h in order; exactly 1024 + 4*P bytes.
+create_model.py --init writes it and the trainers keep it), [10] untied_head (0/1: 1 adds
+the 17th tensor lm_head (Vp, C) after the 16, which the classifier uses instead of wte), the
+rest 0; then the fp32 tensors of gpt2_params.h in order; exactly 1024 + 4*P bytes.
 
 Contract:
 - checkpoint_read_config(path, &cfg) validates the header (every dimension
@@ -50,7 +51,7 @@ static inline size_t checkpoint_read_config(const char* path, GPT2Config* cfg) {
     long long size = read_header_checked(path, "model checkpoint", CHECKPOINT_MAGIC,
                                          CHECKPOINT_VERSION, header, CHECKPOINT_FIX);
     int maxT = header[2], V = header[3], L = header[4], NH = header[5], C = header[6];
-    int Vp = header[7], no_bias = header[8], init = header[9];
+    int Vp = header[7], no_bias = header[8], init = header[9], untied = header[10];
     if (maxT <= 0 || V <= 0 || L <= 0 || NH <= 0 || C <= 0 || Vp <= 0) {
         fatal("model checkpoint %s has non-positive dimensions in its header: maxT=%d V=%d L=%d "
               "NH=%d C=%d Vp=%d (expected all > 0). %s", path, maxT, V, L, NH, C, Vp, CHECKPOINT_FIX);
@@ -77,7 +78,12 @@ static inline size_t checkpoint_read_config(const char* path, GPT2Config* cfg) {
         fatal("model checkpoint %s has header[9] (initialisation) = %d, expected 0 (not recorded), 1 (gpt2) "
               "or 2 (pytorch). %s", path, init, CHECKPOINT_FIX);
     }
+    if (untied != 0 && untied != 1) {
+        fatal("model checkpoint %s has header[10] (untied_head) = %d, expected 0 or 1. %s", path, untied,
+              CHECKPOINT_FIX);
+    }
     cfg->init_scheme = init;
+    cfg->untied_head = untied;
     cfg->max_seq_len = maxT;
     cfg->vocab_size = V;
     cfg->padded_vocab_size = Vp;
@@ -148,6 +154,7 @@ static inline void checkpoint_save(const char* path, const GPT2Config* cfg, cons
     header[7] = cfg->padded_vocab_size;
     header[8] = cfg->no_qkv_bias;
     header[9] = cfg->init_scheme;
+    header[10] = cfg->untied_head;
     AtomicFile af;
     atomic_file_open(&af, path);
     atomic_file_write(&af, header, sizeof(int32_t), HEADER_INTS);

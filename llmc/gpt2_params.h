@@ -1,5 +1,7 @@
 /*
-gpt2_params.h: the GPT-2 configuration and the 16 parameter tensors.
+gpt2_params.h: the GPT-2 configuration and its parameter tensors: llm.c's 16, and a 17th,
+lm_head (Vp, C), in models with an untied head (header[10] = 1; its size is 0 otherwise, so
+a tied model's block is llm.c's 16 tensors byte for byte).
 
 Contract: the names, order and shapes below are the checkpoint layout of the
 README ("File formats") and equal dev/checkpoint.py's PARAM_NAMES and
@@ -16,7 +18,7 @@ vocab, maxT the model's context.
 
 #include <stddef.h>
 
-#define NUM_PARAMETER_TENSORS 16
+#define NUM_PARAMETER_TENSORS 17  // llm.c's 16 and lm_head (empty in a tied model)
 #define VOCAB_PAD_MULTIPLE 128
 
 // Bounds on every dimension a model file may hold (dev/checkpoint.py ModelConfig holds the
@@ -36,16 +38,17 @@ typedef struct {
     int channels;           // C
     int no_qkv_bias;        // 1: qkvb is held at zero and never updated
     int init_scheme;        // provenance, header[9]: INIT_NOT_RECORDED, INIT_GPT2 or INIT_PYTORCH
+    int untied_head;        // header[10] = 1: the classifier uses lm_head (tensor 17), not wte
 } GPT2Config;
 
 static const char* const PARAM_NAMES[NUM_PARAMETER_TENSORS] = {
     "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb", "lm_head",
 };
 
 enum {
     P_WTE = 0, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
-    P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB
+    P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB, P_LMHEAD
 };
 
 typedef struct {
@@ -65,13 +68,19 @@ typedef struct {
     float* fcprojb;  // (L, C)
     float* lnfw;     // (C)
     float* lnfb;     // (C)
+    float* lm_head;  // (Vp, C) with an untied head, else empty (use classifier_weight())
 } ParameterTensors;
+
+// The classifier's weight: lm_head with an untied head, else wte (tied, as in GPT-2).
+static inline float* classifier_weight(const ParameterTensors* p, int untied_head) {
+    return untied_head ? p->lm_head : p->wte;
+}
 
 static inline int round_up_vocab(int V) {
     return ((V + VOCAB_PAD_MULTIPLE - 1) / VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE;
 }
 
-// Shapes of the 16 tensors: ndims[i] in 1..3, dims[i][0..ndims-1].
+// Shapes of the tensors: ndims[i] in 1..3, dims[i][0..ndims-1] (dims[P_LMHEAD][0] = 0 when tied).
 static inline void fill_param_shapes(int ndims[NUM_PARAMETER_TENSORS],
                                      size_t dims[NUM_PARAMETER_TENSORS][3],
                                      const GPT2Config* cfg) {
@@ -82,6 +91,7 @@ static inline void fill_param_shapes(int ndims[NUM_PARAMETER_TENSORS],
         {L, 3 * C, C}, {L, 3 * C, 0}, {L, C, C}, {L, C, 0},
         {L, C, 0}, {L, C, 0}, {L, 4 * C, C}, {L, 4 * C, 0},
         {L, C, 4 * C}, {L, C, 0}, {C, 0, 0}, {C, 0, 0},
+        {cfg->untied_head ? Vp : 0, C, 0},
     };
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         ndims[i] = 0;
@@ -99,7 +109,7 @@ static inline size_t fill_param_sizes(size_t sizes[NUM_PARAMETER_TENSORS], const
     fill_param_shapes(ndims, dims, cfg);
     size_t total = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
-        size_t n = 1;
+        size_t n = ndims[i] > 0 && dims[i][0] == 0 ? 0 : 1;  // an empty lm_head
         for (int d = 0; d < ndims[i]; d++) { n *= dims[i][d]; }
         sizes[i] = n;
         total += n;
@@ -113,7 +123,7 @@ static inline void point_parameters(ParameterTensors* params, float* memory,
     float** ptrs[NUM_PARAMETER_TENSORS] = {
         &params->wte, &params->wpe, &params->ln1w, &params->ln1b, &params->qkvw, &params->qkvb,
         &params->attprojw, &params->attprojb, &params->ln2w, &params->ln2b, &params->fcw,
-        &params->fcb, &params->fcprojw, &params->fcprojb, &params->lnfw, &params->lnfb,
+        &params->fcb, &params->fcprojw, &params->fcprojb, &params->lnfw, &params->lnfb, &params->lm_head,
     };
     float* p = memory;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
@@ -126,7 +136,8 @@ static inline void point_parameters(ParameterTensors* params, float* memory,
 // `--decay-params matrices` applies weight decay to. Biases and LayerNorm
 // parameters are the rest.
 static inline int param_is_matrix(int i) {
-    return i == P_WTE || i == P_WPE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW;
+    return i == P_WTE || i == P_WPE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW ||
+           i == P_LMHEAD;
 }
 
 #endif // LLMC_GPT2_PARAMS_H

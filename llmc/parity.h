@@ -6,9 +6,10 @@ in dev/parity_files.py).
   parity batch      magic 20261123 v1: [2] B, [3] T, [4] has_mask; then B*T
                     int32 inputs, B*T int32 targets, and if has_mask B*T int32
                     mask (1 = the position counts in the loss).
-  parity gradients  magic 20261124 v1: [2] B, [3] T, [4] Vp, [5] P, [6] L, [7] C;
-                    then float32 loss, B*T*Vp float32 logits, then the 16
-                    gradient tensors (P floats) in checkpoint order.
+  parity gradients  magic 20261124 v1: [2] B, [3] T, [4] Vp, [5] P, [6] L, [7] C,
+                    [8] untied_head (0/1); then float32 loss, B*T*Vp float32 logits,
+                    then the gradient tensors (P floats: the 16, and lm_head when
+                    untied) in checkpoint order.
   parity losses     magic 20261125 v1: [2] N; then N float32 losses.
 
 Contract: parity_batch_read validates header (B*T within train_limits.h), exact size, mask values 0/1 and
@@ -99,7 +100,7 @@ static inline void parity_batch_free(ParityBatch* pb) {
 
 // logits: (B, T, Vp); grads: the P gradient floats in checkpoint order.
 static inline void parity_grads_write(const char* path, int B, int T, int Vp, size_t P, int L, int C,
-                                      float loss, const float* logits, const float* grads) {
+                                      int untied_head, float loss, const float* logits, const float* grads) {
     int32_t h[HEADER_INTS];
     memset(h, 0, sizeof(h));
     h[0] = PARITY_GRADS_MAGIC;
@@ -111,6 +112,7 @@ static inline void parity_grads_write(const char* path, int B, int T, int Vp, si
     h[5] = (int32_t)P;
     h[6] = L;
     h[7] = C;
+    h[8] = untied_head;
     AtomicFile af;
     atomic_file_open(&af, path);
     atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);

@@ -91,9 +91,10 @@ LLMC_HOST_DEVICE static inline float weight_noise_at(uint64_t key, uint64_t j, f
 }
 
 // Elements [0, n) of tensor i that get weight noise (the rest stay as they are):
-// wte's first V rows, none of qkvb without a QKV bias, all of every other tensor.
+// wte's (and an untied lm_head's) first V rows, none of qkvb without a QKV bias, all of every
+// other tensor.
 static inline size_t weight_noise_span(const GPT2Config* cfg, int i, size_t tensor_size) {
-    if (i == P_WTE) { return (size_t)cfg->vocab_size * (size_t)cfg->channels; }
+    if (i == P_WTE || (i == P_LMHEAD && tensor_size > 0)) { return (size_t)cfg->vocab_size * (size_t)cfg->channels; }
     if (i == P_QKVB && cfg->no_qkv_bias) { return 0; }
     return tensor_size;
 }

@@ -517,6 +517,7 @@ static inline void train_print_config(TrainRun* run) {
     print_row("L / NH / C / HS", "%d / %d / %d / %d", mc->num_layers, mc->num_heads, mc->channels,
               mc->channels / mc->num_heads);
     print_row("qkv bias", "%s", mc->no_qkv_bias ? "off (qkvb held at 0)" : "on");
+    print_row("output head", "%s", mc->untied_head ? "untied (lm_head, tensor 17)" : "tied to wte");
     print_row("init", "%s (how the starting weights were drawn, header[9])", init_scheme_name(mc->init_scheme));
     print_row("parameters", "%zu", run->num_parameters);
     if (run->parity) {
@@ -545,7 +546,7 @@ static inline void train_print_config(TrainRun* run) {
     }
     print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg->beta1, (double)cfg->beta2, (double)cfg->eps);
     print_row("weight decay", "%g on %s", (double)cfg->weight_decay, run->opt.decay_matrices_only ?
-              "matrices (wte wpe qkvw attprojw fcw fcprojw)" : "all 16 tensors");
+              "matrices (wte wpe qkvw attprojw fcw fcprojw, and lm_head when untied)" : "all tensors");
     print_row("  decay toward", "%s", cfg->decay_toward_init ? "the initial values (--decay-toward-init 1)" : "zero");
     if (cfg->grad_clip > 0) { print_row("grad clip", "%g (global norm)", (double)cfg->grad_clip); }
     else { print_row("grad clip", "off"); }
@@ -576,8 +577,9 @@ static inline void train_parity_grads(TrainRun* run) {
     const float *logits = NULL, *grads = NULL;
     run->be->parity_outputs(run->model, &logits, &grads);
     parity_grads_write(run->cfg.parity_out, run->B, run->T, mc->padded_vocab_size, run->num_parameters,
-                       mc->num_layers, mc->channels, loss, logits, grads);
-    printf("parity: loss %.9g, wrote logits and the 16 gradients to %s\n", (double)loss, run->cfg.parity_out);
+                       mc->num_layers, mc->channels, mc->untied_head, loss, logits, grads);
+    printf("parity: loss %.9g, wrote logits and the %d gradients to %s\n", (double)loss, mc->untied_head ? 17 : 16,
+           run->cfg.parity_out);
 }
 
 // The output folder (locked; stale temporary files removed) and the log's header record.
@@ -607,6 +609,7 @@ static inline void train_open_log(TrainRun* run) {
     json_key_int(j, "n_embd", mc->channels);
     json_key_bool(j, "qkv_bias", !mc->no_qkv_bias);
     json_key_string(j, "init", init_scheme_name(mc->init_scheme));
+    json_key_bool(j, "untied_head", mc->untied_head);
     json_key_int(j, "num_parameters", (long long)run->num_parameters);
     json_key_int(j, "B", run->B);
     json_key_int(j, "T", run->T);
@@ -736,7 +739,9 @@ static inline int train_loop(TrainRun* run) {
             }
             if (evaluated) {
                 json_key_object(j, "param_norms");
-                for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) { json_key_float(j, PARAM_NAMES[i], norms[i]); }
+                for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+                    if (i != P_LMHEAD || run->mc->untied_head) { json_key_float(j, PARAM_NAMES[i], norms[i]); }
+                }
                 json_end_object(j);
                 json_key_float(j, "param_norm_without_ln_gains", norm_no_gains);
             }

@@ -28,7 +28,9 @@ def test_bench_writes_its_table(run_cli, tmp_path):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         ms, tokens_per_s = float(cells[1]), float(cells[3])
-        assert ms > 0 and abs(tokens_per_s - 512 * 7 / ms * 1e3) <= 1, row
+        # tokens/s is printed from the unrounded median; ms/step is rounded to 0.05 at most
+        tol = 0.05 * 512 * 7 * 1e3 / ms ** 2 + 1
+        assert ms > 0 and abs(tokens_per_s - 512 * 7 / ms * 1e3) <= tol, row
         assert re.fullmatch(r"\d+ MiB", cells[8]) and int(cells[8].split()[0]) > 0, row
     assert rows[1].split("|")[7].strip() == "1.00x"
 

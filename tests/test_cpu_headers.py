@@ -50,13 +50,15 @@ def test_header_compiles_alone(tmp_path, lang, header):
 
 TABLE_PROBE = r"""
 #include <stdio.h>
+#include <string.h>
 #include "llmc/gpt2_params.h"
 #include "llmc/schedule.h"
 int main(int argc, char** argv) {
     if (argc != 2) { return 2; }
     GPT2Config c;
-    sscanf(argv[1], "%d,%d,%d,%d,%d,%d", &c.max_seq_len, &c.vocab_size, &c.num_layers, &c.num_heads,
-           &c.channels, &c.no_qkv_bias);
+    memset(&c, 0, sizeof(c));
+    sscanf(argv[1], "%d,%d,%d,%d,%d,%d,%d", &c.max_seq_len, &c.vocab_size, &c.num_layers, &c.num_heads,
+           &c.channels, &c.no_qkv_bias, &c.untied_head);
     c.padded_vocab_size = round_up_vocab(c.vocab_size);
     int ndims[NUM_PARAMETER_TENSORS];
     size_t dims[NUM_PARAMETER_TENSORS][3], sizes[NUM_PARAMETER_TENSORS];
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
     size_t P = fill_param_sizes(sizes, &c);
     printf("{\"P\": %zu, \"Vp\": %d, \"tensors\": [", P, c.padded_vocab_size);
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
+        if (sizes[i] == 0) { continue; }  // a tied model's empty lm_head
         printf("%s[\"%s\", [", i ? ", " : "", PARAM_NAMES[i]);
         for (int d = 0; d < ndims[i]; d++) { printf("%s%zu", d ? ", " : "", dims[i][d]); }
         printf("], %zu, %d]", sizes[i], param_is_matrix(i));
@@ -95,27 +98,29 @@ CONFIGS = {
     "tiny": NAMED_CONFIGS["tiny"],
     "d4": NAMED_CONFIGS["d4"],
     "mod97 without qkv bias": dataclasses.replace(NAMED_CONFIGS["mod97"], qkv_bias=False),
+    "mod97 with untied head": dataclasses.replace(NAMED_CONFIGS["mod97"], untied_head=True),
 }
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_tensor_table_matches_python(table_probe, name):
     cfg = CONFIGS[name]
-    arg = f"{cfg.max_seq_len},{cfg.vocab_size},{cfg.n_layer},{cfg.n_head},{cfg.n_embd},{0 if cfg.qkv_bias else 1}"
+    arg = (f"{cfg.max_seq_len},{cfg.vocab_size},{cfg.n_layer},{cfg.n_head},{cfg.n_embd},"
+           f"{0 if cfg.qkv_bias else 1},{1 if cfg.untied_head else 0}")
     out = json.loads(subprocess.run([str(table_probe), arg], capture_output=True, text=True, check=True).stdout)
     assert out["Vp"] == cfg.padded_vocab_size
-    assert [t[0] for t in out["tensors"]] == list(PARAM_NAMES)
+    assert [t[0] for t in out["tensors"]] == list(PARAM_NAMES) + (["lm_head"] if cfg.untied_head else [])
     shapes = param_shapes(cfg)
     for tname, shape, size, _ in out["tensors"]:
         assert tuple(shape) == tuple(shapes[tname]), f"{tname}: C shape {shape}, Python {shapes[tname]}"
     assert out["P"] == num_parameters(cfg)
     matrices = [t[0] for t in out["tensors"] if t[3]]
-    assert matrices == ["wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"]
+    assert matrices == ["wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"] + (["lm_head"] if cfg.untied_head else [])
 
 
 def test_schedule_matches_python_mirror(table_probe):
     cfg = NAMED_CONFIGS["tiny"]
-    arg = f"{cfg.max_seq_len},{cfg.vocab_size},{cfg.n_layer},{cfg.n_head},{cfg.n_embd},0"
+    arg = f"{cfg.max_seq_len},{cfg.vocab_size},{cfg.n_layer},{cfg.n_head},{cfg.n_embd},0,0"
     out = json.loads(subprocess.run([str(table_probe), arg], capture_output=True, text=True, check=True).stdout)
     for key, values in out["lr"].items():
         kind, warmup = key.split("/")

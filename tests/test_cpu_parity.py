@@ -8,8 +8,9 @@ tests/helpers/compare.assert_fp32_accurate; and likewise against transformers' G
 loaded with the same weights (logits of the V real tokens), in float64 and in fp32. The rule
 holds for any correct fp32 summation order, so no BLAS kernel can break it, while a wrong
 formula lands far outside. Cases: plain batches, batches with a loss mask, T shorter than the
-model's context, the fused classifier over several chunks of positions (--classifier-rows), and a
-model with the QKV bias off (qkvb's gradient must then be exactly zero).
+model's context, the fused classifier over several chunks of positions (--classifier-rows), a
+model with an untied head (17 gradients, against both references), and a model with the QKV
+bias off (qkvb's gradient must then be exactly zero).
 A failure names the tensor, the worst element and both errors.
 Run: python -m pytest -q tests/test_cpu_parity.py   (builds ./train_gpt2 with make if needed)
 """
@@ -82,6 +83,26 @@ def test_parity_with_classifier_in_chunks(tmp_path, rows):
                                              extra=("--classifier-rows", rows))
     ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_pass(x, y, mask))
     check_one_pass(got, ref64, runs32, f"reference, classifier chunks of {rows}")
+
+
+@pytest.mark.parametrize("against", ["reference", "transformers"])
+def test_parity_with_untied_head(tmp_path, against):
+    """An untied head (header[10] = 1): all 17 gradients, lm_head's included, within the rule,
+    against the reference and against transformers' GPT-2 with tie_word_embeddings=False."""
+    config = dataclasses.replace(NAMED_CONFIGS["tiny"], untied_head=True)
+    model_path, (x, y, mask), got = c_parity(tmp_path, config, seed=13, B=3, T=41, mask_frac=0.5)
+    assert list(got["grads"])[-1] == "lm_head" and len(got["grads"]) == 17
+    V = config.vocab_size
+    assert np.all(got["grads"]["lm_head"][V:] == 0), "the padded rows of lm_head never get a gradient"
+    if against == "reference":
+        ref64, runs32 = fp32_reference(lambda: GPT.from_checkpoint(model_path), reference_pass(x, y, mask))
+        check_one_pass(got, ref64, runs32, "reference, untied head")
+    else:
+        hf = to_hf(GPT.from_checkpoint(model_path))
+        assert not hf.config.tie_word_embeddings
+        ref64, runs32 = fp32_reference(lambda: to_hf(GPT.from_checkpoint(model_path)),
+                                       transformers_pass(x, y, mask, V))
+        check_one_pass(got, ref64, runs32, "transformers, untied head", V=V)
 
 
 def test_parity_without_qkv_bias(tmp_path):

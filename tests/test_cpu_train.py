@@ -17,6 +17,7 @@ What it checks (tiny model with random tensors, so every tensor trains):
 Run: python -m pytest -q tests/test_cpu_train.py
 """
 
+import dataclasses
 import shutil
 
 import pytest
@@ -31,6 +32,11 @@ from helpers import (check_adamw_steps_match_torch, check_samples_print_valid_ut
 @pytest.mark.parametrize("decay_params,masked,grad_clip", [("all", False, 1.5), ("matrices", True, 2.0)])
 def test_adamw_steps_match_torch(tmp_path, decay_params, masked, grad_clip):
     check_adamw_steps_match_torch(tmp_path, NAMED_CONFIGS["tiny"], decay_params, masked, grad_clip)
+
+
+def test_adamw_steps_with_untied_head(tmp_path):
+    config = dataclasses.replace(NAMED_CONFIGS["tiny"], untied_head=True)
+    check_adamw_steps_match_torch(tmp_path, config, "matrices", True, 2.0)
 
 
 # ---- determinism and resume on shards -------------------------------------------------------
@@ -73,11 +79,13 @@ def test_same_seed_is_bit_identical(tmp_path):
     assert log_values(tmp_path / "c/log.jsonl") != a
 
 
-@pytest.mark.parametrize("kind", ["tokens", "examples"])
+@pytest.mark.parametrize("kind", ["tokens", "examples", "untied-head"])
 def test_resume_is_bit_identical(tmp_path, kind):
     config = NAMED_CONFIGS["tiny"]
+    if kind == "untied-head":
+        config = dataclasses.replace(config, untied_head=True)
     make_checkpoint(tmp_path / "model.bin", config, seed=2, scale=0.05)
-    data = (token_data if kind == "tokens" else example_data)(tmp_path, config)
+    data = (example_data if kind == "examples" else token_data)(tmp_path, config)
     # straight through, checkpointing at step 5 as well
     train(tmp_path, tmp_path / "full", data, 10, extra=("--save-every", 5))
     # a new run directory that holds only the step-5 checkpoint and the log up to then,

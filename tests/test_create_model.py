@@ -159,6 +159,25 @@ def test_init_is_recorded_and_kept_by_the_trainer(run_cli, tmp_path):
     assert read_checkpoint_init(tmp_path / "plain.bin") == "not recorded"
 
 
+def test_untied_head_adds_one_tensor(run_cli, tmp_path):
+    """--untied-head: header[10] = 1 and lm_head (Vp, C) after the 16 tensors, which are the
+    tied model's own bytes for the same seed (the head is drawn last); the tied file is llm.c's."""
+    for flags, name in (((), "tied"), (("--untied-head",), "untied")):
+        r = run_cli("create_model.py", "--config", "tiny", *flags, "--seed", 3, "--out", tmp_path / f"{name}.bin")
+        assert r.returncode == 0, r.stderr
+    tied, untied = (tmp_path / "tied.bin").read_bytes(), (tmp_path / "untied.bin").read_bytes()
+    cfg = NAMED_CONFIGS["tiny"]
+    Vp, C = cfg.padded_vocab_size, cfg.n_embd
+    assert len(tied) == checkpoint_file_size(cfg) and len(untied) == len(tied) + 4 * Vp * C
+    header = np.frombuffer(untied[:1024], dtype="<i4")
+    assert header[10] == 1 and np.frombuffer(tied[:1024], dtype="<i4")[10] == 0
+    assert untied[1024:len(tied)] == tied[1024:], "the 16 tensors are the tied model's"
+    config, params = read_checkpoint(tmp_path / "untied.bin")
+    assert config.untied_head and list(params)[-1] == "lm_head"
+    head = params["lm_head"]
+    assert np.all(head[cfg.vocab_size:] == 0) and abs(head[:cfg.vocab_size].std() / 0.02 - 1) < 0.05
+
+
 def test_overrides_and_no_qkv_bias(run_cli, tmp_path):
     out = tmp_path / "m.bin"
     r = run_cli("create_model.py", "--config", "tiny", "--n-layer", 3, "--n-head", 4, "--n-embd", 32,

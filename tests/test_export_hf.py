@@ -149,6 +149,29 @@ def test_other_vocab_exports_without_tokenizer(tmp_path, capsys):
     assert diff <= LOGITS_TOL, f"logits max abs diff {diff:.3g} > {LOGITS_TOL}"
 
 
+def test_untied_head_exports_its_own_lm_head(tmp_path):
+    """An untied model exports lm_head.weight with tie_word_embeddings false; reloaded, the logits
+    are the reference's, and converting back (create_model.py --from-hf) gives the same tensors."""
+    from transformers import GPT2LMHeadModel
+    from dev.model import from_hf
+    cfg = ModelConfig(max_seq_len=8, vocab_size=101, n_layer=1, n_head=2, n_embd=16, untied_head=True)
+    ckpt = tmp_path / "m.bin"
+    make_checkpoint(ckpt, cfg, seed=4)
+    assert export_main([str(ckpt), "--out-dir", str(tmp_path / "hf")]) == 0
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    assert not hf.config.tie_word_embeddings
+    assert hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr()
+    ours = GPT.from_checkpoint(ckpt)
+    idx = torch.arange(8).view(1, 8) * 13 % 101
+    with torch.no_grad():
+        diff = (hf(idx).logits - ours(idx)[0][..., :101]).abs().max().item()
+    assert diff <= LOGITS_TOL, f"logits max abs diff {diff:.3g} > {LOGITS_TOL}"
+    back = from_hf(hf)
+    assert back.config.untied_head
+    for name, arr in ours.params_numpy().items():
+        assert np.array_equal(back.params_numpy()[name], arr), name
+
+
 def test_errors(tmp_path, exported):
     ckpt, out = exported
     r = run_module("dev.export_hf", tmp_path / "missing.bin", "--out-dir", tmp_path / "x")

@@ -10,8 +10,9 @@ are all random: one forward/backward of `--parity-batch B --parity-out G --tf32 
     rule of the CPU trainer's parity tests (fp32 throughout; only the order of the sums differs);
   - for both attention implementations (--attention fused and cublas), for plain batches, a
     loss mask, T shorter than the context and not a multiple of the kernels' 64-row tiles,
-    the fused classifier over several chunks of positions (--classifier-rows 16), and a model
-    without the QKV bias (whose gradient must then be exactly zero);
+    the fused classifier over several chunks of positions (--classifier-rows 16), a model with an
+    untied head (17 gradients), and a model without the QKV bias (whose gradient must then be
+    exactly zero);
   - for head sizes 16, 32, 64 and 128 (the fused kernels' templates) and 24 and 15 (which only
     the cuBLAS path supports: --attention auto falls back to it, --attention fused is refused;
     C = 30 also takes the scalar fallbacks of the float4 kernels);
@@ -78,7 +79,7 @@ def check_against(got, ref, what, tf32=False):
     assert_close(f"logits vs {what}", got["logits"], ref64["logits"], 1e-2)
     rel = abs(got["loss"] - ref64["loss"]) / abs(ref64["loss"])
     assert rel <= 1e-3, f"loss {got['loss']:.9g} vs {what} {float(ref64['loss']):.9g}: rel {rel:.2e} > 1e-3"
-    for name in PARAM_NAMES:
+    for name in got["grads"]:  # the 16 tensors, and lm_head when untied
         assert_close(f"d{name} vs {what}", got["grads"][name], ref64[name], 1e-2 * float(np.max(np.abs(ref64[name]))))
 
 
@@ -118,6 +119,17 @@ def test_parity_with_classifier_in_chunks(tmp_path, backend):
     model_path, batch_path, (x, y, mask) = make_case(tmp_path, TINY, seed=5, B=4, T=23, mask_frac=0.4)
     got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0, "--classifier-rows", 16)
     check_against(got, reference(model_path, x, y, mask), "reference, classifier chunks of 16")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parity_with_untied_head(tmp_path, backend):
+    """An untied head: all 17 gradients, lm_head's included, against the reference."""
+    binary = cuda_trainer(backend)
+    config = dataclasses.replace(TINY, untied_head=True)
+    model_path, batch_path, (x, y, mask) = make_case(tmp_path, config, seed=13, B=3, T=41, mask_frac=0.5)
+    got = run_parity(binary, model_path, batch_path, tmp_path / "grads.bin", "--tf32", 0, "--classifier-rows", 48)
+    assert len(got["grads"]) == 17 and np.all(got["grads"]["lm_head"][config.vocab_size:] == 0)
+    check_against(got, reference(model_path, x, y, mask), "reference, untied head")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

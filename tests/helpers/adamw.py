@@ -13,7 +13,7 @@
 
 import numpy as np
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint
+from dev.checkpoint import PARAM_NAMES, param_shapes, read_checkpoint
 from dev.model import GPT
 from dev.parity_files import read_parity_losses, write_parity_batch
 
@@ -60,7 +60,7 @@ def check_adamw_steps_match_torch(tmp_path, config, decay_params, masked, grad_c
 
     _, params = read_checkpoint(out / f"model_{ADAMW_STEPS:06d}.bin")
     C = config.n_embd
-    for name in PARAM_NAMES:
+    for name in param_shapes(config):  # the 16 tensors, and lm_head when untied
         keep = None
         if name == "qkvb":
             # The key bias (columns C..2C) has a true gradient of zero: q.(k + b) adds the same

@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from dev.checkpoint import PARAM_NAMES
+from dev.checkpoint import PARAM_NAMES, param_shapes
 
 from .files import read_log, step_records
 
@@ -214,7 +214,7 @@ def assert_run_within_spread(what, got_dir, want_dir, spread_dirs, steps, lr):
     spread = [load(d)[1] for d in spread_dirs]
     C = config.n_embd
     labels = dict(against="the reference run", spread_of="runs from starts one ulp away")
-    for name in ("train_losses", "val_losses", *PARAM_NAMES):
+    for name in ("train_losses", "val_losses", *param_shapes(config)):
         keep = None
         if name == "qkvb":
             assert_close(f"qkvb key block {what}", got[name][:, C:2 * C], want[name][:, C:2 * C], lr * steps)
@@ -254,10 +254,10 @@ def transformers_pass(x, y, mask, V):
 
 
 def check_one_pass(got, ref64, runs32, what, V=None):
-    """Logits, loss and the 16 gradients against float64 (assert_fp32_accurate);
+    """Logits, loss and every gradient (16, or 17 with an untied head) against float64 (assert_fp32_accurate);
     with V, only the first V logit columns (transformers has no padded vocabulary)."""
     logits = got["logits"] if V is None else got["logits"][..., :V]
     assert_fp32_accurate(f"logits ({what})", logits, ref64, runs32, key="logits")
     assert_fp32_accurate(f"loss ({what})", got["loss"], ref64, runs32, key="loss")
-    for name in PARAM_NAMES:
+    for name in got["grads"]:  # the 16 tensors, and lm_head for an untied model
         assert_fp32_accurate(f"d{name} ({what})", got["grads"][name], ref64, runs32, key=name)

@@ -36,6 +36,8 @@ def random_params(config, seed=0, scale=0.1):
             arr += 1.0
         params[name] = arr
     params["wte"][config.vocab_size:] = 0.0
+    if config.untied_head:
+        params["lm_head"][config.vocab_size:] = 0.0
     if not config.qkv_bias:
         params["qkvb"][:] = 0.0
     return params

@@ -40,7 +40,7 @@ def lr_at(step, lr, warmup, total_steps, schedule="cosine", min_lr_frac=0.1):
 
 
 
-DECAY_MATRICES = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
+DECAY_MATRICES = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw", "lm_head")
 
 # torch_train_steps keyword -> trainer flag (llmc/train_config.h)
 _OPTIMIZER_FLAGS = {
@@ -86,8 +86,8 @@ def torch_train_steps(model, inputs, targets, steps, lr, warmup, schedule, min_l
         reg = dict(counter=counter, noise=(lambda step: noise_of(model.config, seed, step, weight_noise))
                    if weight_noise else None)
     decay, no_decay = [], []
-    from dev.checkpoint import PARAM_NAMES
-    for name in PARAM_NAMES:
+    from dev.checkpoint import param_shapes
+    for name in param_shapes(model.config):
         p = getattr(model, name)
         if name == "qkvb" and not model.config.qkv_bias:
             continue
@@ -111,7 +111,8 @@ def torch_train_steps(model, inputs, targets, steps, lr, warmup, schedule, min_l
 def _torch_steps(model, opt, lr_at_step, inputs, targets, mask, steps, grad_clip, reg=None,
                  toward_init=None, weight_decay=0.0):
     import torch
-    from dev.checkpoint import PARAM_NAMES
+    from dev.checkpoint import param_shapes
+    PARAM_NAMES = list(param_shapes(model.config))  # the 16 tensors, and lm_head when untied
     x, y = torch.as_tensor(inputs).long(), torch.as_tensor(targets).long()
     m = None if mask is None else torch.as_tensor(mask)
     losses, norms = [], []

@@ -23,7 +23,7 @@
 import numpy as np
 import torch
 
-from dev.checkpoint import PARAM_NAMES, read_checkpoint
+from dev.checkpoint import PARAM_NAMES, param_shapes, read_checkpoint
 from dev.model import GPT
 from dev.parity_files import read_parity_grads, read_parity_losses, write_parity_batch
 from dev.regularizers import CounterDropout
@@ -119,7 +119,7 @@ def compare_params(got, ref64, runs32, config, what, tiny_grad, noise_atol=REG_O
     Those elements get noise_atol, and there must be few of them (<= 0.1% of a tensor besides
     the key bias), so the float64 comparison covers the rest."""
     C = config.n_embd
-    for name in PARAM_NAMES:
+    for name in param_shapes(config):
         loose = tiny_grad[name].copy()
         if name == "qkvb":
             loose[:, C:2 * C] = True
