@@ -28,6 +28,10 @@ from dev.errors import UserError
 INIT_CODES = {"not recorded": 0, "gpt2": 1, "pytorch": 2}
 CHECKPOINT_MAGIC = 20240326
 CHECKPOINT_VERSION = 3
+# llm.c's train_gpt2.py and train_gpt2.cu also write version 5: the same header and tensors
+# in bfloat16. python -m dev.convert_llmc turns one into version 3 (read_llmc_bf16 below).
+LLMC_BF16_VERSION = 5
+CONVERT_BF16_FIX = "convert it to this project's fp32 version 3 with: python -m dev.convert_llmc {path} OUT.bin"
 VOCAB_PAD_MULTIPLE = 128
 # Bounds on every dimension (llmc/gpt2_params.h holds the same): far above any model
 # trainable here, and they keep every size derived from them far from overflow (P < 2^49).
@@ -189,10 +193,23 @@ def config_from_header(header, path="<header>"):
                        qkv_bias=(no_bias == 0), untied_head=(untied == 1))
 
 
+def _read_checkpoint_header(path):
+    """The checked header and size of a version-3 file; a version-5 (bf16) file names the converter."""
+    header, size = read_header(path, "model checkpoint", CHECKPOINT_MAGIC, None, CheckpointError, FIX)
+    version = int(header[1])
+    if version == LLMC_BF16_VERSION:
+        raise CheckpointError(
+            f"model checkpoint {path} has version 5: llm.c's bfloat16 format, which these trainers do not "
+            f"read; {CONVERT_BF16_FIX.format(path=path)}")
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"model checkpoint file {path} has version {version}, expected {CHECKPOINT_VERSION}. {FIX}")
+    return header, size
+
+
 def read_checkpoint_config(path):
     """Read and validate only the header (and the exact size): return ModelConfig."""
-    header, size = read_header(path, "model checkpoint", CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
-                               CheckpointError, FIX)
+    header, size = _read_checkpoint_header(path)
     config = config_from_header(header, path)
     P = num_parameters(config)
     check_size(path, "model checkpoint", size, HEADER_BYTES + 4 * P,
@@ -232,8 +249,7 @@ def _as_float32(name, value):
 
 def read_checkpoint_init(path):
     """The initialisation recorded in header[9]: "gpt2", "pytorch" or "not recorded"."""
-    header, _ = read_header(path, "model checkpoint", CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
-                            CheckpointError, FIX)
+    header, _ = _read_checkpoint_header(path)
     config_from_header(header, path)
     return {v: k for k, v in INIT_CODES.items()}[int(header[9])]
 
@@ -266,3 +282,38 @@ def write_checkpoint(path, config, params, init="not recorded"):
         config.n_embd, config.padded_vocab_size, 0 if config.qkv_bias else 1, INIT_CODES[init],
         1 if config.untied_head else 0])
     write_file_atomic(path, header, bodies)
+
+
+def read_llmc_bf16(path):
+    """Read llm.c's version-5 checkpoint (header as version 3, the 16 tensors in bfloat16):
+    (ModelConfig, dict name -> np.float32 array), each value upcast exactly (bf16 is the top
+    16 bits of an fp32). Header slots 8.. must be 0, as llm.c writes them (no qkv bias flag,
+    no untied head); every value must be finite."""
+    header, size = read_header(path, "model checkpoint", CHECKPOINT_MAGIC, None, CheckpointError, FIX)
+    if int(header[1]) != LLMC_BF16_VERSION:
+        raise CheckpointError(
+            f"model checkpoint {path} has version {int(header[1])}, expected 5 (llm.c's bfloat16 format); "
+            f"a version-3 file is already this project's fp32 format and needs no conversion.")
+    extra = [i for i in range(8, len(header)) if int(header[i]) != 0]
+    if extra:
+        raise CheckpointError(
+            f"model checkpoint {path} (version 5) has non-zero header slots {extra[:8]}; llm.c writes "
+            f"only slots 0-7. It is not a file written by llm.c's train_gpt2.py or train_gpt2.cu.")
+    config = config_from_header(header, path)
+    P = num_parameters(config)
+    check_size(path, "model checkpoint", size, HEADER_BYTES + 2 * P,
+               f"1024-byte header + 2 * {P} bfloat16 parameters for {config.describe()}",
+               CheckpointError, "Re-write it with llm.c (or check the path).")
+    raw = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES)
+    flat = (raw.astype("<u4") << 16).view("<f4")
+    params, offset = {}, 0
+    for name, shape in param_shapes(config).items():
+        n = int(np.prod(shape))
+        params[name] = flat[offset:offset + n].reshape(shape)
+        offset += n
+    bad = [n for n, a in params.items() if not np.all(np.isfinite(a))]
+    if bad:
+        raise CheckpointError(
+            f"model checkpoint {path} holds NaN or inf values in {', '.join(bad)}; "
+            f"use another checkpoint of that run.")
+    return config, params

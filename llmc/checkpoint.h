@@ -35,6 +35,7 @@ Contract:
 
 #define CHECKPOINT_MAGIC 20240326
 #define CHECKPOINT_VERSION 3
+#define LLMC_BF16_VERSION 5  // llm.c's bfloat16 files: converted by python -m dev.convert_llmc
 #define CHECKPOINT_FIX "Re-create it with create_model.py (or check the path)."
 #define INIT_NOT_RECORDED 0
 #define INIT_GPT2 1
@@ -48,8 +49,16 @@ static inline const char* init_scheme_name(int scheme) {
 // returns the number of parameters P.
 static inline size_t checkpoint_read_config(const char* path, GPT2Config* cfg) {
     int32_t header[HEADER_INTS];
-    long long size = read_header_checked(path, "model checkpoint", CHECKPOINT_MAGIC,
-                                         CHECKPOINT_VERSION, header, CHECKPOINT_FIX);
+    long long size = read_header_checked(path, "model checkpoint", CHECKPOINT_MAGIC, -1, header,
+                                         CHECKPOINT_FIX);
+    if (header[1] == LLMC_BF16_VERSION) {
+        fatal("model checkpoint %s has version 5: llm.c's bfloat16 format, which this trainer does not "
+              "read; convert it to fp32 version 3 with: python -m dev.convert_llmc %s OUT.bin", path, path);
+    }
+    if (header[1] != CHECKPOINT_VERSION) {
+        fatal("model checkpoint file %s has version %d, expected %d. %s", path, header[1], CHECKPOINT_VERSION,
+              CHECKPOINT_FIX);
+    }
     int maxT = header[2], V = header[3], L = header[4], NH = header[5], C = header[6];
     int Vp = header[7], no_bias = header[8], init = header[9], untied = header[10];
     if (maxT <= 0 || V <= 0 || L <= 0 || NH <= 0 || C <= 0 || Vp <= 0) {

@@ -156,8 +156,13 @@ def test_wrong_magic(ckpt):
 
 
 def test_wrong_version(ckpt):
+    patch_header(ckpt, 1, 4)
+    expect_error(ckpt, "version 4", "expected 3")
+
+
+def test_llmc_bf16_version_names_the_converter(ckpt):
     patch_header(ckpt, 1, 5)
-    expect_error(ckpt, "version 5", "expected 3")
+    expect_error(ckpt, "version 5", "bfloat16", "python -m dev.convert_llmc")
 
 
 def test_truncated_header(ckpt):

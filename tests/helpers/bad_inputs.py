@@ -42,7 +42,9 @@ def corrupt_model(d, how):
     elif how == "magic":
         header[0] = 12345
     elif how == "version":
-        header[1] = 5
+        header[1] = 4
+    elif how == "bf16":
+        header[1] = 5  # llm.c's bfloat16 files
     elif how == "dims":
         header[5] = 3  # NH = 3 does not divide C = 64
     if how != "truncated":
@@ -55,12 +57,13 @@ def case_args(d, name):
     """(trainer args, substrings the error message must contain) for case `name`."""
     if name == "missing model":
         return base_args(d, **{"--model": d / "nope.bin"}), ["nope.bin", "does not exist"]
-    if name in ("truncated model", "wrong magic", "wrong version", "inconsistent dims"):
+    if name in ("truncated model", "wrong magic", "wrong version", "llm.c bf16 model", "inconsistent dims"):
         how = {"truncated model": "truncated", "wrong magic": "magic", "wrong version": "version",
-               "inconsistent dims": "dims"}[name]
+               "llm.c bf16 model": "bf16", "inconsistent dims": "dims"}[name]
         want = {"truncated": ["bad_model.bin", "truncated", "expected"],
                 "magic": ["bad_model.bin", "magic number 12345", "20240326"],
-                "version": ["bad_model.bin", "version 5", "expected 3"],
+                "version": ["bad_model.bin", "version 4", "expected 3"],
+                "bf16": ["bad_model.bin", "version 5", "bfloat16", "python -m dev.convert_llmc"],
                 "dims": ["bad_model.bin", "C=64 is not divisible by NH=3"]}[how]
         return base_args(d, **{"--model": corrupt_model(d, how)}), want
     if name == "token id >= V":
@@ -226,7 +229,7 @@ def case_args(d, name):
 
 
 BAD_INPUT_CASES = [
-    "missing model", "truncated model", "wrong magic", "wrong version", "inconsistent dims",
+    "missing model", "truncated model", "wrong magic", "wrong version", "llm.c bf16 model", "inconsistent dims",
     "token id >= V", "token id >= V in val", "shard too small", "truncated shard", "empty glob",
     "T > maxT", "example shard with wrong -t", "examples longer than the context", "mixed shard kinds", "unknown flag",
     "non-numeric value", "non-numeric float", "non-finite value", "missing value", "unknown choice",
