@@ -176,7 +176,9 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
         }
     }
     // dweight, dbias: sums over rows, in row order, each block of COLUMN_BLOCK columns on one
-    // thread (the order of every column's sum is the same on any number of threads)
+    // thread (the order of every column's sum is the same on any number of threads); none for a
+    // frozen LayerNorm (dweight NULL: LoRA)
+    if (dweight == NULL) { return; }
     int blocks = (C + COLUMN_BLOCK - 1) / COLUMN_BLOCK;
     #pragma omp parallel for if ((size_t)N * C >= PAR_MIN_WORK)
     for (int blk = 0; blk < blocks; blk++) {
@@ -294,11 +296,13 @@ static void sgemm_tiled(int transA, int transB, int M, int N, int K,
 }
 #endif
 
-// out = inp @ weight^T + bias
-static void matmul_forward(float* out,                              // (N, OC)
-                           const float* inp,                        // (N, IC)
-                           const float* weight, const float* bias,  // (OC, IC), (OC) or NULL
-                           int N, int IC, int OC) {
+// out = inp @ weight^T + bias, or with accumulate (no bias) out += inp @ weight^T (LoRA's second
+// product)
+static void matmul_forward_into(float* out,                              // (N, OC)
+                                const float* inp,                        // (N, IC)
+                                const float* weight, const float* bias,  // (OC, IC), (OC) or NULL
+                                int N, int IC, int OC, int accumulate) {
+    if (accumulate && bias != NULL) { fatal("internal: matmul_forward_into accumulates without a bias"); }
 #ifdef USE_BLAS
     // with a bias: out starts as the bias and sgemm adds to it (beta = 1), one pass over out
     // instead of OpenBLAS zeroing it (beta = 0) and a second pass adding the bias
@@ -306,7 +310,7 @@ static void matmul_forward(float* out,                              // (N, OC)
         #pragma omp parallel for if ((size_t)N * OC >= PAR_MIN_WORK)
         for (int n = 0; n < N; n++) { memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float)); }
     }
-    sgemm_tiled(0, 1, N, OC, IC, inp, IC, weight, IC, bias != NULL ? 1.0f : 0.0f, out, OC);
+    sgemm_tiled(0, 1, N, OC, IC, inp, IC, weight, IC, bias != NULL || accumulate ? 1.0f : 0.0f, out, OC);
 #else
     #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int n = 0; n < N; n++) {
@@ -317,19 +321,26 @@ static void matmul_forward(float* out,                              // (N, OC)
             float val = 0.0f;
             #pragma omp simd reduction(+:val)
             for (int i = 0; i < IC; i++) { val += x[i] * w[i]; }
-            o[oc] = val + (bias != NULL ? bias[oc] : 0.0f);
+            o[oc] = val + (accumulate ? o[oc] : bias != NULL ? bias[oc] : 0.0f);
         }
     }
 #endif
 }
 
-static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, IC), (OC, IC), (OC) or NULL
+static void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int IC,
+                           int OC) {
+    matmul_forward_into(out, inp, weight, bias, N, IC, OC, 0);
+}
+
+// dinp += dout @ weight; dweight += dout^T @ inp unless dweight is NULL (a frozen weight: LoRA);
+// dbias += the column sums of dout unless NULL.
+static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, IC), (OC, IC) or NULL, (OC) or NULL
                             const float* dout,                          // (N, OC)
                             const float* inp, const float* weight,      // (N, IC), (OC, IC)
                             int N, int IC, int OC) {
 #ifdef USE_BLAS
     sgemm_tiled(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);     // dinp += dout @ weight
-    sgemm_tiled(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);     // dweight += dout^T @ inp
+    if (dweight != NULL) { sgemm_tiled(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC); }  // dweight += dout^T @ inp
 #else
     #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
     for (int n = 0; n < N; n++) {
@@ -341,8 +352,8 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
             for (int i = 0; i < IC; i++) { di[i] += w[i] * g; }
         }
     }
-    #pragma omp parallel for if ((size_t)N * OC * IC >= PAR_MIN_WORK * 64)
-    for (int oc = 0; oc < OC; oc++) {
+    #pragma omp parallel for if (dweight != NULL && (size_t)N * OC * IC >= PAR_MIN_WORK * 64)
+    for (int oc = 0; oc < (dweight != NULL ? OC : 0); oc++) {
         float* dw = dweight + (size_t)oc * IC;
         for (int n = 0; n < N; n++) {
             const float* x = inp + (size_t)n * IC;
@@ -362,6 +373,29 @@ static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, I
             }
         }
     }
+}
+
+// LoRA on one matmul (llmc/lora.h): out (N, OUT) += u @ B^T with u = scale * inp @ A^T (N, r),
+// kept for the backward. A (r, IN) and B (OUT, r) are this layer's slices of the adapters.
+static void lora_forward(float* out, float* u, const float* inp, const float* A, const float* B, float scale,
+                         int N, int IN, int OUT, int r) {
+    matmul_forward(u, inp, A, NULL, N, IN, r);
+    size_t n = (size_t)N * r;
+    #pragma omp parallel for if (n >= PAR_MIN_WORK)
+    for (size_t i = 0; i < n; i++) { u[i] *= scale; }
+    matmul_forward_into(out, u, B, NULL, N, r, OUT, 1);
+}
+
+// The backward of lora_forward: dB += dout^T u; du = scale * dout @ B (du: an (N, r) scratch);
+// dA += du^T inp; dinp += du @ A.
+static void lora_backward(float* dinp, float* dA, float* dB, float* du, const float* dout, const float* inp,
+                          const float* u, const float* A, const float* B, float scale, int N, int IN, int OUT, int r) {
+    size_t n = (size_t)N * r;
+    memset(du, 0, n * sizeof(float));
+    matmul_backward(du, dB, NULL, dout, u, B, N, r, OUT);
+    #pragma omp parallel for if (n >= PAR_MIN_WORK)
+    for (size_t i = 0; i < n; i++) { du[i] *= scale; }
+    matmul_backward(dinp, dA, NULL, du, inp, A, N, IN, r);
 }
 
 // exp(x) for -87 <= x <= 0, vectorizable (the classifier calls it B*T*V
@@ -823,7 +857,19 @@ typedef struct {
     float* dloss;                  // (B, T) weight of each position in the mean loss
     float* att_scratch;            // (threads, 2*T*T) attention's per-thread scratch
     float* saved_logits;           // (B, T, Vp) parity mode: logits before the softmax
+    float* att_out;                // (L, B, NH, T, T) --parity-attention: att with zeros above the diagonal
     int classifier_rows;           // positions per chunk of the fused classifier
+    // LoRA (llmc/lora.h): with lora.rank > 0 the parameters are frozen (grads_memory is NULL) and
+    // the adapters train; m and v then hold Q floats
+    LoraConfig lora;
+    float* lora_memory;            // (Q) the adapters
+    float* lora_grads_memory;      // (Q) their gradients
+    LoraTensors lora_p, lora_g;
+    float* lora_u;                 // (4, L, B*T, r): each target's u = scale * inp @ A^T (targets in use only)
+    float* lora_du;                // (B*T, r) scratch of the backward
+    float* trained;                // what AdamW updates: params_memory, or lora_memory
+    float* trained_grads;          // its gradients
+    size_t num_trained;            // P or Q
     // research regularizers (llmc/regularizers.h)
     RegularizerState reg;  // --seed, --dropout and the step of the current pass (llmc/regularizers.h)
     float* init_params;            // (P) the parameters before step 1 (--decay-toward-init), else NULL
@@ -841,10 +887,15 @@ static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
 
 // Bytes the run will hold: the parameters and `param_copies` more P-sized buffers (gradients,
 // m, v, and the clean or initial copies of the regularizers), activations and their gradients
-// for (B, T), and the logits kept in parity mode.
-static double gpt2_memory_bytes(const GPT2* model, int B, int T, int keep_logits, int param_copies) {
+// for (B, T), and the logits kept in parity mode. With LoRA: the parameters, and the adapters
+// with their gradients, m, v and the u and du buffers.
+static double gpt2_memory_bytes(const GPT2* model, const LoraConfig* lora, int B, int T, int keep_logits,
+                                int param_copies) {
     size_t sizes[NUM_ACTIVATION_TENSORS];
-    double floats = (double)model->num_parameters * (1 + param_copies);
+    double floats = (double)model->num_parameters * (1 + (lora->rank > 0 ? 0 : param_copies));
+    if (lora->rank > 0) {
+        floats += 4.0 * (double)lora->total + (double)B * T * lora->rank * (1.0 + LORA_NUM_TARGETS * lora->L);
+    }
     for (int with_stats = 0; with_stats <= 1; with_stats++) {
         fill_activation_sizes(sizes, &model->config, B, T, with_stats, model->classifier_rows);
         for (int i = 0; i < NUM_ACTIVATION_TENSORS; i++) { floats += (double)sizes[i]; }
@@ -855,13 +906,33 @@ static double gpt2_memory_bytes(const GPT2* model, int B, int T, int keep_logits
     return 4.0 * floats;
 }
 
-// Allocates gradients, optimizer state and activations for batches up to (B, T).
-static void gpt2_allocate(GPT2* model, int B, int T, int keep_logits) {
+// Allocates gradients, optimizer state and activations for batches up to (B, T): of every
+// parameter, or with LoRA (lora->rank > 0) of the adapters only (the parameters' gradient
+// pointers stay NULL: the backward skips their sums).
+static void gpt2_allocate(GPT2* model, const LoraConfig* lora, int B, int T, int keep_logits) {
     size_t P = model->num_parameters;
-    model->grads_memory = (float*)callocCheck(P, sizeof(float));
-    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
-    model->m_memory = (float*)callocCheck(P, sizeof(float));
-    model->v_memory = (float*)callocCheck(P, sizeof(float));
+    model->lora = *lora;
+    if (lora->rank > 0) {
+        size_t Q = lora->total;
+        model->lora_memory = (float*)callocCheck(Q, sizeof(float));
+        model->lora_grads_memory = (float*)callocCheck(Q, sizeof(float));
+        lora_point(&model->lora_p, model->lora_memory, lora);
+        lora_point(&model->lora_g, model->lora_grads_memory, lora);
+        model->lora_u = (float*)callocCheck((size_t)LORA_NUM_TARGETS * lora->L * B * T * lora->rank, sizeof(float));
+        model->lora_du = (float*)callocCheck((size_t)B * T * lora->rank, sizeof(float));
+        memset(&model->grads, 0, sizeof(model->grads));
+        model->trained = model->lora_memory;
+        model->trained_grads = model->lora_grads_memory;
+        model->num_trained = Q;
+    } else {
+        model->grads_memory = (float*)callocCheck(P, sizeof(float));
+        point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+        model->trained = model->params_memory;
+        model->trained_grads = model->grads_memory;
+        model->num_trained = P;
+    }
+    model->m_memory = (float*)callocCheck(model->num_trained, sizeof(float));
+    model->v_memory = (float*)callocCheck(model->num_trained, sizeof(float));
     model->B = B;
     model->T = T;
     size_t sizes[NUM_ACTIVATION_TENSORS];
@@ -887,11 +958,21 @@ static void gpt2_free(GPT2* model) {
     free(model->dloss);
     free(model->att_scratch);
     free(model->saved_logits);
+    free(model->att_out);
     free(model->init_params);
     free(model->clean_params);
+    free(model->lora_memory);
+    free(model->lora_grads_memory);
+    free(model->lora_u);
+    free(model->lora_du);
     memset(model, 0, sizeof(*model));
 }
 
+
+// Target k's u buffer of layer l for a batch of BT positions (llmc/lora.h, lora_forward).
+static float* lora_u_of(const GPT2* model, int k, int l) {
+    return model->lora_u + ((size_t)k * model->lora.L + (size_t)l) * (size_t)model->B * model->T * model->lora.rank;
+}
 
 // Encoder, the L blocks and the final LayerNorm: fills acts up to lnf.
 // With dropout (active_dropout) at the four sites of llmc/regularizers.h.
@@ -906,6 +987,9 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
     size_t BT = (size_t)B * T, BTC = BT * C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
     const DropoutConfig* drop = regularizer_dropout(&model->reg);
+    const LoraConfig* lc = &model->lora;
+    float scale = lc->rank > 0 ? lora_scale(lc) : 0.0f;
+    int r = lc->rank;
     encoder_forward(a.encoded, inputs, p.wte, p.wpe, B, T, C);
     if (drop) { dropout_apply(a.encoded, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop); }
     for (int l = 0; l < L; l++) {
@@ -914,14 +998,32 @@ static void gpt2_forward_trunk(GPT2* model, const int* inputs, int B, int T) {
         size_t c = (size_t)C;
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(la.qkv, la.ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
+        if (lora_targets(lc, LORA_QKVW)) {
+            lora_forward(la.qkv, lora_u_of(model, LORA_QKVW, l), la.ln1, model->lora_p.A[LORA_QKVW] + l * r * c,
+                         model->lora_p.B[LORA_QKVW] + l * 3 * c * r, scale, (int)BT, C, 3 * C, r);
+        }
         attention_forward(la.atty, la.att, la.qkv, model->att_scratch, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
         matmul_forward(la.attproj, la.atty, p.attprojw + l * c * c, p.attprojb + l * c, (int)BT, C, C);
+        if (lora_targets(lc, LORA_ATTPROJW)) {
+            lora_forward(la.attproj, lora_u_of(model, LORA_ATTPROJW, l), la.atty,
+                         model->lora_p.A[LORA_ATTPROJW] + l * r * c, model->lora_p.B[LORA_ATTPROJW] + l * c * r, scale,
+                         (int)BT, C, C, r);
+        }
         if (drop) { dropout_apply(la.attproj, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop); }
         residual_forward(la.residual2, residual, la.attproj, BTC);
         layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
         matmul_forward(la.fch, la.ln2, p.fcw + l * 4 * c * c, p.fcb + l * 4 * c, (int)BT, C, 4 * C);
+        if (lora_targets(lc, LORA_FCW)) {
+            lora_forward(la.fch, lora_u_of(model, LORA_FCW, l), la.ln2, model->lora_p.A[LORA_FCW] + l * r * c,
+                         model->lora_p.B[LORA_FCW] + l * 4 * c * r, scale, (int)BT, C, 4 * C, r);
+        }
         gelu_forward(la.fch_gelu, la.fch, BTC * 4);
         matmul_forward(la.fcproj, la.fch_gelu, p.fcprojw + l * 4 * c * c, p.fcprojb + l * c, (int)BT, 4 * C, C);
+        if (lora_targets(lc, LORA_FCPROJW)) {
+            lora_forward(la.fcproj, lora_u_of(model, LORA_FCPROJW, l), la.fch_gelu,
+                         model->lora_p.A[LORA_FCPROJW] + l * r * 4 * c, model->lora_p.B[LORA_FCPROJW] + l * c * r,
+                         scale, (int)BT, 4 * C, C, r);
+        }
         if (drop) { dropout_apply(la.fcproj, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop); }
         residual_forward(la.residual3, la.residual2, la.fcproj, BTC);
     }
@@ -988,7 +1090,7 @@ static void zero_floats(float* x, size_t n) {
 }
 
 static void gpt2_zero_grad(GPT2* model) {
-    zero_floats(model->grads_memory, model->num_parameters);
+    zero_floats(model->trained_grads, model->num_trained);
     zero_floats(model->grads_acts_memory, model->num_grad_acts);
 }
 
@@ -1000,8 +1102,12 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts, d = model->grads_acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
-    float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
+    float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;  // NULL also with LoRA (every g.* is NULL then)
     const DropoutConfig* drop = regularizer_dropout(&model->reg);
+    const LoraConfig* lc = &model->lora;
+    float scale = lc->rank > 0 ? lora_scale(lc) : 0.0f;
+    int r = lc->rank;
+    LoraTensors lp = model->lora_p, lg = model->lora_g;
     layernorm_backward(d.residual3 + (size_t)(L - 1) * BTC, g.lnfw, g.lnfb, d.lnf,
                        a.residual3 + (size_t)(L - 1) * BTC, p.lnfw, a.lnf_mean, a.lnf_rstd, (int)BT, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -1009,25 +1115,48 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
         float* dresidual = l == 0 ? d.encoded : d.residual3 + (size_t)(l - 1) * BTC;
         residual_backward(d.residual2 + l * BTC, d.fcproj + l * BTC, d.residual3 + l * BTC, BTC);
         if (drop) { dropout_apply(d.fcproj + l * BTC, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop); }
-        matmul_backward(d.fch_gelu + l * BTC * 4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c,
-                        d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
+        matmul_backward(d.fch_gelu + l * BTC * 4, g.fcprojw ? g.fcprojw + l * 4 * c * c : NULL,
+                        g.fcprojb ? g.fcprojb + l * c : NULL, d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4,
+                        p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
+        if (lora_targets(lc, LORA_FCPROJW)) {
+            lora_backward(d.fch_gelu + l * BTC * 4, lg.A[LORA_FCPROJW] + l * r * 4 * c, lg.B[LORA_FCPROJW] + l * c * r,
+                          model->lora_du, d.fcproj + l * BTC, a.fch_gelu + l * BTC * 4, lora_u_of(model, LORA_FCPROJW, l),
+                          lp.A[LORA_FCPROJW] + l * r * 4 * c, lp.B[LORA_FCPROJW] + l * c * r, scale, (int)BT, 4 * C, C, r);
+        }
         gelu_backward(d.fch + l * BTC * 4, a.fch + l * BTC * 4, d.fch_gelu + l * BTC * 4, BTC * 4);
-        matmul_backward(d.ln2 + l * BTC, g.fcw + l * 4 * c * c, g.fcb + l * 4 * c, d.fch + l * BTC * 4,
-                        a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
-        layernorm_backward(d.residual2 + l * BTC, g.ln2w + l * c, g.ln2b + l * c, d.ln2 + l * BTC,
+        matmul_backward(d.ln2 + l * BTC, g.fcw ? g.fcw + l * 4 * c * c : NULL, g.fcb ? g.fcb + l * 4 * c : NULL,
+                        d.fch + l * BTC * 4, a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
+        if (lora_targets(lc, LORA_FCW)) {
+            lora_backward(d.ln2 + l * BTC, lg.A[LORA_FCW] + l * r * c, lg.B[LORA_FCW] + l * 4 * c * r, model->lora_du,
+                          d.fch + l * BTC * 4, a.ln2 + l * BTC, lora_u_of(model, LORA_FCW, l), lp.A[LORA_FCW] + l * r * c,
+                          lp.B[LORA_FCW] + l * 4 * c * r, scale, (int)BT, C, 4 * C, r);
+        }
+        layernorm_backward(d.residual2 + l * BTC, g.ln2w ? g.ln2w + l * c : NULL, g.ln2b ? g.ln2b + l * c : NULL, d.ln2 + l * BTC,
                            a.residual2 + l * BTC, p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
         residual_backward(dresidual, d.attproj + l * BTC, d.residual2 + l * BTC, BTC);
         if (drop) { dropout_apply(d.attproj + l * BTC, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop); }
-        matmul_backward(d.atty + l * BTC, g.attprojw + l * c * c, g.attprojb + l * c, d.attproj + l * BTC,
-                        a.atty + l * BTC, p.attprojw + l * c * c, (int)BT, C, C);
+        matmul_backward(d.atty + l * BTC, g.attprojw ? g.attprojw + l * c * c : NULL,
+                        g.attprojb ? g.attprojb + l * c : NULL, d.attproj + l * BTC, a.atty + l * BTC,
+                        p.attprojw + l * c * c, (int)BT, C, C);
+        if (lora_targets(lc, LORA_ATTPROJW)) {
+            lora_backward(d.atty + l * BTC, lg.A[LORA_ATTPROJW] + l * r * c, lg.B[LORA_ATTPROJW] + l * c * r,
+                          model->lora_du, d.attproj + l * BTC, a.atty + l * BTC, lora_u_of(model, LORA_ATTPROJW, l),
+                          lp.A[LORA_ATTPROJW] + l * r * c, lp.B[LORA_ATTPROJW] + l * c * r, scale, (int)BT, C, C, r);
+        }
         attention_backward(d.qkv + l * BTC * 3, d.atty + l * BTC, a.qkv + l * BTC * 3,
                            a.att + l * BT * NH * (size_t)T, model->att_scratch, drop,
                            drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, C, NH);
-        matmul_backward(d.ln1 + l * BTC, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL,
+        matmul_backward(d.ln1 + l * BTC, g.qkvw ? g.qkvw + l * 3 * c * c : NULL, dqkvb ? dqkvb + l * 3 * c : NULL,
                         d.qkv + l * BTC * 3, a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
-        layernorm_backward(dresidual, g.ln1w + l * c, g.ln1b + l * c, d.ln1 + l * BTC, residual,
+        if (lora_targets(lc, LORA_QKVW)) {
+            lora_backward(d.ln1 + l * BTC, lg.A[LORA_QKVW] + l * r * c, lg.B[LORA_QKVW] + l * 3 * c * r, model->lora_du,
+                          d.qkv + l * BTC * 3, a.ln1 + l * BTC, lora_u_of(model, LORA_QKVW, l), lp.A[LORA_QKVW] + l * r * c,
+                          lp.B[LORA_QKVW] + l * 3 * c * r, scale, (int)BT, C, 3 * C, r);
+        }
+        layernorm_backward(dresidual, g.ln1w ? g.ln1w + l * c : NULL, g.ln1b ? g.ln1b + l * c : NULL, d.ln1 + l * BTC, residual,
                            p.ln1w + l * c, a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
+    if (g.wte == NULL) { return; }  // LoRA: the embeddings are frozen
     if (drop) { dropout_apply(d.encoded, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop); }
     encoder_backward(g.wte, g.wpe, d.encoded, inputs, B, T, C);
 }
@@ -1058,29 +1187,39 @@ static double vector_norm(const float* x, size_t n) {
 // order of operations. With decay toward the initialization p0 (the
 // parameters before step 1) the decay term is p - (lr wd)(p - p0) instead of
 // p (1 - lr wd). qkvb is skipped when the model has no QKV bias.
+// One tensor's AdamW update (n floats; p0 NULL: decay toward zero).
+static void adamw_tensor(float* p, const float* g, float* m, float* v, const float* p0, size_t n,
+                         const AdamWSettings* s, AdamWScalars a, float decay, float lr_wd, float grad_scale) {
+    float step_size = a.step_size, b2s = a.bias2_sqrt;
+    #pragma omp parallel for if (n >= PAR_MIN_WORK)
+    for (size_t j = 0; j < n; j++) {
+        float grad = g[j] * grad_scale;
+        float mj = s->beta1 * m[j] + (1.0f - s->beta1) * grad;
+        float vj = s->beta2 * v[j] + (1.0f - s->beta2) * grad * grad;
+        m[j] = mj;
+        v[j] = vj;
+        float pj = p0 ? p[j] - lr_wd * (p[j] - p0[j]) : p[j] * decay;
+        p[j] = pj - step_size * (mj / (sqrtf(vj) / b2s + s->eps));
+    }
+}
+
 static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, float grad_scale, int t) {
     AdamWScalars a = adamw_step_scalars(s, lr, t);
-    float step_size = a.step_size, b2s = a.bias2_sqrt;
+    if (model->lora.rank > 0) {  // the adapters only: every one a matrix, all decay
+        float decay, lr_wd;
+        adamw_adapter_decay(s, lr, &decay, &lr_wd);
+        adamw_tensor(model->lora_memory, model->lora_grads_memory, model->m_memory, model->v_memory, NULL,
+                     model->lora.total, s, a, decay, lr_wd, grad_scale);
+        return;
+    }
     size_t offset = 0;
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = model->param_sizes[i];
         float decay, lr_wd;
         if (!adamw_tensor_decay(s, &model->config, i, lr, &decay, &lr_wd)) { offset += n; continue; }
-        float* p = model->params_memory + offset;
-        const float* g = model->grads_memory + offset;
-        float* m = model->m_memory + offset;
-        float* v = model->v_memory + offset;
         const float* p0 = s->decay_toward_init ? model->init_params + offset : NULL;
-        #pragma omp parallel for if (n >= PAR_MIN_WORK)
-        for (size_t j = 0; j < n; j++) {
-            float grad = g[j] * grad_scale;
-            float mj = s->beta1 * m[j] + (1.0f - s->beta1) * grad;
-            float vj = s->beta2 * v[j] + (1.0f - s->beta2) * grad * grad;
-            m[j] = mj;
-            v[j] = vj;
-            float pj = p0 ? p[j] - lr_wd * (p[j] - p0[j]) : p[j] * decay;
-            p[j] = pj - step_size * (mj / (sqrtf(vj) / b2s + s->eps));
-        }
+        adamw_tensor(model->params_memory + offset, model->grads_memory + offset, model->m_memory + offset,
+                     model->v_memory + offset, p0, n, s, a, decay, lr_wd, grad_scale);
         offset += n;
     }
 }
@@ -1216,7 +1355,8 @@ static void* cpu_load(const char* path, const GPT2Config** config, size_t* num_p
 }
 
 // Refuses what cannot fit in memory before any data is read or buffer allocated.
-static void cpu_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep_logits, const char* model_path) {
+static void cpu_prepare(void* m, const TrainConfig* cfg, const LoraConfig* lora, int B, int T, int keep_logits,
+                        const char* model_path) {
     GPT2* model = (GPT2*)m;
     char what[160];
     snprintf(what, sizeof(what), "training model %s (%zu parameters) with B=%d T=%d", model_path,
@@ -1224,14 +1364,14 @@ static void cpu_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep_
     model->classifier_rows = classifier_chunk_rows(cfg->classifier_rows, model->config.padded_vocab_size,
                                                    CPU_CLASSIFIER_FLOATS);
     int param_copies = 3 + (cfg->weight_noise > 0.0f) + cfg->decay_toward_init;  // params, grads, m, v, ...
-    require_memory(gpt2_memory_bytes(model, B, T, keep_logits, param_copies), what,
+    require_memory(gpt2_memory_bytes(model, lora, B, T, keep_logits, param_copies), what,
                    "Use a smaller -b or -t, or a smaller model.");
 }
 
-static void cpu_allocate(void* m, const TrainConfig* cfg, int B, int T, int keep_logits) {
+static void cpu_allocate(void* m, const TrainConfig* cfg, const LoraConfig* lora, int B, int T, int keep_logits) {
     GPT2* model = (GPT2*)m;
     size_t bytes = model->num_parameters * sizeof(float);
-    gpt2_allocate(model, B, T, keep_logits);
+    gpt2_allocate(model, lora, B, T, keep_logits);
     model->reg.seed = (uint64_t)cfg->seed;
     model->reg.dropout = dropout_config(cfg->dropout);
     if (cfg->weight_noise > 0.0f) { model->clean_params = (float*)mallocCheck(bytes); }
@@ -1282,7 +1422,7 @@ static LossSummary cpu_forward_backward(void* m, const int* inputs, const int* t
 
 static double cpu_grad_norm(void* m) {
     GPT2* model = (GPT2*)m;
-    return vector_norm(model->grads_memory, model->num_parameters);
+    return vector_norm(model->trained_grads, model->num_trained);
 }
 
 static void cpu_update(void* m, const AdamWSettings* opt, float lr, float grad_scale, int t) {
@@ -1291,7 +1431,7 @@ static void cpu_update(void* m, const AdamWSettings* opt, float lr, float grad_s
 
 static double cpu_param_norm(void* m) {
     GPT2* model = (GPT2*)m;
-    return vector_norm(model->params_memory, model->num_parameters);
+    return vector_norm(model->trained, model->num_trained);
 }
 
 static const float* cpu_next_token_logits(void* m, const int* tokens, int n) {
@@ -1301,13 +1441,30 @@ static const float* cpu_next_token_logits(void* m, const int* tokens, int n) {
 static void cpu_parity_outputs(void* m, const float** logits, const float** grads) {
     GPT2* model = (GPT2*)m;
     *logits = model->saved_logits;
-    *grads = model->grads_memory;
+    *grads = model->trained_grads;
+}
+
+// att of the last forward, layer after layer, with the entries above the diagonal (which the
+// loops never write) set to zero.
+static const float* cpu_attention_weights(void* m) {
+    GPT2* model = (GPT2*)m;
+    const GPT2Config* cfg = &model->config;
+    size_t L = (size_t)cfg->num_layers, NH = (size_t)cfg->num_heads, B = (size_t)model->B, T = (size_t)model->T;
+    size_t n = L * B * NH * T * T;
+    if (!model->att_out) { model->att_out = (float*)mallocCheck(n * sizeof(float)); }
+    for (size_t row = 0; row < n / T; row++) {  // row = ((l, b, h), t)
+        size_t t = row % T;
+        const float* src = model->acts.att + row * T;
+        float* dst = model->att_out + row * T;
+        for (size_t t2 = 0; t2 < T; t2++) { dst[t2] = t2 <= t ? src[t2] : 0.0f; }
+    }
+    return model->att_out;
 }
 
 static HostTensors cpu_host_tensors(void* m, int download) {
     (void)download; // the CPU's tensors are the host's
     GPT2* model = (GPT2*)m;
-    HostTensors h = {model->params_memory, model->m_memory, model->v_memory, model->init_params};
+    HostTensors h = {model->params_memory, model->m_memory, model->v_memory, model->init_params, model->lora_memory};
     return h;
 }
 
@@ -1322,7 +1479,7 @@ int main(int argc, char** argv) {
     static const TrainerBackend cpu = {
         "train_gpt2", "", NULL, 0, cpu_configure, cpu_load, cpu_prepare, cpu_allocate, cpu_print_rows,
         cpu_log_config, cpu_hardware, cpu_forward, cpu_forward_backward, cpu_grad_norm, cpu_update,
-        cpu_param_norm, cpu_next_token_logits, cpu_parity_outputs, cpu_host_tensors, cpu_upload_state, cpu_destroy,
+        cpu_param_norm, cpu_next_token_logits, cpu_parity_outputs, cpu_attention_weights, cpu_host_tensors, cpu_upload_state, cpu_destroy,
     };
     return train_main(argc, argv, &cpu);
 }

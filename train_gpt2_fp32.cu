@@ -67,6 +67,7 @@ trainer's "Command line", "Parity mode", "Training state" document it.
 #include "llmc/gelu.cuh"
 #include "llmc/global_norm.cuh"
 #include "llmc/layernorm.cuh"
+#include "llmc/lora.cuh"
 #include "llmc/matmul.cuh"
 #include "llmc/regularizers.cuh"
 #include "llmc/residual.cuh"
@@ -142,8 +143,20 @@ typedef struct {
     EncoderBuckets buckets;
     float* saved_logits;        // (B, T, Vp) host, parity mode: logits before the softmax
     float* sample_logits;       // (Vp) host, the next-token logits while sampling
-    float* m_host;              // (P) host staging for the training state
-    float* v_host;              // (P)
+    float* m_host;              // (N) host staging for the training state
+    float* v_host;              // (N)
+    // LoRA (llmc/lora.h), as in train_gpt2.c: with lora.rank > 0 grads_memory is NULL, the
+    // adapters train and m, v hold their Q floats
+    LoraConfig lora;
+    float* lora_memory;         // (Q) device
+    float* lora_grads_memory;   // (Q) device
+    float* lora_host;           // (Q) host
+    LoraTensors lora_p, lora_g; // device pointers
+    float* lora_u;              // (4, L, B*T, r) device
+    float* lora_du;             // (B*T, r) device
+    float* trained;             // params_memory or lora_memory
+    float* trained_grads;       // grads_memory or lora_grads_memory
+    size_t num_trained;         // N: P or Q
     // research regularizers (llmc/regularizers.h), as in train_gpt2.c
     RegularizerState reg;  // --seed, --dropout and the step of the current pass (llmc/regularizers.h)
     float* init_memory;         // (P) device: the parameters before step 1 (--decay-toward-init), else NULL
@@ -163,17 +176,40 @@ static void gpt2_build_from_checkpoint(GPT2* model, const char* path) {
     point_parameters(&model->params, model->params_memory, model->param_sizes);
 }
 
-// Allocates gradients, optimizer state, activations and scratch for batches up to (B, T).
-static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int keep_logits) {
+// Allocates gradients, optimizer state, activations and scratch for batches up to (B, T): of every
+// parameter, or with LoRA of the adapters only (the parameters' gradient pointers stay NULL).
+static void gpt2_allocate(GPT2* model, const LoraConfig* lora, int B, int T, int attention_kind, int keep_logits) {
     const GPT2Config* cfg = &model->config;
     size_t P = model->num_parameters, C = (size_t)cfg->channels, BT = (size_t)B * T;
     int NH = cfg->num_heads, HS = cfg->channels / cfg->num_heads;
-    model->grads_memory = (float*)gpuMalloc(P * sizeof(float), "the gradients");
-    point_parameters(&model->grads, model->grads_memory, model->param_sizes);
-    model->m_memory = (float*)gpuMalloc(P * sizeof(float), "AdamW's first moment");
-    model->v_memory = (float*)gpuMalloc(P * sizeof(float), "AdamW's second moment");
-    cudaCheck(cudaMemset(model->m_memory, 0, P * sizeof(float)));
-    cudaCheck(cudaMemset(model->v_memory, 0, P * sizeof(float)));
+    model->lora = *lora;
+    if (lora->rank > 0) {
+        size_t Q = lora->total;
+        model->lora_memory = (float*)gpuMalloc(Q * sizeof(float), "the LoRA adapters");
+        model->lora_grads_memory = (float*)gpuMalloc(Q * sizeof(float), "the LoRA gradients");
+        model->lora_host = (float*)callocCheck(Q, sizeof(float));
+        cudaCheck(cudaMemset(model->lora_memory, 0, Q * sizeof(float)));
+        lora_point(&model->lora_p, model->lora_memory, lora);
+        lora_point(&model->lora_g, model->lora_grads_memory, lora);
+        model->lora_u = (float*)gpuMalloc((size_t)LORA_NUM_TARGETS * lora->L * BT * lora->rank * sizeof(float),
+                                          "the LoRA activations");
+        model->lora_du = (float*)gpuMalloc(BT * lora->rank * sizeof(float), "the LoRA scratch");
+        memset(&model->grads, 0, sizeof(model->grads));
+        model->trained = model->lora_memory;
+        model->trained_grads = model->lora_grads_memory;
+        model->num_trained = Q;
+    } else {
+        model->grads_memory = (float*)gpuMalloc(P * sizeof(float), "the gradients");
+        point_parameters(&model->grads, model->grads_memory, model->param_sizes);
+        model->trained = model->params_memory;
+        model->trained_grads = model->grads_memory;
+        model->num_trained = P;
+    }
+    size_t N = model->num_trained;
+    model->m_memory = (float*)gpuMalloc(N * sizeof(float), "AdamW's first moment");
+    model->v_memory = (float*)gpuMalloc(N * sizeof(float), "AdamW's second moment");
+    cudaCheck(cudaMemset(model->m_memory, 0, N * sizeof(float)));
+    cudaCheck(cudaMemset(model->v_memory, 0, N * sizeof(float)));
     model->B = B;
     model->T = T;
     model->acts_memory = alloc_activations(&model->acts, cfg, B, T, model->classifier_rows, &model->num_activations);
@@ -202,14 +238,15 @@ static void gpt2_allocate(GPT2* model, int B, int T, int attention_kind, int kee
     bk->d_pos = (int*)gpuMalloc(BT * sizeof(int), "the encoder buckets");
     model->saved_logits = keep_logits ? (float*)mallocCheck(BT * cfg->padded_vocab_size * sizeof(float)) : NULL;
     model->sample_logits = (float*)mallocCheck((size_t)cfg->padded_vocab_size * sizeof(float));
-    model->m_host = (float*)mallocCheck(P * sizeof(float));
-    model->v_host = (float*)mallocCheck(P * sizeof(float));
+    model->m_host = (float*)callocCheck(N, sizeof(float));
+    model->v_host = (float*)callocCheck(N, sizeof(float));
 }
 
 static void gpt2_free(GPT2* model) {
     float* dev[] = {model->params_memory, model->grads_memory, model->m_memory, model->v_memory, model->acts_memory,
                     model->dresidual, model->dbuf, model->dbuf4, model->mm_out, model->col_scratch, model->d_dloss,
-                    model->init_memory, model->clean_memory};
+                    model->init_memory, model->clean_memory, model->lora_memory, model->lora_grads_memory,
+                    model->lora_u, model->lora_du};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
     int* idev[] = {model->d_inputs, model->d_targets, model->d_argmax, model->buckets.d_token,
                    model->buckets.d_start, model->buckets.d_pos};
@@ -218,11 +255,16 @@ static void gpt2_free(GPT2* model) {
     attention_state_free(&model->attn);
     void* host[] = {model->params_host, model->dloss, model->losses, model->argmax, model->buckets.token,
                     model->buckets.start, model->buckets.pos, model->buckets.count, model->saved_logits,
-                    model->sample_logits, model->m_host, model->v_host, model->init_host};
+                    model->sample_logits, model->m_host, model->v_host, model->init_host, model->lora_host};
     for (size_t i = 0; i < sizeof(host) / sizeof(host[0]); i++) free(host[i]);
     memset(model, 0, sizeof(*model));
 }
 
+
+// Target k's u buffer of layer l (llmc/lora.cuh lora_forward).
+static float* lora_u_of(const GPT2* model, int k, int l) {
+    return model->lora_u + ((size_t)k * model->lora.L + (size_t)l) * (size_t)model->B * model->T * model->lora.rank;
+}
 
 // Encoder, the L blocks and the final LayerNorm on model->d_inputs (B, T): fills acts up to lnf.
 // With dropout (active_dropout) at the four sites of llmc/regularizers.h.
@@ -235,6 +277,10 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
     const float* qkvb = cfg->no_qkv_bias ? NULL : p.qkvb;
     const DropoutConfig* drop = regularizer_dropout(&model->reg);
+    const LoraConfig* lc = &model->lora;
+    float scale = lc->rank > 0 ? lora_scale(lc) : 0.0f;
+    int r = lc->rank;
+    LoraTensors lp = model->lora_p;
     encoder_forward(a.encoded, model->d_inputs, p.wte, p.wpe, B, T, C);
     if (drop) dropout_apply(a.encoded, a.encoded, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop);
     for (int l = 0; l < L; l++) {
@@ -242,10 +288,18 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
         LayerActivations la = layer_activations(&a, cfg, B, T, l);
         layernorm_forward(la.ln1, la.ln1_mean, la.ln1_rstd, residual, p.ln1w + l * c, p.ln1b + l * c, (int)BT, C);
         matmul_forward(la.qkv, la.ln1, p.qkvw + l * 3 * c * c, qkvb ? qkvb + l * 3 * c : NULL, (int)BT, C, 3 * C);
+        if (lora_targets(lc, LORA_QKVW)) {
+            lora_forward(la.qkv, lora_u_of(model, LORA_QKVW, l), la.ln1, lp.A[LORA_QKVW] + l * r * c,
+                         lp.B[LORA_QKVW] + l * 3 * c * r, scale, (int)BT, C, 3 * C, r);
+        }
         attention_forward(la.atty, la.att_lse, la.qkv, &model->attn, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0,
                           B, T, NH, HS);
         // the projections' biases are added by the kernels after them (fused passes)
         matmul_forward(model->mm_out, la.atty, p.attprojw + l * c * c, NULL, (int)BT, C, C);
+        if (lora_targets(lc, LORA_ATTPROJW)) {
+            lora_forward(model->mm_out, lora_u_of(model, LORA_ATTPROJW, l), la.atty, lp.A[LORA_ATTPROJW] + l * r * c,
+                         lp.B[LORA_ATTPROJW] + l * c * r, scale, (int)BT, C, C, r);
+        }
         if (drop) {
             residual_bias_dropout_forward(la.residual2, residual, model->mm_out, p.attprojb + l * c, BTC, C,
                                           regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop);
@@ -254,8 +308,16 @@ static void gpt2_forward_trunk(GPT2* model, int B, int T) {
         }
         layernorm_forward(la.ln2, la.ln2_mean, la.ln2_rstd, la.residual2, p.ln2w + l * c, p.ln2b + l * c, (int)BT, C);
         matmul_forward(la.fch, la.ln2, p.fcw + l * 4 * c * c, NULL, (int)BT, C, 4 * C);
+        if (lora_targets(lc, LORA_FCW)) {
+            lora_forward(la.fch, lora_u_of(model, LORA_FCW, l), la.ln2, lp.A[LORA_FCW] + l * r * c,
+                         lp.B[LORA_FCW] + l * 4 * c * r, scale, (int)BT, C, 4 * C, r);
+        }
         bias_gelu_forward(la.fch_gelu, la.fch, p.fcb + l * 4 * c, BTC * 4, 4 * C);
         matmul_forward(model->mm_out, la.fch_gelu, p.fcprojw + l * 4 * c * c, NULL, (int)BT, 4 * C, C);
+        if (lora_targets(lc, LORA_FCPROJW)) {
+            lora_forward(model->mm_out, lora_u_of(model, LORA_FCPROJW, l), la.fch_gelu, lp.A[LORA_FCPROJW] + l * r * 4 * c,
+                         lp.B[LORA_FCPROJW] + l * c * r, scale, (int)BT, 4 * C, C, r);
+        }
         if (drop) {
             residual_bias_dropout_forward(la.residual3, la.residual2, model->mm_out, p.fcprojb + l * c, BTC, C,
                                           regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop);
@@ -318,7 +380,7 @@ static void gpt2_forward(GPT2* model, const int* inputs, const int* targets, con
 }
 
 static void gpt2_zero_grad(GPT2* model) {
-    cudaCheck(cudaMemset(model->grads_memory, 0, model->num_parameters * sizeof(float)));
+    cudaCheck(cudaMemset(model->trained_grads, 0, model->num_trained * sizeof(float)));
 }
 
 // Gradients of the mean loss of the last gpt2_forward (with_backward, which did the classifier's
@@ -330,8 +392,12 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts;
     size_t BT = (size_t)B * T, BTC = BT * C, c = (size_t)C;
-    float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;
+    float* dqkvb = cfg->no_qkv_bias ? NULL : g.qkvb;  // NULL also with LoRA (every g.* is NULL then)
     const DropoutConfig* drop = regularizer_dropout(&model->reg);
+    const LoraConfig* lc = &model->lora;
+    float scale = lc->rank > 0 ? lora_scale(lc) : 0.0f;
+    int r = lc->rank;
+    LoraTensors lp = model->lora_p, lg = model->lora_g;
     float* dres = model->dresidual;
     float* scr = model->col_scratch;
     cudaCheck(cudaMemset(dres, 0, BTC * sizeof(float)));
@@ -346,12 +412,22 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
             dropout_apply(model->mm_out, dres, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_MLP), drop);
             dproj = model->mm_out;
         }
-        matmul_backward(model->dbuf4, g.fcprojw + l * 4 * c * c, g.fcprojb + l * c, scr, dproj,
-                        a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
+        matmul_backward(model->dbuf4, g.fcprojw ? g.fcprojw + l * 4 * c * c : NULL, g.fcprojb ? g.fcprojb + l * c : NULL,
+                        scr, dproj, a.fch_gelu + l * BTC * 4, p.fcprojw + l * 4 * c * c, (int)BT, 4 * C, C);
+        if (lora_targets(lc, LORA_FCPROJW)) {
+            lora_backward(model->dbuf4, lg.A[LORA_FCPROJW] + l * r * 4 * c, lg.B[LORA_FCPROJW] + l * c * r, model->lora_du,
+                          dproj, a.fch_gelu + l * BTC * 4, lora_u_of(model, LORA_FCPROJW, l),
+                          lp.A[LORA_FCPROJW] + l * r * 4 * c, lp.B[LORA_FCPROJW] + l * c * r, scale, (int)BT, 4 * C, C, r);
+        }
         gelu_backward(model->dbuf4, a.fch + l * BTC * 4, model->dbuf4, BTC * 4);
-        matmul_backward(model->dbuf, g.fcw + l * 4 * c * c, g.fcb + l * 4 * c, scr, model->dbuf4,
-                        a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
-        layernorm_backward(dres, g.ln2w + l * c, g.ln2b + l * c, scr, model->dbuf, a.residual2 + l * BTC,
+        matmul_backward(model->dbuf, g.fcw ? g.fcw + l * 4 * c * c : NULL, g.fcb ? g.fcb + l * 4 * c : NULL, scr,
+                        model->dbuf4, a.ln2 + l * BTC, p.fcw + l * 4 * c * c, (int)BT, C, 4 * C);
+        if (lora_targets(lc, LORA_FCW)) {
+            lora_backward(model->dbuf, lg.A[LORA_FCW] + l * r * c, lg.B[LORA_FCW] + l * 4 * c * r, model->lora_du,
+                          model->dbuf4, a.ln2 + l * BTC, lora_u_of(model, LORA_FCW, l), lp.A[LORA_FCW] + l * r * c,
+                          lp.B[LORA_FCW] + l * 4 * c * r, scale, (int)BT, C, 4 * C, r);
+        }
+        layernorm_backward(dres, g.ln2w ? g.ln2w + l * c : NULL, g.ln2b ? g.ln2b + l * c : NULL, scr, model->dbuf, a.residual2 + l * BTC,
                            p.ln2w + l * c, a.ln2_mean + l * BT, a.ln2_rstd + l * BT, (int)BT, C);
         // dres holds d(residual2): also d(attproj out) (with dropout: times its factors), and
         // the start of d(residual)
@@ -360,15 +436,26 @@ static void gpt2_backward(GPT2* model, const int* inputs, int B, int T) {
             dropout_apply(model->mm_out, dres, BTC, regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN_PROJ), drop);
             dproj = model->mm_out;
         }
-        matmul_backward(model->dbuf, g.attprojw + l * c * c, g.attprojb + l * c, scr, dproj, a.atty + l * BTC,
-                        p.attprojw + l * c * c, (int)BT, C, C);
+        matmul_backward(model->dbuf, g.attprojw ? g.attprojw + l * c * c : NULL, g.attprojb ? g.attprojb + l * c : NULL,
+                        scr, dproj, a.atty + l * BTC, p.attprojw + l * c * c, (int)BT, C, C);
+        if (lora_targets(lc, LORA_ATTPROJW)) {
+            lora_backward(model->dbuf, lg.A[LORA_ATTPROJW] + l * r * c, lg.B[LORA_ATTPROJW] + l * c * r, model->lora_du,
+                          dproj, a.atty + l * BTC, lora_u_of(model, LORA_ATTPROJW, l), lp.A[LORA_ATTPROJW] + l * r * c,
+                          lp.B[LORA_ATTPROJW] + l * c * r, scale, (int)BT, C, C, r);
+        }
         attention_backward(model->dbuf4, model->dbuf, a.qkv + l * BTC * 3, a.atty + l * BTC, a.att_lse + l * BT * NH,
                            &model->attn, drop, drop ? regularizer_site_key(&model->reg, l, DROPOUT_SITE_ATTN) : 0, B, T, NH, HS);
-        matmul_backward(model->dbuf, g.qkvw + l * 3 * c * c, dqkvb ? dqkvb + l * 3 * c : NULL, scr, model->dbuf4,
-                        a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
-        layernorm_backward(dres, g.ln1w + l * c, g.ln1b + l * c, scr, model->dbuf, residual, p.ln1w + l * c,
+        matmul_backward(model->dbuf, g.qkvw ? g.qkvw + l * 3 * c * c : NULL, dqkvb ? dqkvb + l * 3 * c : NULL, scr,
+                        model->dbuf4, a.ln1 + l * BTC, p.qkvw + l * 3 * c * c, (int)BT, C, 3 * C);
+        if (lora_targets(lc, LORA_QKVW)) {
+            lora_backward(model->dbuf, lg.A[LORA_QKVW] + l * r * c, lg.B[LORA_QKVW] + l * 3 * c * r, model->lora_du,
+                          model->dbuf4, a.ln1 + l * BTC, lora_u_of(model, LORA_QKVW, l), lp.A[LORA_QKVW] + l * r * c,
+                          lp.B[LORA_QKVW] + l * 3 * c * r, scale, (int)BT, C, 3 * C, r);
+        }
+        layernorm_backward(dres, g.ln1w ? g.ln1w + l * c : NULL, g.ln1b ? g.ln1b + l * c : NULL, scr, model->dbuf, residual, p.ln1w + l * c,
                            a.ln1_mean + l * BT, a.ln1_rstd + l * BT, (int)BT, C);
     }
+    if (g.wte == NULL) return;  // LoRA: the embeddings are frozen
     if (drop) dropout_apply(dres, dres, BTC, regularizer_site_key(&model->reg, -1, DROPOUT_SITE_EMBED), drop);
     encoder_backward(g.wte, g.wpe, dres, inputs, &model->buckets, B, T, C, Vp);
 }
@@ -381,6 +468,16 @@ static void gpt2_adamw_update(GPT2* model, const AdamWSettings* s, float lr, flo
     float step_size = a.step_size, b2s = a.bias2_sqrt;
     size_t offset = 0;
     const int block = 512;
+    if (model->lora.rank > 0) {  // the adapters only: every one a matrix, all decay (train_gpt2.c)
+        float decay, lr_wd;
+        adamw_adapter_decay(s, lr, &decay, &lr_wd);
+        size_t n = model->lora.total;
+        adamw_kernel1<<<ceil_div(n, block), block>>>(model->lora_memory, model->m_memory, model->v_memory,
+                                                    model->lora_grads_memory, NULL, n, s->beta1, s->beta2, s->eps,
+                                                    decay, lr_wd, step_size, b2s, grad_scale);
+        launchCheck();
+        return;
+    }
     for (int i = 0; i < NUM_PARAMETER_TENSORS; i++) {
         size_t n = model->param_sizes[i];
         float decay, lr_wd;
@@ -496,8 +593,9 @@ static void* cuda_load(const char* path, const GPT2Config** config, size_t* num_
 // --tf32 0, each when the head size and shared memory allow, else cuBLAS. Dropout on the
 // attention weights exists in the cuBLAS version only (the fused kernels never form the weights
 // that would be dropped), so --dropout > 0 takes it. GPU memory is checked by each allocation.
-static void cuda_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep_logits, const char* model_path) {
-    (void)B, (void)T, (void)keep_logits, (void)model_path;
+static void cuda_prepare(void* m, const TrainConfig* cfg, const LoraConfig* lora, int B, int T, int keep_logits,
+                         const char* model_path) {
+    (void)lora, (void)B, (void)T, (void)keep_logits, (void)model_path;
     CudaModel* cm = (CudaModel*)m;
     const GPT2Config* mc = &cm->gpt2.config;
     cm->gpt2.classifier_rows = classifier_chunk_rows(cfg->classifier_rows, mc->padded_vocab_size, GPU_CLASSIFIER_FLOATS);
@@ -535,12 +633,12 @@ static void cuda_prepare(void* m, const TrainConfig* cfg, int B, int T, int keep
     }
 }
 
-static void cuda_allocate(void* m, const TrainConfig* cfg, int B, int T, int keep_logits) {
+static void cuda_allocate(void* m, const TrainConfig* cfg, const LoraConfig* lora, int B, int T, int keep_logits) {
     CudaModel* cm = (CudaModel*)m;
     GPT2* model = &cm->gpt2;
     cublasCheck(cublasCreate(&g_cublas));
     cublasCheck(cublasSetMathMode(g_cublas, g_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-    gpt2_allocate(model, B, T, cm->attention_kind, keep_logits);
+    gpt2_allocate(model, lora, B, T, cm->attention_kind, keep_logits);
     model->reg.seed = (uint64_t)cfg->seed;
     model->reg.dropout = dropout_config(cfg->dropout);
     size_t bytes = model->num_parameters * sizeof(float);
@@ -552,7 +650,7 @@ static void cuda_allocate(void* m, const TrainConfig* cfg, int B, int T, int kee
         memcpy(model->init_host, model->params_host, bytes);
         cudaCheck(cudaMemcpy(model->init_memory, model->init_host, bytes, cudaMemcpyHostToDevice));
     }
-    if (keep_logits) cm->grads_host = (float*)mallocCheck(bytes);
+    if (keep_logits) cm->grads_host = (float*)mallocCheck(model->num_trained * sizeof(float));
 }
 
 static const char* cuda_attention_name(const CudaModel* cm) {
@@ -603,7 +701,7 @@ static LossSummary cuda_forward_backward(void* m, const int* inputs, const int* 
 
 static double cuda_grad_norm(void* m) {
     GPT2* model = &((CudaModel*)m)->gpt2;
-    return vector_norm(model->grads_memory, model->num_parameters, model->norm_scratch);
+    return vector_norm(model->trained_grads, model->num_trained, model->norm_scratch);
 }
 
 static void cuda_update(void* m, const AdamWSettings* opt, float lr, float grad_scale, int t) {
@@ -613,7 +711,7 @@ static void cuda_update(void* m, const AdamWSettings* opt, float lr, float grad_
 
 static double cuda_param_norm(void* m) {
     GPT2* model = &((CudaModel*)m)->gpt2;
-    return vector_norm(model->params_memory, model->num_parameters, model->norm_scratch);
+    return vector_norm(model->trained, model->num_trained, model->norm_scratch);
 }
 
 static const float* cuda_next_token_logits(void* m, const int* tokens, int n) {
@@ -623,7 +721,7 @@ static const float* cuda_next_token_logits(void* m, const int* tokens, int n) {
 static void cuda_parity_outputs(void* m, const float** logits, const float** grads) {
     CudaModel* cm = (CudaModel*)m;
     GPT2* model = &cm->gpt2;
-    cudaCheck(cudaMemcpy(cm->grads_host, model->grads_memory, model->num_parameters * sizeof(float),
+    cudaCheck(cudaMemcpy(cm->grads_host, model->trained_grads, model->num_trained * sizeof(float),
                          cudaMemcpyDeviceToHost));
     *logits = model->saved_logits;
     *grads = cm->grads_host;
@@ -634,26 +732,31 @@ static void cuda_parity_outputs(void* m, const float** logits, const float** gra
 static HostTensors cuda_host_tensors(void* m, int download) {
     GPT2* model = &((CudaModel*)m)->gpt2;
     if (download) {
-        size_t bytes = model->num_parameters * sizeof(float);
-        cudaCheck(cudaMemcpy(model->params_host, model->params_memory, bytes, cudaMemcpyDeviceToHost));
+        size_t bytes = model->num_trained * sizeof(float);
+        if (model->lora.rank > 0) {  // the frozen parameters never change: params_host stays their copy
+            cudaCheck(cudaMemcpy(model->lora_host, model->lora_memory, bytes, cudaMemcpyDeviceToHost));
+        } else {
+            cudaCheck(cudaMemcpy(model->params_host, model->params_memory, bytes, cudaMemcpyDeviceToHost));
+        }
         cudaCheck(cudaMemcpy(model->m_host, model->m_memory, bytes, cudaMemcpyDeviceToHost));
         cudaCheck(cudaMemcpy(model->v_host, model->v_memory, bytes, cudaMemcpyDeviceToHost));
     }
-    HostTensors h = {model->params_host, model->m_host, model->v_host, model->init_host};
+    HostTensors h = {model->params_host, model->m_host, model->v_host, model->init_host, model->lora_host};
     return h;
 }
 
 static void cuda_upload_state(void* m) {
     GPT2* model = &((CudaModel*)m)->gpt2;
-    size_t bytes = model->num_parameters * sizeof(float);
+    size_t bytes = model->num_trained * sizeof(float);
     cudaCheck(cudaMemcpy(model->m_memory, model->m_host, bytes, cudaMemcpyHostToDevice));
     cudaCheck(cudaMemcpy(model->v_memory, model->v_host, bytes, cudaMemcpyHostToDevice));
     if (model->init_memory) cudaCheck(cudaMemcpy(model->init_memory, model->init_host, bytes, cudaMemcpyHostToDevice));
+    if (model->lora_memory) cudaCheck(cudaMemcpy(model->lora_memory, model->lora_host, bytes, cudaMemcpyHostToDevice));
 }
 
 static void cuda_destroy(void* m) {
     CudaModel* cm = (CudaModel*)m;
-    int allocated = cm->gpt2.grads_memory != NULL;
+    int allocated = cm->gpt2.m_memory != NULL;
     gpt2_free(&cm->gpt2);
     if (allocated) cublasCheck(cublasDestroy(g_cublas));
     free(cm->grads_host);
@@ -665,7 +768,7 @@ int main(int argc, char** argv) {
         "train_gpt2fp32cu", " --tf32 0", CUDA_SPECS, (int)(sizeof(CUDA_SPECS) / sizeof(CUDA_SPECS[0])),
         cuda_configure, cuda_load, cuda_prepare, cuda_allocate, cuda_print_rows, cuda_log_config, cuda_hardware,
         cuda_forward, cuda_forward_backward, cuda_grad_norm, cuda_update, cuda_param_norm, cuda_next_token_logits,
-        cuda_parity_outputs, cuda_host_tensors, cuda_upload_state, cuda_destroy,
+        cuda_parity_outputs, NULL, cuda_host_tensors, cuda_upload_state, cuda_destroy,
     };
     return train_main(argc, argv, &cuda);
 }

@@ -86,6 +86,10 @@ class GPT(nn.Module):
         self.config = config
         self.dropout = float(dropout)
         self.dropout_mask = dropout_mask
+        # keep_attention = True: forward keeps each layer's attention weights (B, NH, T, T), after
+        # the softmax and before dropout, in self.attention (a list over the layers; dev.attention)
+        self.keep_attention = False
+        self.attention = None
         values = gpt2_init(config, seed) if init else None
         for name, shape in param_shapes(config).items():
             data = torch.from_numpy(values[name]) if init else torch.zeros(shape)
@@ -158,6 +162,7 @@ class GPT(nn.Module):
         x = self._dropout(x, "embed", -1)
         causal = self.causal[:T, :T]
         scale = 1.0 / math.sqrt(HS)
+        self.attention = [] if self.keep_attention else None
         for l in range(L):
             h = F.layer_norm(x, (C,), self.ln1w[l], self.ln1b[l], LN_EPS)
             qkv = F.linear(h, self.qkvw[l], self.qkvb[l])      # (B, T, 3C)
@@ -168,6 +173,8 @@ class GPT(nn.Module):
             att = (q @ k.transpose(-2, -1)) * scale            # (B, NH, T, T)
             att = att.masked_fill(~causal, float("-inf"))
             att = F.softmax(att, dim=-1)
+            if self.keep_attention:
+                self.attention.append(att.detach())
             att = self._dropout(att, "attn", l)
             y = (att @ v).transpose(1, 2).reshape(B, T, C)     # (B, T, C)
             y = F.linear(y, self.attprojw[l], self.attprojb[l])

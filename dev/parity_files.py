@@ -6,10 +6,15 @@ stdout (README, "File formats"):
   parity batch      magic 20261123 v1: [2] B, [3] T, [4] has_mask; then B*T int32
                     inputs, B*T int32 targets, and if has_mask B*T int32 mask
                     (1 = the position counts in the loss).
-  parity gradients  magic 20261124 v1: [2] B, [3] T, [4] Vp, [5] P, [6] L, [7] C;
-                    then float32 loss, B*T*Vp float32 logits, then the 16
-                    gradient tensors (P floats) in checkpoint order.
+  parity gradients  magic 20261124 v1: [2] B, [3] T, [4] Vp, [5] P, [6] L, [7] C,
+                    [8] untied_head, [9] LoRA rank (0: none), [10] LoRA target mask;
+                    then float32 loss, B*T*Vp float32 logits, then the 16 gradient
+                    tensors (and lm_head when untied; P floats) in checkpoint order, or
+                    with LoRA ([5] = Q) the adapters' gradients in adapter-file order
+                    (dev/lora.py; read back keyed "qkvw.A", "qkvw.B", ...).
   parity losses     magic 20261125 v1: [2] N; then N float32 losses.
+  parity attention  magic 20261128 v1: [2] L, [3] B, [4] NH, [5] T; then the attention
+                    weights (L, B, NH, T, T) float32 (the CPU trainer's --parity-attention).
 
 maxT is not stored in the gradients file: it follows from P, Vp, L and C
 (P = Vp*C + maxT*C + L*(12*C*C + 13*C) + 2*C). Readers bound every header
@@ -31,6 +36,7 @@ from dev.train_limits import MAX_TOKENS_PER_STEP
 BATCH_MAGIC, BATCH_VERSION = 20261123, 1
 GRADS_MAGIC, GRADS_VERSION = 20261124, 1
 LOSSES_MAGIC, LOSSES_VERSION = 20261125, 1
+ATTENTION_MAGIC, ATTENTION_VERSION = 20261128, 1
 
 FIX = "Re-create it with the tool or test that wrote it (or check the path)."
 
@@ -129,6 +135,9 @@ def read_parity_grads(path):
     header, size = read_header(path, "parity gradients", GRADS_MAGIC, GRADS_VERSION,
                                ParityFileError, FIX)
     B, T, Vp, P, L, C, untied = (int(x) for x in header[2:9])
+    lora_rank, lora_mask = int(header[9]), int(header[10])
+    if lora_rank > 0:
+        return _read_lora_grads(path, header, size, B, T, Vp, P, L, C, lora_rank, lora_mask)
     if untied not in (0, 1):
         raise ParityFileError(f"parity gradients {path} has header[8] (untied_head) = {untied}, expected "
                               f"0 or 1. {FIX}")
@@ -157,6 +166,43 @@ def read_parity_grads(path):
         grads[name] = body[offset:offset + n].reshape(shape)
         offset += n
     return dict(loss=loss, logits=logits, grads=grads)
+
+
+def _read_lora_grads(path, header, size, B, T, Vp, Q, L, C, rank, mask):
+    """A LoRA run's parity gradients ([9] rank, [10] target mask): grads = the adapters' ("qkvw.A", ...)."""
+    from dev.lora import adapter_shapes, targets_from_mask
+    if (min(B, T, Vp, Q, L, C) < 1 or not 0 < mask < 16 or rank > C or B * T > MAX_TOKENS_PER_STEP
+            or Vp > MAX_VOCAB or L > MAX_LAYERS or C > MAX_CHANNELS):
+        raise ParityFileError(f"parity gradients {path} has header B={B} T={T} Vp={Vp} Q={Q} L={L} C={C} "
+                              f"LoRA rank={rank} mask={mask}, expected positive sizes within the bounds, "
+                              f"mask 1..15 and rank at most C. {FIX}")
+    shapes = adapter_shapes(rank, targets_from_mask(mask), L, C)
+    want = sum(int(np.prod(s)) for s in shapes.values())
+    if want != Q:
+        raise ParityFileError(f"parity gradients {path} is inconsistent: Q={Q}, but rank {rank} on mask {mask} "
+                              f"with L={L} C={C} gives {want}. {FIX}")
+    check_size(path, "parity gradients", size, HEADER_BYTES + 4 * (1 + B * T * Vp + Q),
+               f"1024-byte header + 4 * (1 + B*T*Vp + Q) with B={B} T={T} Vp={Vp} Q={Q}", ParityFileError, FIX)
+    body = np.fromfile(path, dtype="<f4", offset=HEADER_BYTES)
+    grads, offset = {}, 1 + B * T * Vp
+    for name, shape in shapes.items():
+        n = int(np.prod(shape))
+        grads[name] = body[offset:offset + n].reshape(shape)
+        offset += n
+    return dict(loss=float(body[0]), logits=body[1:1 + B * T * Vp].reshape(B, T, Vp), grads=grads)
+
+
+def read_parity_attention(path):
+    """The attention weights a trainer wrote with --parity-attention: float32 (L, B, NH, T, T)."""
+    header, size = read_header(path, "parity attention", ATTENTION_MAGIC, ATTENTION_VERSION, ParityFileError, FIX)
+    L, B, NH, T = (int(x) for x in header[2:6])
+    if min(L, B, NH, T) < 1 or L > MAX_LAYERS or NH > MAX_CHANNELS or B * T > MAX_TOKENS_PER_STEP:
+        raise ParityFileError(f"parity attention {path} has header L={L} B={B} NH={NH} T={T}, expected positive "
+                              f"sizes within the bounds. {FIX}")
+    n = L * B * NH * T * T
+    check_size(path, "parity attention", size, HEADER_BYTES + 4 * n,
+               f"1024-byte header + 4 * L*B*NH*T*T with L={L} B={B} NH={NH} T={T}", ParityFileError, FIX)
+    return np.fromfile(path, dtype="<f4", offset=HEADER_BYTES).reshape(L, B, NH, T, T)
 
 
 def write_parity_losses(path, losses):

@@ -11,6 +11,7 @@ Contract:
 - adamw_tensor_decay(s, cfg, i, lr, &decay, &lr_wd) for tensor i: 0 when the tensor is not
   updated (qkvb of a model without the QKV bias), else 1 with decay = 1 - lr*wd and
   lr_wd = lr*wd, where wd is the tensor's weight decay (0 for the vectors under "matrices").
+- adamw_adapter_decay(s, lr, &decay, &lr_wd): the same for LoRA adapters (matrices: they always decay).
 */
 #ifndef LLMC_ADAMW_H
 #define LLMC_ADAMW_H
@@ -44,6 +45,12 @@ static inline int adamw_tensor_decay(const AdamWSettings* s, const GPT2Config* c
     *decay = 1.0f - lr * wd;
     *lr_wd = lr * wd;
     return 1;
+}
+
+// LoRA adapters (llmc/lora.h) are matrices: they decay under "all" and "matrices" alike, toward zero.
+static inline void adamw_adapter_decay(const AdamWSettings* s, float lr, float* decay, float* lr_wd) {
+    *decay = 1.0f - lr * s->weight_decay;
+    *lr_wd = lr * s->weight_decay;
 }
 
 #endif // LLMC_ADAMW_H

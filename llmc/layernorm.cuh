@@ -105,7 +105,8 @@ __global__ void layernorm_params_final_kernel(float* dweight, float* dbias, cons
     dbias[c] += sb;
 }
 
-// dinp, dweight, dbias all accumulate (+=). scratch: 2 * ceil(N/256) * C floats.
+// dinp, dweight, dbias all accumulate (+=); dweight NULL (a frozen LayerNorm: LoRA) skips both
+// parameter sums. scratch: 2 * ceil(N/256) * C floats.
 static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N, C), (C), (C)
                                float* scratch,
                                const float* dout, const float* inp,        // (N, C), (N, C)
@@ -115,6 +116,7 @@ static void layernorm_backward(float* dinp, float* dweight, float* dbias,  // (N
     const int block = 256;
     layernorm_dinp_kernel2<<<ceil_div(N, block / 32), block>>>(dinp, dout, inp, weight, mean, rstd, N, C);
     launchCheck();
+    if (dweight == NULL) return;
     int num_chunks = ceil_div(N, ROWS_PER_CHUNK);
     dim3 pblock(32, block / 32), pgrid(ceil_div(C, 32), num_chunks);
     layernorm_params_partial_kernel<<<pgrid, pblock, 2 * block * sizeof(float)>>>(scratch, dout, inp, mean, rstd, N, C);

@@ -63,16 +63,19 @@ static void matmul_forward(float* out,                              // (N, OC)
     }
 }
 
-// dinp = dout @ weight (WRITTEN); dweight += dout^T @ inp; dbias += column sums of dout.
+// dinp = dout @ weight (WRITTEN); dweight += dout^T @ inp unless dweight is NULL (a frozen weight:
+// LoRA); dbias += column sums of dout unless NULL.
 // scratch: ceil(N/256) * OC floats when dbias != NULL.
-static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, IC), (OC, IC), (OC) or NULL
+static void matmul_backward(float* dinp, float* dweight, float* dbias,  // (N, IC), (OC, IC) or NULL, (OC) or NULL
                             float* scratch,
                             const float* dout,                          // (N, OC)
                             const float* inp, const float* weight,      // (N, IC), (OC, IC)
                             int N, int IC, int OC) {
     const float one = 1.0f, zero = 0.0f;
     cublasCheck(cublasSgemm(g_cublas, CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, &one, weight, IC, dout, OC, &zero, dinp, IC));
-    cublasCheck(cublasSgemm(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one, inp, IC, dout, OC, &one, dweight, IC));
+    if (dweight != NULL) {
+        cublasCheck(cublasSgemm(g_cublas, CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, &one, inp, IC, dout, OC, &one, dweight, IC));
+    }
     if (dbias != NULL) {
         const int block = 256;
         int num_chunks = ceil_div(N, ROWS_PER_CHUNK);

@@ -7,10 +7,15 @@ in dev/parity_files.py).
                     int32 inputs, B*T int32 targets, and if has_mask B*T int32
                     mask (1 = the position counts in the loss).
   parity gradients  magic 20261124 v1: [2] B, [3] T, [4] Vp, [5] P, [6] L, [7] C,
-                    [8] untied_head (0/1); then float32 loss, B*T*Vp float32 logits,
-                    then the gradient tensors (P floats: the 16, and lm_head when
-                    untied) in checkpoint order.
+                    [8] untied_head (0/1), [9] LoRA rank r (0: none), [10] LoRA target
+                    mask; then float32 loss, B*T*Vp float32 logits, then the gradients
+                    of the trained floats: without LoRA the P floats of the 16 tensors
+                    (and lm_head when untied) in checkpoint order, with LoRA ([5] = Q)
+                    the adapters' in the adapter block's order (llmc/lora.h).
   parity losses     magic 20261125 v1: [2] N; then N float32 losses.
+  parity attention  magic 20261128 v1: [2] L, [3] B, [4] NH, [5] T; then the attention
+                    weights (L, B, NH, T, T) float32 of the parity batch's forward
+                    (softmax rows, zero above the diagonal; CPU trainer only).
 
 Contract: parity_batch_read validates header (B*T within train_limits.h), exact size, mask values 0/1 and
 (given the model's V and maxT) every token id and T; it is fatal with a
@@ -29,6 +34,7 @@ message naming the file otherwise. The writers are atomic.
 #define PARITY_BATCH_MAGIC 20261123
 #define PARITY_GRADS_MAGIC 20261124
 #define PARITY_LOSSES_MAGIC 20261125
+#define PARITY_ATTENTION_MAGIC 20261128
 #define PARITY_VERSION 1
 #define PARITY_FIX "Re-create it with the tool or test that wrote it (or check the path)."
 
@@ -98,9 +104,11 @@ static inline void parity_batch_free(ParityBatch* pb) {
     memset(pb, 0, sizeof(*pb));
 }
 
-// logits: (B, T, Vp); grads: the P gradient floats in checkpoint order.
+// logits: (B, T, Vp); grads: the P gradient floats in checkpoint order, or with lora_rank > 0 the
+// P = Q adapter gradients.
 static inline void parity_grads_write(const char* path, int B, int T, int Vp, size_t P, int L, int C,
-                                      int untied_head, float loss, const float* logits, const float* grads) {
+                                      int untied_head, int lora_rank, int lora_mask, float loss, const float* logits,
+                                      const float* grads) {
     int32_t h[HEADER_INTS];
     memset(h, 0, sizeof(h));
     h[0] = PARITY_GRADS_MAGIC;
@@ -113,12 +121,30 @@ static inline void parity_grads_write(const char* path, int B, int T, int Vp, si
     h[6] = L;
     h[7] = C;
     h[8] = untied_head;
+    h[9] = lora_rank;
+    h[10] = lora_rank > 0 ? lora_mask : 0;
     AtomicFile af;
     atomic_file_open(&af, path);
     atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);
     atomic_file_write(&af, &loss, sizeof(float), 1);
     atomic_file_write(&af, logits, sizeof(float), (size_t)B * (size_t)T * (size_t)Vp);
     atomic_file_write(&af, grads, sizeof(float), P);
+    atomic_file_commit(&af);
+}
+
+static inline void parity_attention_write(const char* path, int L, int B, int NH, int T, const float* att) {
+    int32_t h[HEADER_INTS];
+    memset(h, 0, sizeof(h));
+    h[0] = PARITY_ATTENTION_MAGIC;
+    h[1] = PARITY_VERSION;
+    h[2] = L;
+    h[3] = B;
+    h[4] = NH;
+    h[5] = T;
+    AtomicFile af;
+    atomic_file_open(&af, path);
+    atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);
+    atomic_file_write(&af, att, sizeof(float), (size_t)L * B * NH * T * T);
     atomic_file_commit(&af);
 }
 

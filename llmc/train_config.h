@@ -69,10 +69,16 @@ typedef struct {
     int save_every;            // -n/--save-every
     int threads;               // --threads
     int classifier_rows;       // --classifier-rows positions per chunk of the fused classifier (0 = automatic)
+    // low-rank adapters (llmc/lora.h)
+    int lora_rank;             // --lora-rank r (0 = off: every parameter trains)
+    float lora_alpha;          // --lora-alpha (scale alpha / r)
+    const char* lora_targets;  // --lora-targets qkvw,attprojw,fcw,fcprojw
+    const char* lora_adapter;  // --lora-adapter FILE: start from these adapters
     // parity mode
     const char* parity_batch;  // --parity-batch
     const char* parity_out;    // --parity-out
     const char* parity_losses; // --parity-losses
+    const char* parity_attention;  // --parity-attention: the attention weights of the parity pass
 } TrainConfig;
 
 static inline void train_config_defaults(TrainConfig* c) {
@@ -111,12 +117,17 @@ static inline void train_config_defaults(TrainConfig* c) {
     c->seed = 1337;
     c->save_every = 0;
     c->threads = 0;
+    c->lora_rank = 0;
+    c->lora_alpha = 8.0f;
+    c->lora_targets = "qkvw";
+    c->lora_adapter = "";
     c->parity_batch = "";
     c->parity_out = "";
     c->parity_losses = "";
+    c->parity_attention = "";
 }
 
-#define TRAIN_CONFIG_MAX_SPECS 48
+#define TRAIN_CONFIG_MAX_SPECS 56
 
 // Writes the shared flag table into specs (room for TRAIN_CONFIG_MAX_SPECS);
 // returns the number written. A trainer appends its own flags after them.
@@ -160,9 +171,14 @@ static inline int train_config_specs(TrainConfig* c, ArgSpec* specs) {
     SPEC('n', "save-every", ARG_INT, &c->save_every, "checkpoint every N steps (0 = only at the end; needs -o)", NULL);
     SPEC(0, "threads", ARG_INT, &c->threads, "CPU threads (0 = OpenMP default / OMP_NUM_THREADS)", NULL);
     SPEC(0, "classifier-rows", ARG_INT, &c->classifier_rows, "positions per chunk of the classifier's logits (0 = automatic: 64 MB of logits on the CPU, 256 MB on the GPU); changes results only by rounding", NULL);
+    SPEC(0, "lora-rank", ARG_INT, &c->lora_rank, "LoRA: train adapters of this rank on the --lora-targets matrices, the base model frozen (0 = off: train every parameter)", NULL);
+    SPEC(0, "lora-alpha", ARG_FLOAT, &c->lora_alpha, "LoRA: the adapters' scale is alpha / rank (PEFT's lora_alpha)", NULL);
+    SPEC(0, "lora-targets", ARG_STRING, &c->lora_targets, "LoRA: matrices that get adapters, comma-separated from qkvw, attprojw, fcw, fcprojw (transformers' attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)", NULL);
+    SPEC(0, "lora-adapter", ARG_STRING, &c->lora_adapter, "LoRA: start from this adapter file (it sets rank, alpha and targets) instead of new adapters", NULL);
     SPEC(0, "parity-batch", ARG_STRING, &c->parity_batch, "parity mode: train on this batch file instead of shards", NULL);
-    SPEC(0, "parity-out", ARG_STRING, &c->parity_out, "parity mode: write loss, logits and 16 gradients here, then exit", NULL);
+    SPEC(0, "parity-out", ARG_STRING, &c->parity_out, "parity mode: write loss, logits and the gradients (the 16 tensors, or the LoRA adapters) here, then exit", NULL);
     SPEC(0, "parity-losses", ARG_STRING, &c->parity_losses, "parity mode: write the per-step losses of --steps steps here", NULL);
+    SPEC(0, "parity-attention", ARG_STRING, &c->parity_attention, "parity mode, with --parity-out: also write the attention weights (L, B, NH, T, T) of the pass here (CPU trainer)", NULL);
 #undef SPEC
     return n;
 }
@@ -220,6 +236,23 @@ static inline void train_config_check(const TrainConfig* c) {
     if (c->classifier_rows < 0 || c->classifier_rows > TRAIN_MAX_TOKENS_PER_STEP) {
         fatal("--classifier-rows must be 0 (automatic) to %d, got %d", TRAIN_MAX_TOKENS_PER_STEP, c->classifier_rows);
     }
+    if (c->lora_rank < 0 || c->lora_rank > 4096) { fatal("--lora-rank must be 0 (off) to 4096, got %d", c->lora_rank); }
+    if (!(c->lora_alpha > 0.0f) || isinf(c->lora_alpha)) { fatal("--lora-alpha must be a finite value > 0, got %g", (double)c->lora_alpha); }
+    if (c->lora_adapter[0] && c->lora_rank > 0) {
+        fatal("--lora-adapter %s sets the rank, alpha and targets itself: drop --lora-rank", c->lora_adapter);
+    }
+    if (c->resume[0] && (c->lora_rank > 0 || c->lora_adapter[0])) {
+        fatal("--resume continues the run's own adapters (adapter_NNNNNN.bin beside the state): drop --lora-rank "
+              "and --lora-adapter");
+    }
+    if ((c->lora_rank > 0 || c->lora_adapter[0]) && c->weight_noise > 0.0f) {
+        fatal("--weight-noise perturbs every weight, but with LoRA the base model is frozen: train the adapters "
+              "without it (drop --weight-noise) or train in full (drop --lora-rank / --lora-adapter)");
+    }
+    if ((c->lora_rank > 0 || c->lora_adapter[0]) && c->decay_toward_init) {
+        fatal("--decay-toward-init with LoRA: the adapters start at B = 0, so plain weight decay already pulls "
+              "the update s*B*A toward zero; drop --decay-toward-init");
+    }
     if (c->save_every > 0 && !c->output_dir[0] && !c->resume[0]) {
         fatal("--save-every %d needs an output folder to save into: add -o DIR", c->save_every);
     }
@@ -228,6 +261,7 @@ static inline void train_config_check(const TrainConfig* c) {
     if (c->parity_batch[0] && !c->parity_out[0] && !c->parity_losses[0]) {
         fatal("--parity-batch needs --parity-out (one forward/backward) or --parity-losses (N training steps)");
     }
+    if (c->parity_attention[0] && !c->parity_out[0]) { fatal("--parity-attention needs --parity-out (one forward/backward)"); }
     if (c->parity_out[0] && c->parity_losses[0]) { fatal("give either --parity-out or --parity-losses, not both"); }
     if (c->parity_losses[0] && c->steps < 1) { fatal("--parity-losses needs --steps N (N >= 1)"); }
 }

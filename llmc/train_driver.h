@@ -5,7 +5,9 @@ A trainer's main is `return train_main(argc, argv, &backend);`. Everything a run
 besides the model's arithmetic happens here, once for both trainers:
   1. flags (llmc/train_config.h plus the backend's own), their checks;
   2. the model: from --model, or the model file beside the --resume state (same step),
-     checked against the state (parameter count, checksum, batch geometry, seed);
+     checked against the state (parameter count, checksum, batch geometry, seed); with LoRA
+     (llmc/lora.h) the adapters: new (--lora-rank), a file's (--lora-adapter) or the resumed
+     run's adapter_NNNNNN.bin, checked against the base model and the state;
   3. the batch geometry: the parity batch's B and T, or -b with -t (token shards) or E-1
      (example shards), each checked against the model's context maxT;
   4. the backend's memory check and kernel choices (prepare), then the data loaders
@@ -16,7 +18,7 @@ besides the model's arithmetic happens here, once for both trainers:
   8. a resumed run's optimizer state, data position and sampler state;
   9. the step loop: batch, train step, the NaN stop (training_diverged), the step line and
      log record, evaluation every -v steps and at the end, samples every -s steps and at the
-     end, checkpoints (model + state) every -n steps and at the end;
+     end, checkpoints (model + state, and the adapters with LoRA) every -n steps and at the end;
  10. parity mode 2 (--parity-losses): the losses of every step written;
  11. cleanup: everything freed (the sanitizer builds check for leaks).
 
@@ -55,6 +57,7 @@ learning rate or weight decay can still overflow them (-l 1e38 -c 10).
 #include "dataloader.h"
 #include "gpt2_params.h"
 #include "logger.h"
+#include "lora.h"
 #include "loss.h"
 #include "parity.h"
 #include "rand.h"
@@ -81,13 +84,15 @@ typedef struct {
     int num_correct, num_examples;  // example data: examples whose every scored target is the argmax
 } StepResult;
 
-// Host arrays of the parameters and the optimizer state (P floats each; init is NULL unless
-// --decay-toward-init keeps the parameters before step 1).
+// Host arrays of the parameters (P floats) and of the optimizer state over the N trained floats:
+// all P parameters, or with LoRA the Q adapter floats (adapters, frozen params). init is NULL
+// unless --decay-toward-init keeps the parameters before step 1; adapters is NULL without LoRA.
 typedef struct {
     float* params;
     float* m;
     float* v;
     float* init;
+    float* adapters;
 } HostTensors;
 
 typedef struct {
@@ -99,11 +104,14 @@ typedef struct {
     void (*configure)(const TrainConfig* cfg);
     // the model from a checkpoint; fills its config, parameter count and host parameters
     void* (*load)(const char* path, const GPT2Config** config, size_t* num_parameters, const float** params_host);
-    // once the batch geometry is known, before any data is read: memory checks, kernel choices
-    void (*prepare)(void* model, const TrainConfig* cfg, int B, int T, int keep_logits, const char* model_path);
-    // gradients, optimizer state, activations and the regularizers' buffers (seed, dropout,
-    // clean parameters for --weight-noise, initial parameters for --decay-toward-init)
-    void (*allocate)(void* model, const TrainConfig* cfg, int B, int T, int keep_logits);
+    // once the batch geometry is known, before any data is read: memory checks, kernel choices;
+    // lora->rank > 0: the run trains those adapters (llmc/lora.h) and the parameters are frozen
+    void (*prepare)(void* model, const TrainConfig* cfg, const LoraConfig* lora, int B, int T, int keep_logits,
+                    const char* model_path);
+    // gradients and optimizer state (of the adapters only with LoRA), activations and the
+    // regularizers' buffers (seed, dropout, clean parameters for --weight-noise, initial parameters
+    // for --decay-toward-init); the adapters' values come later, through host_tensors + upload_state
+    void (*allocate)(void* model, const TrainConfig* cfg, const LoraConfig* lora, int B, int T, int keep_logits);
     void (*print_rows)(void* model);              // the backend's rows of the configuration table
     void (*log_config)(void* model, Json* j);     // its keys in the log's "config" object
     void (*hardware)(void* model, char* buf, size_t n);  // the log's "hardware"
@@ -114,17 +122,20 @@ typedef struct {
     // first; the loss bookkeeping of llmc/loss.h
     LossSummary (*forward_backward)(void* model, const int* inputs, const int* targets, const int* mask, int B,
                                     int T, int step, float weight_noise);
-    double (*grad_norm)(void* model);             // sqrt(sum g^2) over all gradients
+    double (*grad_norm)(void* model);             // sqrt(sum g^2) over the trained floats' gradients
     // AdamW step t with learning rate lr on the gradients times grad_scale
     void (*update)(void* model, const AdamWSettings* opt, float lr, float grad_scale, int t);
-    double (*param_norm)(void* model);            // sqrt(sum p^2) over all parameters
+    double (*param_norm)(void* model);            // sqrt(sum p^2) over the trained floats
     // logits (Vp, host) of the position after tokens[0..n-1], a sliding window of at most T
     const float* (*next_token_logits)(void* model, const int* tokens, int n);
-    // after forward_backward: the (B, T, Vp) logits and the P gradients on the host (--parity-out)
+    // after forward_backward: the (B, T, Vp) logits and the N gradients on the host (--parity-out)
     void (*parity_outputs)(void* model, const float** logits, const float** grads);
+    // after forward_backward: the attention weights (L, B, NH, T, T) on the host, zero above the
+    // diagonal (--parity-attention); NULL where the backend never forms them
+    const float* (*attention_weights)(void* model);
     // the host arrays; download = 1 first copies the current values from the device
     HostTensors (*host_tensors)(void* model, int download);
-    void (*upload_state)(void* model);            // m, v (and init) host -> device after a resume
+    void (*upload_state)(void* model);            // m, v (and init, adapters) host -> device
     void (*destroy)(void* model);
 } TrainerBackend;
 
@@ -182,6 +193,11 @@ typedef struct {
     void* model;
     const GPT2Config* mc;
     size_t num_parameters;
+    uint64_t model_checksum;                   // hash_words of the model's P floats as loaded
+    LoraConfig lora;                           // rank 0: every parameter trains
+    float* lora_start;                         // the adapters to start from (a file's), NULL: new ones
+    char* lora_start_path;
+    size_t num_trained;                        // N: P, or the adapters' Q
     ParityBatch pb;
     int B, T, data_kind, example_len;
     DataLoader train_loader, val_loader;
@@ -240,19 +256,29 @@ static inline void train_sample(TrainRun* run, Sampler* sampler, int start_token
     }
 }
 
-// Writes DIR/model_NNNNNN.bin and DIR/state_NNNNNN.bin (both atomic) for st->step.
+// Writes DIR/model_NNNNNN.bin and DIR/state_NNNNNN.bin (all atomic) for st->step, and with LoRA
+// DIR/adapter_NNNNNN.bin (the model file is then the frozen base model, unchanged).
 static inline void train_save_checkpoint_pair(TrainRun* run, const TrainState* st_in) {
     char* model_path = str_printf("%s/model_%06d.bin", run->out_dir, st_in->step);
     char* state_path = str_printf("%s/state_%06d.bin", run->out_dir, st_in->step);
+    char* adapter_path = str_printf("%s/adapter_%06d.bin", run->out_dir, st_in->step);
     HostTensors h = run->be->host_tensors(run->model, 1);
     TrainState st = *st_in;
     st.model_checksum = hash_words(h.params, run->num_parameters * sizeof(float));
     st.has_init_params = h.init != NULL;
+    st.num_trained = run->num_trained;
     checkpoint_save(model_path, run->mc, h.params);
+    if (run->lora.rank > 0) {
+        st.lora = 1;
+        st.adapter_checksum = hash_words(h.adapters, run->lora.total * sizeof(float));
+        lora_save(adapter_path, &run->lora, st.model_checksum, h.adapters);
+    }
     train_state_save(state_path, &st, h.m, h.v, h.init);
-    printf("saved %s and %s\n", model_path, state_path);
+    if (run->lora.rank > 0) { printf("saved %s, %s and %s\n", model_path, adapter_path, state_path); }
+    else { printf("saved %s and %s\n", model_path, state_path); }
     free(model_path);
     free(state_path);
+    free(adapter_path);
 }
 
 // One training step on one batch: forward and backward, the global gradient norm, clipping
@@ -294,6 +320,10 @@ static inline void train_parse_flags(TrainRun* run, int argc, char** argv) {
     free(usage);
     train_config_check(&run->cfg);
     warn_ineffective_regularizers(&run->cfg);
+    if (run->cfg.parity_attention[0] && be->attention_weights == NULL) {
+        fatal("--parity-attention: %s's attention kernels never hold the weights of a whole layer; write them "
+              "with the CPU trainer ./train_gpt2 (same flags)", be->name);
+    }
     be->configure(&run->cfg);
     run->parity = run->cfg.parity_batch[0] != '\0';
     run->parity_grads = run->cfg.parity_out[0] != '\0';
@@ -319,16 +349,77 @@ static inline void train_resolve_model(TrainRun* run) {
     }
     const float* params = NULL;
     run->model = run->be->load(run->model_path, &run->mc, &run->num_parameters, &params);
+    run->model_checksum = hash_words(params, run->num_parameters * sizeof(float));
     if (run->resuming) {
         if (run->resume_state.num_parameters != run->num_parameters) {
             fatal("training state %s holds %zu parameters but model %s has %zu: they do not belong together",
                   cfg->resume, run->resume_state.num_parameters, run->model_path, run->num_parameters);
         }
-        if (hash_words(params, run->num_parameters * sizeof(float)) != run->resume_state.model_checksum) {
+        if (run->model_checksum != run->resume_state.model_checksum) {
             fatal("model %s does not match training state %s (checksum differs): the model file was "
                   "replaced after the state was written", run->model_path, cfg->resume);
         }
     }
+}
+
+// LoRA (llmc/lora.h): new adapters (--lora-rank), a file's (--lora-adapter), or a resumed run's
+// (DIR/adapter_NNNNNN.bin beside the state, which must match its checksum). Sets num_trained.
+static inline void train_setup_lora(TrainRun* run) {
+    const TrainConfig* cfg = &run->cfg;
+    const GPT2Config* mc = run->mc;
+    const TrainState* rs = &run->resume_state;
+    run->num_trained = run->num_parameters;
+    if (run->resuming && rs->lora) {
+        char* dir = path_dirname(cfg->resume);
+        run->lora_start_path = str_printf("%s/adapter_%06d.bin", dir, rs->step);
+        free(dir);
+        if (!path_exists(run->lora_start_path)) {
+            fatal("training state %s is of a LoRA run, but its adapter file %s is missing (it resumes with the "
+                  "adapter_NNNNNN.bin of the same step beside it)", cfg->resume, run->lora_start_path);
+        }
+        if (cfg->weight_noise > 0.0f) {
+            fatal("--weight-noise with the LoRA run of %s: the base model is frozen; drop --weight-noise", cfg->resume);
+        }
+    } else if (cfg->lora_adapter[0]) {
+        run->lora_start_path = str_dup(cfg->lora_adapter);
+    } else if (cfg->lora_rank > 0) {
+        int mask = lora_parse_targets(cfg->lora_targets);
+        lora_check_settings(cfg->lora_rank, cfg->lora_alpha, mask, mc->channels, "--lora-rank");
+        lora_setup(&run->lora, cfg->lora_rank, cfg->lora_alpha, mask, mc->num_layers, mc->channels);
+    }
+    if (run->lora_start_path) {
+        run->lora_start = lora_load(run->lora_start_path, &run->lora, mc->num_layers, mc->channels,
+                                    run->model_checksum, run->model_path);
+        if (run->resuming && hash_words(run->lora_start, run->lora.total * sizeof(float)) != rs->adapter_checksum) {
+            fatal("adapter file %s does not match training state %s (checksum differs): the adapter file was "
+                  "replaced after the state was written", run->lora_start_path, cfg->resume);
+        }
+    }
+    if (run->lora.rank > 0) {
+        run->num_trained = run->lora.total;
+        if (run->resuming && rs->num_trained != run->num_trained) {
+            fatal("training state %s holds %zu trained floats but its adapters %s have %zu", cfg->resume,
+                  rs->num_trained, run->lora_start_path, run->num_trained);
+        }
+    } else if (run->resuming && rs->num_trained != run->num_parameters) {
+        fatal("training state %s holds %zu trained floats, the model %s has %zu parameters", cfg->resume,
+              rs->num_trained, run->model_path, run->num_parameters);
+    }
+}
+
+// The adapters' starting values into the backend's host array (a file's, or new ones from the
+// seed), then to the device.
+static inline void train_start_adapters(TrainRun* run) {
+    if (run->lora.rank == 0) { return; }
+    HostTensors h = run->be->host_tensors(run->model, 0);
+    if (run->lora_start) {
+        memcpy(h.adapters, run->lora_start, run->lora.total * sizeof(float));
+        free(run->lora_start);
+        run->lora_start = NULL;
+    } else {
+        lora_init(h.adapters, &run->lora, (uint64_t)run->cfg.seed);
+    }
+    run->be->upload_state(run->model);
 }
 
 // B and T: the parity batch's, or -b with -t (token shards) or E-1 (example shards).
@@ -553,6 +644,19 @@ static inline void train_print_config(TrainRun* run) {
     char reg[REGULARIZER_DESC_LEN];
     print_row("dropout", "%s", describe_dropout(reg, sizeof(reg), cfg->dropout));
     print_row("weight noise", "%s", describe_weight_noise(reg, sizeof(reg), cfg->weight_noise));
+    if (run->lora.rank > 0) {
+        char targets[64];
+        lora_describe_targets(targets, sizeof(targets), run->lora.target_mask);
+        print_row("LoRA", "rank %d, alpha %g (scale %g), on %s", run->lora.rank, (double)run->lora.alpha,
+                  (double)lora_scale(&run->lora), targets);
+        print_row("  adapters from", "%s", run->lora_start_path ? run->lora_start_path : "new (A uniform, B = 0)");
+        print_row("  trainable", "%zu of %zu parameters (%.3g%%)", run->lora.total, run->num_parameters + run->lora.total,
+                  100.0 * (double)run->lora.total / (double)(run->num_parameters + run->lora.total));
+        print_row("  grads + AdamW m, v", "%.3g MB (%.3g MB training every parameter)",
+                  3.0 * 4.0 * (double)run->lora.total / 1e6, 3.0 * 4.0 * (double)run->num_parameters / 1e6);
+    } else {
+        print_row("trainable", "all %zu parameters", run->num_parameters);
+    }
     if (run->sampling) {
         print_row("sample every (-s)", "%d, %d tokens, temp %g, top-k %d, top-p %g", cfg->sample_every,
                   cfg->gen_tokens, (double)cfg->temperature, cfg->top_k, (double)cfg->top_p);
@@ -576,10 +680,20 @@ static inline void train_parity_grads(TrainRun* run) {
     float loss = l.mean_loss;
     const float *logits = NULL, *grads = NULL;
     run->be->parity_outputs(run->model, &logits, &grads);
-    parity_grads_write(run->cfg.parity_out, run->B, run->T, mc->padded_vocab_size, run->num_parameters,
-                       mc->num_layers, mc->channels, mc->untied_head, loss, logits, grads);
-    printf("parity: loss %.9g, wrote logits and the %d gradients to %s\n", (double)loss, mc->untied_head ? 17 : 16,
-           run->cfg.parity_out);
+    parity_grads_write(run->cfg.parity_out, run->B, run->T, mc->padded_vocab_size, run->num_trained,
+                       mc->num_layers, mc->channels, mc->untied_head, run->lora.rank, run->lora.target_mask, loss,
+                       logits, grads);
+    if (run->cfg.parity_attention[0]) {
+        const float* att = run->be->attention_weights(run->model);  // non-NULL: train_parse_flags checked
+        parity_attention_write(run->cfg.parity_attention, mc->num_layers, run->B, mc->num_heads, run->T, att);
+        printf("parity: wrote the attention weights to %s\n", run->cfg.parity_attention);
+    }
+    if (run->lora.rank > 0) {
+        printf("parity: loss %.9g, wrote logits and the adapters' gradients to %s\n", (double)loss, run->cfg.parity_out);
+    } else {
+        printf("parity: loss %.9g, wrote logits and the %d gradients to %s\n", (double)loss, mc->untied_head ? 17 : 16,
+               run->cfg.parity_out);
+    }
 }
 
 // The output folder (locked; stale temporary files removed) and the log's header record.
@@ -611,6 +725,16 @@ static inline void train_open_log(TrainRun* run) {
     json_key_string(j, "init", init_scheme_name(mc->init_scheme));
     json_key_bool(j, "untied_head", mc->untied_head);
     json_key_int(j, "num_parameters", (long long)run->num_parameters);
+    json_key_int(j, "num_trained", (long long)run->num_trained);
+    if (run->lora.rank > 0) {
+        char targets[64];
+        json_key_object(j, "lora");
+        json_key_int(j, "rank", run->lora.rank);
+        json_key_float(j, "alpha", run->lora.alpha);
+        json_key_string(j, "targets", lora_describe_targets(targets, sizeof(targets), run->lora.target_mask));
+        json_key_string(j, "adapters_from", run->lora_start_path ? run->lora_start_path : "new");
+        json_end_object(j);
+    }
     json_key_int(j, "B", run->B);
     json_key_int(j, "T", run->T);
     json_key_int(j, "total_steps", run->total_steps);
@@ -744,6 +868,7 @@ static inline int train_loop(TrainRun* run) {
                 }
                 json_end_object(j);
                 json_key_float(j, "param_norm_without_ln_gains", norm_no_gains);
+                if (run->lora.rank > 0) { json_key_float(j, "adapter_norm", param_norm); }
             }
             json_key_float(j, "lr", r.lr);
             json_key_float(j, "grad_norm", r.grad_norm);
@@ -774,6 +899,7 @@ static inline int train_loop(TrainRun* run) {
             st.step = step;
             st.total_steps = total;
             st.num_parameters = run->num_parameters;
+            st.num_trained = run->num_trained;
             st.B = B;
             st.T = T;
             st.data_epoch = run->have_train ? run->train_loader.epoch : 0;
@@ -809,6 +935,8 @@ static inline void train_cleanup(TrainRun* run) {
     if (run->model) { run->be->destroy(run->model); }
     free(run->model_path);
     free(run->resume_dir);
+    free(run->lora_start);
+    free(run->lora_start_path);
 }
 
 // The whole run (see the top of this file); returns the process exit code.
@@ -817,10 +945,12 @@ static inline int train_main(int argc, char** argv, const TrainerBackend* backen
     run->be = backend;
     train_parse_flags(run, argc, argv);
     train_resolve_model(run);
+    train_setup_lora(run);
     train_batch_geometry(run);
-    backend->prepare(run->model, &run->cfg, run->B, run->T, run->parity_grads, run->model_path);
+    backend->prepare(run->model, &run->cfg, &run->lora, run->B, run->T, run->parity_grads, run->model_path);
     train_open_data(run);
-    backend->allocate(run->model, &run->cfg, run->B, run->T, run->parity_grads);
+    backend->allocate(run->model, &run->cfg, &run->lora, run->B, run->T, run->parity_grads);
+    train_start_adapters(run);
     if (run->resuming) { check_resume_regularizers(&run->resume_state, &run->cfg); }
     train_optimizer_settings(run);
     train_print_config(run);

@@ -12,11 +12,14 @@ Format (ours; README "Training state"): 256 int32 header, little-endian,
   [19,20] checksum of the model file's parameters (hash_words over the P floats)
   [21,22] elapsed training seconds (IEEE double bits)
   [23] has_init_params (0/1)
-  [24..255] reserved, written 0 (a later field takes a reserved slot, with 0
-  meaning "absent", so older files still read)
-then AdamW's first moment m (P floats), second moment v (P floats), and when
-has_init_params = 1 the initial parameters (P floats; room for weight decay
-toward the initialization, written with --decay-toward-init 1). Exactly 1024 + 4*P*(2 + has_init_params) bytes.
+  [24] lora (0/1: the run trains LoRA adapters, llmc/lora.h; DIR/adapter_NNNNNN.bin goes with it)
+  [25,26] N, the number of trained floats: P, or with lora = 1 the adapters' Q
+  [27,28] with lora = 1, the checksum of the adapter file's floats (hash_words over the Q floats)
+  [29..255] reserved, written 0 (a later field takes a reserved slot, with 0
+  meaning "absent", so older files still read: N = 0 there means N = P)
+then AdamW's first moment m (N floats), second moment v (N floats), and when
+has_init_params = 1 the initial parameters (N floats; room for weight decay
+toward the initialization, written with --decay-toward-init 1). Exactly 1024 + 4*N*(2 + has_init_params) bytes.
 64-bit values are split into (low, high) uint32 halves.
 
 A state file sits beside its model: DIR/state_NNNNNN.bin goes with
@@ -58,6 +61,9 @@ typedef struct {
     uint64_t model_checksum;  // hash_words of the model's P floats
     double elapsed_s;
     int has_init_params;
+    int lora;                 // 1: the trained floats are LoRA adapters (adapter_NNNNNN.bin beside)
+    size_t num_trained;       // N: the length of m and v (P, or the adapters' Q)
+    uint64_t adapter_checksum;  // hash_words of the adapter file's Q floats (lora = 1)
 } TrainState;
 
 static inline void put_u64(int32_t* h, int slot, uint64_t v) {
@@ -96,14 +102,18 @@ static inline void train_state_save(const char* path, const TrainState* st, cons
     memcpy(&bits, &st->elapsed_s, 8);
     put_u64(h, 21, bits);
     h[23] = st->has_init_params ? 1 : 0;
+    h[24] = st->lora ? 1 : 0;
+    put_u64(h, 25, (uint64_t)st->num_trained);
+    put_u64(h, 27, st->lora ? st->adapter_checksum : 0);
+    if (st->num_trained == 0) { fatal("internal: train_state_save with no trained floats"); }
     AtomicFile af;
     atomic_file_open(&af, path);
     atomic_file_write(&af, h, sizeof(int32_t), HEADER_INTS);
-    atomic_file_write(&af, m, sizeof(float), st->num_parameters);
-    atomic_file_write(&af, v, sizeof(float), st->num_parameters);
+    atomic_file_write(&af, m, sizeof(float), st->num_trained);
+    atomic_file_write(&af, v, sizeof(float), st->num_trained);
     if (st->has_init_params) {
         if (init == NULL) { fatal("internal: train_state_save with has_init_params but no initial parameters"); }
-        atomic_file_write(&af, init, sizeof(float), st->num_parameters);
+        atomic_file_write(&af, init, sizeof(float), st->num_trained);
     }
     atomic_file_commit(&af);
 }
@@ -129,20 +139,27 @@ static inline void train_state_read_header(const char* path, TrainState* st) {
     uint64_t bits = get_u64(h, 21);
     memcpy(&st->elapsed_s, &bits, 8);
     st->has_init_params = h[23];
+    st->lora = h[24];
+    st->num_trained = (size_t)get_u64(h, 25);
+    st->adapter_checksum = get_u64(h, 27);
+    if (st->num_trained == 0 && st->lora == 0) { st->num_trained = st->num_parameters; }  // a file from before [25]
     if (st->step < 0 || st->step > TRAIN_MAX_STEPS || st->total_steps < 1 || st->total_steps > TRAIN_MAX_STEPS ||
         st->B < 1 || st->T < 1 || st->T > GPT2_MAX_SEQ_LEN || (long long)st->B * st->T > TRAIN_MAX_TOKENS_PER_STEP ||
         st->num_parameters == 0 || (uint64_t)st->num_parameters > TRAIN_STATE_MAX_PARAMS ||
-        st->data_num_shards < 0 || (st->has_init_params != 0 && st->has_init_params != 1)) {
+        st->data_num_shards < 0 || (st->has_init_params != 0 && st->has_init_params != 1) ||
+        (st->lora != 0 && st->lora != 1) || st->num_trained == 0 || (uint64_t)st->num_trained > TRAIN_STATE_MAX_PARAMS ||
+        (st->lora == 0 && st->num_trained != st->num_parameters) || (st->lora && st->has_init_params)) {
         fatal("training state %s has an invalid header: step=%d total_steps=%d (both at most %d) B=%d T=%d "
-              "(B*T at most %d) P=%zu shards=%d has_init_params=%d. %s", path, st->step, st->total_steps,
-              TRAIN_MAX_STEPS, st->B, st->T, TRAIN_MAX_TOKENS_PER_STEP, st->num_parameters,
-              st->data_num_shards, st->has_init_params, TRAIN_STATE_FIX);
+              "(B*T at most %d) P=%zu shards=%d has_init_params=%d lora=%d N=%zu (P without lora, 1 to 2^40 with it). %s",
+              path, st->step, st->total_steps, TRAIN_MAX_STEPS, st->B, st->T, TRAIN_MAX_TOKENS_PER_STEP,
+              st->num_parameters, st->data_num_shards, st->has_init_params, st->lora, st->num_trained,
+              TRAIN_STATE_FIX);
     }
     char what[160];
-    snprintf(what, sizeof(what), "1024-byte header + 4 * P * %d with P=%zu",
-             2 + st->has_init_params, st->num_parameters);
+    snprintf(what, sizeof(what), "1024-byte header + 4 * N * %d with N=%zu",
+             2 + st->has_init_params, st->num_trained);
     check_file_size(path, "training state", size,
-                    (long long)(HEADER_BYTES + 4 * st->num_parameters * (size_t)(2 + st->has_init_params)),
+                    (long long)(HEADER_BYTES + 4 * st->num_trained * (size_t)(2 + st->has_init_params)),
                     what, TRAIN_STATE_FIX);
 }
 
@@ -158,7 +175,7 @@ static inline size_t train_state_first_bad(const float* x, size_t n, int nonneg)
 // st->has_init_params (init may be NULL to skip it).
 static inline void train_state_load_body(const char* path, const TrainState* st, float* m, float* v,
                                          float* init) {
-    size_t P = st->num_parameters;
+    size_t P = st->num_trained;
     FILE* fp = fopenCheck(path, "rb");
     fseekCheck(fp, (off_t)HEADER_BYTES, SEEK_SET);
     freadCheck(m, sizeof(float), P, fp);

@@ -185,7 +185,10 @@ def test_resume_after_interrupt(tmp_path, trainer_built):
         exp, work = cfg.parent, attempt / "work"
         argv = [sys.executable, "-m", "dev.run", str(cfg), "--work-dir", str(work), "--trainer", "cpu",
                 "--no-build"]
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # SIGINT back to its default in the child: a shell starts background jobs (`bash dev/test.sh &`)
+        # with SIGINT ignored, Python then keeps it ignored, and the runner could not be interrupted
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         run_dir = work / "baseline" / "seed1"
         deadline = time.time() + 120
         while time.time() < deadline and not runner.checkpoint_steps(str(run_dir)):
