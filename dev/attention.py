@@ -74,7 +74,7 @@ def draw(weights, labels, layers, heads, title):
             if c == 0:
                 ax.set_ylabel("position (query)", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (size * rows)))  # room for the title
     return fig
 
 

@@ -4,7 +4,8 @@ What it checks: `make asan` builds ./train_gpt2_asan (-fsanitize=address,undefin
 -fno-sanitize-recover=all, so any finding exits non-zero), and these runs exit 0 with no sanitizer
 report: a few training steps on token shards with validation, sampling and checkpoints; resuming
 from a checkpoint; samples longer than T (sliding window) with top-k and top-p; example shards (loss mask, accuracy, a partial validation batch); both parity
-modes; the regularizers (dropout, weight noise, decay toward init) with a resume. A bad-input run exits 1 with its message and no sanitizer report either.
+modes; the regularizers (dropout, weight noise, decay toward init) with a resume; LoRA training, its
+resume, an adapter file as the start and its parity outputs (with --parity-attention). A bad-input run exits 1 with its message and no sanitizer report either.
 Run: python -m pytest -q tests/test_cpu_sanitizers.py   (the sanitized build takes ~10 s)
 """
 
@@ -74,6 +75,15 @@ def test_training_resume_and_parity_are_sanitizer_clean(files):
     run_clean("--resume", d / "reg/state_000002.bin", *reg, "-i", d / "train_*.bin", "-j", d / "val.bin",
               "-b", 2, "-t", 32, "-v", 2, "-s", 0, "--weight-decay", 0.1)
     run_clean("--model", d / "model.bin", "--parity-batch", d / "pb.bin", "--parity-out", d / "g_reg.bin", *reg)
+    # LoRA on every target with dropout and sampling, its checkpoint (adapter file) and resume, a
+    # saved adapter as the start, and the parity outputs (the adapters' gradients, the attention weights)
+    lora = ["--lora-rank", 3, "--lora-alpha", 6, "--lora-targets", "qkvw,attprojw,fcw,fcprojw"]
+    run_clean(*common, *lora, "--dropout", 0.1, "-i", d / "train_*.bin", "-j", d / "val.bin", "-b", 2, "-t", 32,
+              "-o", d / "lora", "--steps", 3, "-v", 2, "--save-every", 2)
+    run_clean("--resume", d / "lora/state_000002.bin", "--dropout", 0.1, "-i", d / "train_*.bin", "-j",
+              d / "val.bin", "-b", 2, "-t", 32, "-v", 2, "-s", 0)
+    run_clean("--model", d / "model.bin", "--lora-adapter", d / "lora/adapter_000003.bin", "--parity-batch",
+              d / "pb.bin", "--parity-out", d / "g_lora.bin", "--parity-attention", d / "att.bin")
 
 
 def test_bad_input_is_sanitizer_clean(files):

@@ -7,6 +7,7 @@ misaligned accesses, invalid frees, errors returned by CUDA calls):
   - 3 training steps on token shards with validation, sampling and checkpoints;
   - 3 steps on example shards whose validation set ends in a partial batch;
   - parity and 3 training steps with the regularizers on (dropout, weight noise, decay toward init);
+  - 3 LoRA steps on every target with a checkpoint, and their resume;
 and with `--tool racecheck` (shared-memory data races) both fused attentions' forward and backward
 in parity mode. Each run must exit 0 and report 0 errors (racecheck: 0 hazards).
 Skipped, with the reason, without a GPU or without compute-sanitizer.
@@ -14,7 +15,8 @@ Everywhere (CI included), the closest CPU-side check: the trainer compiled for t
 (dev/cuda/emu) with AddressSanitizer and UBSan, where device memory is host memory of the exact
 size asked for, so an out-of-bounds read or write in any kernel is reported; it runs parity with
 each attention implementation, training with validation, sampling, checkpoints and a resume, and
-example shards, and a run with the regularizers on, and must exit 0 with no report.
+example shards, a run with the regularizers on, and LoRA (training, resume, parity from an adapter
+file), and must exit 0 with no report.
 Run: python -m pytest -q tests/test_gpu_sanitizer.py
 """
 
@@ -89,6 +91,13 @@ def test_memcheck_regularizers(tmp_path, sanitized):
               "-v", 2, "-m", 1, "-s", 0, *REGULARIZERS)
 
 
+def test_memcheck_lora(tmp_path, sanitized):
+    data = token_data(tmp_path, TINY)
+    sanitized("memcheck", "--model", tmp_path / "model.bin", *data, "-o", tmp_path / "run", "--steps", 3, "-v", 2,
+              "-m", 1, "-s", 2, "-g", 4, "--lora-rank", 4, "--lora-targets", "qkvw,attprojw,fcw,fcprojw", "-n", 2)
+    sanitized("memcheck", "--resume", tmp_path / "run/state_000002.bin", *data, "-v", 0, "-s", 0)
+
+
 @pytest.mark.parametrize("attention", ["fused-tf32", "fused"])
 def test_racecheck_fused_attention(tmp_path, sanitized, attention):
     batch = parity_batch(tmp_path, B=1, T=70)
@@ -125,3 +134,10 @@ def test_emulated_trainer_under_address_sanitizer(tmp_path):
     run("--model", tmp_path / "model.bin", *data, "-o", tmp_path / "reg", "--steps", 2, "-v", 2, "-m", 1, "-s", 0,
         "--save-every", 1, *REGULARIZERS)
     run("--resume", tmp_path / "reg/state_000001.bin", *data, "-v", 0, "-s", 0, *REGULARIZERS)
+    # LoRA on every target: training with a checkpoint, its resume, and the parity pass from the adapter file
+    lora = ["--lora-rank", 3, "--lora-targets", "qkvw,attprojw,fcw,fcprojw"]
+    run("--model", tmp_path / "model.bin", *data, "-o", tmp_path / "lora", "--steps", 2, "-v", 2, "-m", 1, "-s", 0,
+        "--save-every", 1, "--tf32", 0, *lora)
+    run("--resume", tmp_path / "lora/state_000001.bin", *data, "-v", 0, "-s", 0, "--tf32", 0)
+    run("--model", tmp_path / "model.bin", "--lora-adapter", tmp_path / "lora/adapter_000002.bin", "--parity-batch",
+        batch, "--parity-out", tmp_path / "g_lora.bin", "--tf32", 0)
