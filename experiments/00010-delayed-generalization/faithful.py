@@ -1,0 +1,159 @@
+"""The measurements of issue 12 from the faithful runs' logs: a markdown summary and log-step figures.
+
+usage: python experiments/00010-delayed-generalization/faithful.py [RUNS_DIR] [--out FILE.md] [--fig-dir DIR]
+
+RUNS_DIR (default runs-faithful/ beside this script) holds <variant>/seed<k>/log.jsonl as the runner
+writes them (--val-schedule log, --eval-sets train=..., val_mirror_in_train=...,
+val_mirror_not_in_train=...). Only complete runs count. Per variant, over its seeds:
+  - clean train 99%: the first evaluation at which the clean model gets >= 99% of the whole training
+    set right (eval "train"), and val 99%: the same on the validation set;
+  - the delay val99 - train99 in steps, and as the ratio val99 / train99 (an init that slows
+    memorization also stretches the steps after it);
+  - generalized: the share of seeds reaching val 99% within the budget;
+  - the validation accuracy averaged over the evaluations of the last 500 steps (not a snapshot of
+    an oscillating curve), overall and for the validation pairs whose mirror (b, a) is / is not in
+    training;
+  - spikes: evaluations after val 99% at which the validation accuracy fell below 90%.
+Numbers are mean ± sample std (min-max) over the seeds that reached the threshold, with how many did.
+Figures (--fig-dir, default figures-faithful/): for each task, validation and clean training accuracy
+against log steps, one line per variant (median over seeds, the band from min to max).
+"""
+
+import argparse
+import glob
+import math
+import os
+import sys
+
+import numpy as np
+
+from dev.files import atomic_write
+from dev.logs import read_log
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+THRESHOLD = 0.99
+LAST = 500
+
+
+def eval_acc(log, name):
+    steps, vals = [], []
+    for s in sorted(log.records):
+        e = log.records[s].get("eval")
+        if isinstance(e, dict) and name in e and e[name].get("acc") is not None:
+            steps.append(s)
+            vals.append(float(e[name]["acc"]))
+    return np.array(steps, dtype=float), np.array(vals, dtype=float)
+
+
+def first_reaching(steps, vals, threshold=THRESHOLD):
+    hit = np.nonzero(vals >= threshold)[0]
+    return float(steps[hit[0]]) if len(hit) else None
+
+
+def describe(log):
+    vs, va = log.series("val_acc")
+    ts, ta = eval_acc(log, "train")
+    total = log.total_steps
+    t99, v99 = first_reaching(ts, ta), first_reaching(vs, va)
+    last = vs >= total - LAST
+    d = dict(train99=t99, val99=v99, delay=None, ratio=None, val_last=float(va[last].mean()),
+             spikes=int(np.sum(va[vs > v99] < 0.9)) if v99 is not None else 0)
+    if t99 is not None and v99 is not None:
+        d["delay"], d["ratio"] = v99 - t99, v99 / t99
+    for name in ("val_mirror_in_train", "val_mirror_not_in_train"):
+        s, a = eval_acc(log, name)
+        d[name] = float(a[s >= total - LAST].mean()) if len(a) else None
+    return d
+
+
+def stat(values, spec="{:.0f}"):
+    got = [v for v in values if v is not None]
+    if not got:
+        return f"not reached (0/{len(values)})"
+    m = np.mean(got)
+    text = spec.format(m)
+    if len(got) > 1:
+        text += f" ± {spec.format(np.std(got, ddof=1))} ({spec.format(min(got))}-{spec.format(max(got))})"
+    return text + f", {len(got)}/{len(values)}"
+
+
+def load(runs_dir):
+    variants = {}
+    for path in sorted(glob.glob(os.path.join(runs_dir, "*", "seed*", "log.jsonl"))):
+        log = read_log(path)
+        if log.complete:
+            variants.setdefault(os.path.basename(os.path.dirname(os.path.dirname(path))), []).append(log)
+    return variants
+
+
+def table(variants):
+    rows = ["| variant | seeds | clean train 99% at | val 99% at | delay (steps) | delay ratio | generalized | "
+            "val acc, last 500 steps | mirror in train / not | spikes < 90% after 99% |", "|" + "---|" * 10]
+    for name, logs in variants.items():
+        ds = [describe(log) for log in logs]
+        gen = sum(d["val99"] is not None for d in ds)
+        mi = [d["val_mirror_in_train"] for d in ds if d["val_mirror_in_train"] is not None]
+        mo = [d["val_mirror_not_in_train"] for d in ds if d["val_mirror_not_in_train"] is not None]
+        mirror = f"{np.mean(mi):.3f} / {np.mean(mo):.3f}" if mi and mo else "-"
+        rows.append(f"| {name} | {len(ds)} | {stat([d['train99'] for d in ds])} | {stat([d['val99'] for d in ds])} | "
+                    f"{stat([d['delay'] for d in ds])} | {stat([d['ratio'] for d in ds], '{:.1f}')} | "
+                    f"{gen}/{len(ds)} | {np.mean([d['val_last'] for d in ds]):.4f} | {mirror} | "
+                    f"{sum(d['spikes'] for d in ds)} |")
+    return "\n".join(rows) + "\n"
+
+
+def figure(variants, task, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [n for n in variants if n.startswith(task + "-")]
+    if not names:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(names):
+        color = colors[i % len(colors)]
+        for ax, key in zip(axes, ("val", "train")):
+            series = [log.series("val_acc") if key == "val" else eval_acc(log, "train") for log in variants[name]]
+            steps = series[0][0]
+            vals = np.array([s[1] for s in series if len(s[1]) == len(steps)])
+            ax.plot(steps, np.median(vals, 0), color=color, label=f"{name} ({len(vals)})")
+            if len(vals) > 1:
+                ax.fill_between(steps, vals.min(0), vals.max(0), color=color, alpha=0.15)
+    for ax, title in zip(axes, ("validation accuracy", "training accuracy (clean model, whole set)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"00010 faithful.json, task {task}: median over seeds, band = min-max", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs_dir", nargs="?", default=os.path.join(HERE, "runs-faithful"))
+    p.add_argument("--out", default=os.path.join(HERE, "faithful-summary.md"))
+    p.add_argument("--fig-dir", default=os.path.join(HERE, "figures-faithful"))
+    args = p.parse_args(argv)
+    variants = load(args.runs_dir)
+    if not variants:
+        print(f"error: no complete <variant>/seed<k>/log.jsonl under {args.runs_dir}", file=sys.stderr)
+        return 1
+    text = ("Written by `python experiments/00010-delayed-generalization/faithful.py` from the complete runs in "
+            f"{os.path.relpath(args.runs_dir, HERE)}/ (see its docstring for each column).\n\n" + table(variants))
+    atomic_write(args.out, lambda f: f.write(text.encode()))
+    print(text, end="")
+    for task in ("div", "add"):
+        path = os.path.join(args.fig_dir, f"compare_{task}.png")
+        if figure(variants, task, path):
+            print(f"figure: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
