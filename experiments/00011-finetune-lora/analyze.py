@@ -22,9 +22,12 @@ import numpy as np
 from dev.files import atomic_write
 from dev.logs import read_log
 
-METHODS = ("full", "lora-r4", "lora-r32")
-LABELS = {"full": "full fine-tune", "lora-r4": "LoRA r=4", "lora-r32": "LoRA r=32"}
-COLORS = {"full": "tab:red", "lora-r4": "tab:blue", "lora-r32": "tab:green"}
+METHODS = ("full", "lora-r4", "lora-r32", "lora-r128", "lora-r4-lr1e-2", "lora-r32-lr1e-2")
+LABELS = {"full": "full fine-tune, lr 1e-3", "lora-r4": "LoRA r=4, lr 1e-3", "lora-r32": "LoRA r=32, lr 1e-3",
+          "lora-r128": "LoRA r=128 (= C), lr 1e-3", "lora-r4-lr1e-2": "LoRA r=4, lr 1e-2", "lora-r32-lr1e-2": "LoRA r=32, lr 1e-2"}
+COLORS = {"full": "tab:red", "lora-r4": "tab:blue", "lora-r32": "tab:green", "lora-r128": "tab:purple", "lora-r4-lr1e-2": "tab:cyan",
+          "lora-r32-lr1e-2": "tab:olive"}
+LINES = {"lora-r4-lr1e-2": "--", "lora-r32-lr1e-2": "--"}
 
 
 def eval_series(log, name):
@@ -98,7 +101,7 @@ def figure(runs, before, key, path, title, ylabel):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     b = float(before.records[1]["val_loss"] if key == "docs" else before.records[1]["eval"]["stories"]["loss"])
     for method in METHODS:
         logs = runs.get(method, [])
@@ -107,13 +110,14 @@ def figure(runs, before, key, path, title, ylabel):
         series = [log.series("val_loss") if key == "docs" else eval_series(log, "stories") for log in logs]
         steps = np.concatenate([[0], series[0][0]])
         vals = np.array([np.concatenate([[b], s[1]]) for s in series])
-        ax.plot(steps, vals.mean(0), color=COLORS[method], label=f"{LABELS[method]} ({len(logs)} seeds)")
+        ax.plot(steps, vals.mean(0), color=COLORS[method], linestyle=LINES.get(method, "-"),
+                label=f"{LABELS[method]} ({len(logs)} seeds)")
         ax.fill_between(steps, vals.min(0), vals.max(0), color=COLORS[method], alpha=0.2)
     ax.axhline(b, color="gray", linestyle=":", label="base model")
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -19,6 +19,13 @@
 #        full      every parameter trains
 #        lora-r4   LoRA rank 4, alpha 8 (scale 2) on qkvw, attprojw, fcw, fcprojw
 #        lora-r32  LoRA rank 32, alpha 64 (scale 2) on the same matrices
+#        lora-r4-lr1e-2, lora-r32-lr1e-2   the same at lr 1e-2 (added after the first six runs: at
+#                  the base run's lr the adapters barely moved the docs loss; LoRA is commonly run
+#                  at a larger lr than a full fine-tune, and this arm says how much of the gap is lr)
+#        lora-r128 rank 128 = C, alpha 256 (scale 2), lr 1e-3: adapters of full rank, so every delta of
+#                  the four block matrices is reachable; what stays frozen is wte (the tied output
+#                  layer too), wpe, the biases and the LayerNorms (added with the lr arm: it separates
+#                  "the rank is too small" from "the frozen tensors limit it")
 #      each run's log is copied to runs/<method>_seed<k>/log.jsonl when it completes;
 #   5. the table and figures (analyze.py).
 #
@@ -26,7 +33,7 @@
 # classifier against the 50,304-row wte (00001's run.sh), ~0.45 s on 2 cores. A LoRA step runs
 # the same forward and the same backward through the activations but skips every weight
 # gradient, wte's (a third of the classifier's work) included: about 2/3 of a full step. With 20
-# evaluations of 5 + 14 batches (~0.15 s each) a run is ~2-3 min; the 6 runs ~15 min, the base
+# evaluations of 5 + 14 batches (~0.15 s each) a run is ~2-3 min; the 12 runs ~30 min, the base
 # run (00001) ~6 min plus its samples.
 #
 # Knobs: WORK (default out/00011: models, shards, checkpoints; not committed), THREADS (trainer
@@ -71,16 +78,19 @@ fi
 
 # 4. fine-tunes
 for seed in 1 2; do
-  for method in full lora-r4 lora-r32; do
+  for method in full lora-r4 lora-r32 lora-r4-lr1e-2 lora-r32-lr1e-2 lora-r128; do
     name="${method}_seed${seed}"
     if complete "$rel_exp/runs/$name/log.jsonl" "$steps"; then echo "00011: $name is complete"; continue; fi
+    lr=1e-3
     case "$method" in
-      full)     flags=() ;;
-      lora-r4)  flags=(--lora-rank 4 --lora-alpha 8 --lora-targets qkvw,attprojw,fcw,fcprojw) ;;
-      lora-r32) flags=(--lora-rank 32 --lora-alpha 64 --lora-targets qkvw,attprojw,fcw,fcprojw) ;;
+      full)      flags=() ;;
+      lora-r4*)  flags=(--lora-rank 4 --lora-alpha 8 --lora-targets qkvw,attprojw,fcw,fcprojw) ;;
+      lora-r32*) flags=(--lora-rank 32 --lora-alpha 64 --lora-targets qkvw,attprojw,fcw,fcprojw) ;;
+      lora-r128) flags=(--lora-rank 128 --lora-alpha 256 --lora-targets qkvw,attprojw,fcw,fcprojw) ;;
     esac
+    case "$method" in *-lr1e-2) lr=1e-2 ;; esac
     rm -rf "${work:?}/$name"
-    ./train_gpt2 --model "$base" "${common[@]}" -x "$steps" -l 1e-3 -v 10 --seed "$seed" -o "$work/$name" \
+    ./train_gpt2 --model "$base" "${common[@]}" -x "$steps" -l "$lr" -v 10 --seed "$seed" -o "$work/$name" \
       ${flags[@]+"${flags[@]}"}
     mkdir -p "$rel_exp/runs/$name" && cp "$work/$name/log.jsonl" "$rel_exp/runs/$name/log.jsonl"
   done
