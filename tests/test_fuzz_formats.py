@@ -1,11 +1,11 @@
 """A seeded mutation fuzz test of every file format the trainers read, against the sanitized build.
 
 What it checks: valid small files of each format (model checkpoint, training state, token shard,
-example shard, tokenizer, parity batch) are mutated, and ./train_gpt2_asan (AddressSanitizer +
+example shard, tokenizer, parity batch, LoRA adapter) are mutated, and ./train_gpt2_asan (AddressSanitizer +
 UBSan, any finding fatal) runs on each mutant. Every run must end in one of two ways:
   - exit 1 with an `error: ...` line (the mutant is refused with a message), or
   - exit 0 (the mutant is still a valid file, e.g. a flipped bit in a weight), with any model it
-    saved holding only finite values;
+    saved (and any adapter file) holding only finite values;
 never a signal, a sanitizer report, a timeout, another exit status, or exit 1 without a message.
 Mutations: 1-8 flipped bits (half of them in the header), truncation at a random length (0 and
 inside the header included), a header slot set to 0, -1, 1, 2^30, INT_MAX, INT_MIN or INT_MAX - k,
@@ -35,13 +35,14 @@ import pytest
 
 from dev.checkpoint import ModelConfig, read_checkpoint, write_checkpoint
 from dev.init import gpt2_init
+from dev.lora import read_adapter
 from dev.parity_files import write_parity_batch
 from dev.shards import write_example_shard, write_token_shard
 from dev.tokenizer import write_tokenizer_file
 from helpers import asan_trainer
 
 CONFIG = ModelConfig(max_seq_len=16, vocab_size=100, n_layer=1, n_head=2, n_embd=16)
-FORMATS = ("model", "state", "token_shard", "example_shard", "tokenizer", "parity_batch")
+FORMATS = ("model", "state", "token_shard", "example_shard", "tokenizer", "parity_batch", "adapter")
 MUTANTS = int(os.environ.get("FUZZ_MUTANTS", "720"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261202"))
 TIMEOUT_S = 30
@@ -71,8 +72,13 @@ def make_valid_files(d, binary):
     r = subprocess.run([binary, *base_train_args(d), "--steps", "1", "-o", str(d / "run"), "--decay-toward-init", "1"],
                        capture_output=True, text=True, timeout=TIMEOUT_S, env=dict(os.environ, **SANITIZER_ENV))
     assert r.returncode == 0, r.stderr
+    r = subprocess.run([binary, *base_train_args(d), "--steps", "1", "-o", str(d / "lora"), "--lora-rank", "2",
+                        "--lora-targets", "qkvw,fcprojw"], capture_output=True, text=True, timeout=TIMEOUT_S,
+                       env=dict(os.environ, **SANITIZER_ENV))
+    assert r.returncode == 0, r.stderr
     return {"model": d / "model.bin", "state": d / "run" / "state_000001.bin", "token_shard": d / "train.bin",
-            "example_shard": d / "examples.bin", "tokenizer": d / "tokenizer.bin", "parity_batch": d / "batch.bin"}
+            "example_shard": d / "examples.bin", "tokenizer": d / "tokenizer.bin", "parity_batch": d / "batch.bin",
+            "adapter": d / "lora" / "adapter_000001.bin"}
 
 
 def base_train_args(d):
@@ -94,6 +100,8 @@ def command(fmt, d, mutant, out):
         return base[:-4] + ["-s", "1", "-g", "4", "--tokenizer", mutant, "--steps", "1", "-o", out]
     if fmt == "parity_batch":
         return ["--model", str(d / "model.bin"), "--parity-batch", mutant, "--parity-out", os.path.join(out, "g.bin")]
+    if fmt == "adapter":
+        return ["--model", str(d / "model.bin"), "--lora-adapter", mutant] + base[2:] + ["--steps", "1", "-o", out]
     if fmt == "state":  # the mutant replaces the state file of a copy of the run, beside its model
         return ["--resume", mutant, "-i", str(d / "train.bin"), "-j", str(d / "val.bin"), "-v", "1", "-m", "1",
                 "-s", "0", "--threads", "1", "--steps", "2", "--decay-toward-init", "1"]
@@ -103,11 +111,12 @@ def command(fmt, d, mutant, out):
 # ---- mutations ------------------------------------------------------------------------------------
 
 # Header slots worth aiming at, per format (the rest of the header is reserved zeros).
-HEADER_SLOTS = {"model": range(0, 9), "state": range(0, 24), "token_shard": range(0, 3),
-                "example_shard": range(0, 5), "tokenizer": range(0, 4), "parity_batch": range(0, 5)}
+HEADER_SLOTS = {"model": range(0, 11), "state": range(0, 29), "token_shard": range(0, 3),
+                "example_shard": range(0, 5), "tokenizer": range(0, 4), "parity_batch": range(0, 5),
+                "adapter": range(0, 10)}
 # (slot, slot) pairs whose product sizes the body
 SIZE_PAIRS = {"model": [(4, 6), (2, 6), (3, 6)], "state": [(4, 5), (6, 7)], "token_shard": [(2, 2)],
-              "example_shard": [(2, 3)], "tokenizer": [(2, 2)], "parity_batch": [(2, 3)]}
+              "example_shard": [(2, 3)], "tokenizer": [(2, 2)], "parity_batch": [(2, 3)], "adapter": [(2, 6), (5, 6)]}
 SPECIAL_INTS = [0, -1, 1, 2 ** 30, INT_MAX, INT_MIN, INT_MAX - 1, INT_MAX - 7, 65536, 65537]
 SPECIAL_FLOATS = [np.nan, np.inf, -np.inf, 3e38, -3e38, -1.0, -1e-30]
 
@@ -116,7 +125,7 @@ def mutate(fmt, raw, rng):
     """(description, mutated bytes) of one random mutation of `raw`, a valid file of format fmt."""
     raw = bytearray(raw)
     kind = rng.choice(["bitflip", "truncate", "slot", "pair", "append", "float", "token"])
-    if kind == "float" and fmt not in ("model", "state"):
+    if kind == "float" and fmt not in ("model", "state", "adapter"):
         kind = "token" if fmt in ("token_shard", "example_shard", "parity_batch") else "slot"
     if kind == "token" and fmt not in ("token_shard", "example_shard", "parity_batch"):
         kind = "bitflip"
@@ -219,6 +228,8 @@ def run_mutant(binary, d, valid, fmt, index):
             _, params = read_checkpoint(path)  # raises on a non-finite value
             if not all(np.isfinite(p).all() for p in params.values()):
                 problem = f"exit 0 but {path} holds a non-finite value"
+        for path in [os.path.join(dp, f) for dp, _, fs in os.walk(work) for f in fs if f.startswith("adapter_")]:
+            read_adapter(path)  # raises on a non-finite value
     shutil.rmtree(work, ignore_errors=True)
     if problem:
         return "REJECTED", (what, args, f"{problem}; exit {r.returncode}; stderr ends:\n{err[-1500:]}")
