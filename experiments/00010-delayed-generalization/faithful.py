@@ -1,9 +1,10 @@
 """The measurements of issue 12 from the faithful runs' logs: a markdown summary and log-step figures.
 
-usage: python experiments/00010-delayed-generalization/faithful.py [RUNS_DIR] [--out FILE.md] [--fig-dir DIR]
+usage: python experiments/00010-delayed-generalization/faithful.py [RUNS_DIR...] [--out FILE.md] [--fig-dir DIR]
 
-RUNS_DIR (default runs-faithful/ beside this script) holds <variant>/seed<k>/log.jsonl as the runner
-writes them (--val-schedule log, --eval-sets train=..., val_mirror_in_train=...,
+Each RUNS_DIR (default: every runs-faithful*/ beside this script: faithful.json's runs and those of
+faithful-ablations.json, faithful-fraction.json and faithful-stability.json, whose reference arms are
+faithful.json's) holds <variant>/seed<k>/log.jsonl as the runner writes them (--val-schedule log, --eval-sets train=..., val_mirror_in_train=...,
 val_mirror_not_in_train=...). Only complete runs count. Per variant, over its seeds:
   - clean train 99%: the first evaluation at which the clean model gets >= 99% of the whole training
     set right (eval "train"), and val 99%: the same on the validation set;
@@ -15,14 +16,16 @@ val_mirror_not_in_train=...). Only complete runs count. Per variant, over its se
     training;
   - spikes: evaluations after val 99% at which the validation accuracy fell below 90%.
 Numbers are mean ± sample std (min-max) over the seeds that reached the threshold, with how many did.
-Figures (--fig-dir, default figures-faithful/): for each task, validation and clean training accuracy
-against log steps, one line per variant (median over seeds, the band from min to max).
+Figures (--fig-dir, default figures-faithful/): validation and clean training accuracy against log
+steps, one line per variant (median over seeds, the band from min to max), for each group of FIGURES
+(compare_div, compare_add: faithful.json; ablations, fraction, stability: the other configs with
+their reference arms).
 """
 
 import argparse
 import glob
-import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -33,6 +36,14 @@ from dev.logs import read_log
 HERE = os.path.dirname(os.path.abspath(__file__))
 THRESHOLD = 0.99
 LAST = 500
+# figure name -> the variants it draws (a regular expression over variant names)
+FIGURES = {
+    "compare_div": r"div-(untied-)?(pytorch|gpt2)-(wd1|no-wd)",
+    "compare_add": r"add-(untied-)?(pytorch|gpt2)-(wd1|no-wd)",
+    "ablations": r"div-untied-pytorch-(wd1|no-wd|wd1-to-init|wd1-dropout0\.1|wd1-noise0\.01|dropout0\.1|noise0\.01)",
+    "fraction": r"div-untied-pytorch-wd1(-frac0\.\d)?",
+    "stability": r"div-gpt2-wd1(-decay-matrices|-lr3e-4|-beta2-0\.99|-clip1)?",
+}
 
 
 def eval_acc(log, name):
@@ -77,13 +88,14 @@ def stat(values, spec="{:.0f}"):
     return text + f", {len(got)}/{len(values)}"
 
 
-def load(runs_dir):
+def load(runs_dirs):
     variants = {}
-    for path in sorted(glob.glob(os.path.join(runs_dir, "*", "seed*", "log.jsonl"))):
-        log = read_log(path)
-        if log.complete:
-            variants.setdefault(os.path.basename(os.path.dirname(os.path.dirname(path))), []).append(log)
-    return variants
+    for runs_dir in runs_dirs:
+        for path in sorted(glob.glob(os.path.join(runs_dir, "*", "seed*", "log.jsonl"))):
+            log = read_log(path)
+            if log.complete:
+                variants.setdefault(os.path.basename(os.path.dirname(os.path.dirname(path))), []).append(log)
+    return dict(sorted(variants.items()))
 
 
 def table(variants):
@@ -102,12 +114,12 @@ def table(variants):
     return "\n".join(rows) + "\n"
 
 
-def figure(variants, task, path):
+def figure(variants, group, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = [n for n in variants if n.startswith(task + "-")]
-    if not names:
+    names = [n for n in variants if re.fullmatch(FIGURES[group], n)]
+    if len(names) < 2:  # nothing to compare yet (e.g. only a reference arm)
         return False
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -127,7 +139,7 @@ def figure(variants, task, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"00010 faithful.json, task {task}: median over seeds, band = min-max", fontsize=10)
+    fig.suptitle(f"00010 faithful runs, {group.replace('_', ' ')}: median over seeds, band = min-max", fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -136,21 +148,22 @@ def figure(variants, task, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs_dir", nargs="?", default=os.path.join(HERE, "runs-faithful"))
+    p.add_argument("runs_dirs", nargs="*", default=sorted(glob.glob(os.path.join(HERE, "runs-faithful*"))))
     p.add_argument("--out", default=os.path.join(HERE, "faithful-summary.md"))
     p.add_argument("--fig-dir", default=os.path.join(HERE, "figures-faithful"))
     args = p.parse_args(argv)
-    variants = load(args.runs_dir)
+    variants = load(args.runs_dirs)
     if not variants:
-        print(f"error: no complete <variant>/seed<k>/log.jsonl under {args.runs_dir}", file=sys.stderr)
+        print(f"error: no complete <variant>/seed<k>/log.jsonl under {', '.join(args.runs_dirs)}", file=sys.stderr)
         return 1
+    dirs = ", ".join(f"{os.path.relpath(d, HERE)}/" for d in args.runs_dirs)
     text = ("Written by `python experiments/00010-delayed-generalization/faithful.py` from the complete runs in "
-            f"{os.path.relpath(args.runs_dir, HERE)}/ (see its docstring for each column).\n\n" + table(variants))
+            f"{dirs} (see its docstring for each column).\n\n" + table(variants))
     atomic_write(args.out, lambda f: f.write(text.encode()))
     print(text, end="")
-    for task in ("div", "add"):
-        path = os.path.join(args.fig_dir, f"compare_{task}.png")
-        if figure(variants, task, path):
+    for group in FIGURES:
+        path = os.path.join(args.fig_dir, f"{group}.png")
+        if figure(variants, group, path):
             print(f"figure: {path}")
     return 0
 
