@@ -636,8 +636,9 @@ static inline void train_print_config(TrainRun* run) {
                   (double)(cfg->lr * cfg->min_lr_frac), cfg->warmup);
     }
     print_row("AdamW", "beta1 %g, beta2 %g, eps %g", (double)cfg->beta1, (double)cfg->beta2, (double)cfg->eps);
-    print_row("weight decay", "%g on %s", (double)cfg->weight_decay, run->opt.decay_matrices_only ?
-              "matrices (wte wpe qkvw attprojw fcw fcprojw, and lm_head when untied)" : "all tensors");
+    print_row("weight decay", "%g on %s", (double)cfg->weight_decay, run->lora.rank > 0 ? "the LoRA adapters (all matrices)"
+              : run->opt.decay_matrices_only ? "matrices (wte wpe qkvw attprojw fcw fcprojw, and lm_head when untied)"
+              : "all tensors");
     print_row("  decay toward", "%s", cfg->decay_toward_init ? "the initial values (--decay-toward-init 1)" : "zero");
     if (cfg->grad_clip > 0) { print_row("grad clip", "%g (global norm)", (double)cfg->grad_clip); }
     else { print_row("grad clip", "off"); }

@@ -6,7 +6,8 @@ random (so every adapter gradient is non-trivial):
   gradients of every adapter tensor against PEFT's LoraConfig on transformers' GPT2LMHeadModel
   with the same weights (target modules attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), by the
   float64 rule of tests/helpers/compare.assert_fp32_accurate (PEFT in float64 is the reference,
-  PEFT in fp32 from starts one ulp away the spread), for three target sets and a masked batch;
+  PEFT in fp32 from starts one ulp away the spread), for three target sets and a masked batch, and
+  on a model with an untied head and no QKV bias;
 - new adapters (--lora-rank) start with B = 0: the logits equal the base model's bit for bit and
   A's gradient is exactly zero, and A is within PEFT's Kaiming-uniform bound 1/sqrt(in);
 - 10 AdamW steps (weight decay, clipping, warmup + cosine) against torch.optim.AdamW on the PEFT
@@ -112,6 +113,24 @@ def test_one_pass_matches_peft(tmp_path, model_path, targets, mask_frac, trainer
     assert_fp32_accurate(f"loss ({what})", got["loss"], ref64, runs32, key="loss")
     for name, g in got["grads"].items():
         assert np.abs(ref64[name]).max() > 0, f"{name}: the test needs a non-zero gradient"
+        assert_fp32_accurate(f"d{name} ({what})", g, ref64, runs32, key=name)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_one_pass_matches_peft_untied_head_no_qkv_bias(tmp_path, trainer):
+    """The frozen parameters include an untied lm_head and a zero QKV bias: neither gets touched."""
+    config = dataclasses.replace(CONFIG, untied_head=True, qkv_bias=False)
+    model_path = make_checkpoint(tmp_path / "model.bin", config, seed=9)
+    adapter = random_adapter(model_path, ("qkvw", "fcw"), rank=2, alpha=3.0, seed=4)
+    write_adapter(tmp_path / "adapter.bin", adapter)
+    x, y, mask = batch(tmp_path, B=2, T=33, mask_frac=0.5, seed=3)
+    trainer_run(trainer)("--model", model_path, "--lora-adapter", tmp_path / "adapter.bin", "--parity-batch",
+                         tmp_path / "batch.bin", "--parity-out", tmp_path / "grads.bin")
+    got = read_parity_grads(tmp_path / "grads.bin")
+    ref64, runs32 = fp32_reference(load_peft(model_path, adapter), peft_pass(x, y, mask, adapter))
+    what = f"{trainer} vs PEFT, untied head, no QKV bias"
+    assert_fp32_accurate(f"logits ({what})", got["logits"][..., :V], ref64, runs32, key="logits")
+    for name, g in got["grads"].items():
         assert_fp32_accurate(f"d{name} ({what})", g, ref64, runs32, key=name)
 
 
