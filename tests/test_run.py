@@ -9,7 +9,8 @@ Checks:
     9 variants x 3 seeds = 27 runs with the Power et al. baseline flags
     (batch 512, lr 0.001 constant after 10 warmup steps, betas 0.9/0.98,
     weight decay 1) and each variant's change reaching the trainer command,
-    and writes nothing;
+    and writes nothing; the four faithful*.json configs of issue 12 plan their
+    80, 25, 30 and 20 runs, also writing nothing;
   - with the real ./train_gpt2 (skipped, with the reason, when `make
     train_gpt2` fails): the smoke config (2 variants x 1 seed, 20 steps, a
     32-channel model) in a scratch experiment folder runs end to end: both
@@ -105,6 +106,18 @@ def test_only_unknown_variant_and_bad_json(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     r = run_module(tmp_path / "bad.json")
     assert r.returncode == 1 and "is not valid JSON" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name,runs", [("faithful.json", 80), ("faithful-ablations.json", 25),
+                                       ("faithful-fraction.json", 30), ("faithful-stability.json", 20)])
+def test_dry_run_of_the_faithful_configs(tmp_path, name, runs):
+    """Every config of issue 12's runs plans its runs (trainer flags that exist, templates that resolve)
+    without writing anything."""
+    before = sorted(os.listdir(EXP))
+    r = run_module(os.path.join(EXP, name), "--dry-run", "--work-dir", tmp_path / "work", "--trainer", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert f"= {runs} runs" in r.stdout, r.stdout[:2000]
+    assert sorted(os.listdir(EXP)) == before and not (tmp_path / "work").exists()
 
 
 def test_dry_run_of_the_experiment_config(tmp_path):
