@@ -218,16 +218,20 @@ def read_checkpoint_config(path):
     return config
 
 
-def read_checkpoint(path):
-    """Read a checkpoint: (ModelConfig, dict name -> np.float32 array of param_shapes)."""
-    config = read_checkpoint_config(path)
-    flat = np.fromfile(path, dtype="<f4", offset=HEADER_BYTES)
-    params = {}
-    offset = 0
+def _split_params(flat, config):
+    """dict name -> view of the flat float32 array, in param_shapes(config) order."""
+    params, offset = {}, 0
     for name, shape in param_shapes(config).items():
         n = int(np.prod(shape))
         params[name] = flat[offset:offset + n].reshape(shape)
         offset += n
+    return params
+
+
+def read_checkpoint(path):
+    """Read a checkpoint: (ModelConfig, dict name -> np.float32 array of param_shapes)."""
+    config = read_checkpoint_config(path)
+    params = _split_params(np.fromfile(path, dtype="<f4", offset=HEADER_BYTES), config)
     if not config.qkv_bias and np.any(params["qkvb"] != 0):
         raise CheckpointError(
             f"model checkpoint {path} says no_qkv_bias=1 but its qkvb tensor is not all "
@@ -305,12 +309,7 @@ def read_llmc_bf16(path):
                f"1024-byte header + 2 * {P} bfloat16 parameters for {config.describe()}",
                CheckpointError, "Re-write it with llm.c (or check the path).")
     raw = np.fromfile(path, dtype="<u2", offset=HEADER_BYTES)
-    flat = (raw.astype("<u4") << 16).view("<f4")
-    params, offset = {}, 0
-    for name, shape in param_shapes(config).items():
-        n = int(np.prod(shape))
-        params[name] = flat[offset:offset + n].reshape(shape)
-        offset += n
+    params = _split_params((raw.astype("<u4") << 16).view("<f4"), config)
     bad = [n for n, a in params.items() if not np.all(np.isfinite(a))]
     if bad:
         raise CheckpointError(
