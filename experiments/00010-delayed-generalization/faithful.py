@@ -15,6 +15,14 @@ val_mirror_not_in_train=...). Only complete runs count. Per variant, over its se
     an oscillating curve), overall and for the validation pairs whose mirror (b, a) is / is not in
     training;
   - spikes: evaluations after val 99% at which the validation accuracy fell below 90%.
+A second table, for the instability question, per variant (summed or taken over seeds as named):
+  - clean train drops: evaluations after clean train 99% at which the clean training accuracy fell
+    below 90% (the model forgot its own training set, not only the validation set);
+  - gradient spikes: episodes (runs of consecutive steps) after clean train 99% in which the
+    gradient norm exceeds 10x the median of the 100 steps before it (a local jump, not the slow fall of the gradient as the loss goes to 0),
+    and the largest gradient norm seen after step 100;
+  - the parameter norm without the LayerNorm gains at the end (mean over seeds) and its largest
+    value over the run, the weight size weight decay and the optimizer balance.
 Numbers are mean ± sample std (min-max) over the seeds that reached the threshold, with how many did.
 Figures (--fig-dir, default figures-faithful/): validation and clean training accuracy against log
 steps, one line per variant (median over seeds, the band from min to max), for each group of FIGURES
@@ -114,6 +122,40 @@ def table(variants):
     return "\n".join(rows) + "\n"
 
 
+def instability(log):
+    ts, ta = eval_acc(log, "train")
+    t99 = first_reaching(ts, ta)
+    steps, g = log.series("grad_norm")
+    keep = np.isfinite(g)
+    steps, g = steps[keep], g[keep]
+    spikes = 0
+    if t99 is not None and len(g) > 100:
+        before = np.median(np.lib.stride_tricks.sliding_window_view(g[:-1], 100), axis=1)  # g[i-100:i]
+        jump = (g[100:] > 10 * before) & (steps[100:] > t99)
+        spikes = int(np.sum(jump[1:] & ~jump[:-1]) + jump[0])  # separate episodes, not steps
+    g = g[steps > 100]
+    norms = [(s, r["param_norm_without_ln_gains"]) for s, r in sorted(log.records.items())
+             if isinstance(r.get("param_norm_without_ln_gains"), (int, float))]
+    return dict(train_drops=int(np.sum(ta[ts > t99] < 0.9)) if t99 is not None else 0,
+                grad_spikes=spikes,
+                grad_max=float(g.max()) if len(g) else float("nan"),
+                norm_end=float(norms[-1][1]) if norms else float("nan"),
+                norm_max=float(max(n for _, n in norms)) if norms else float("nan"))
+
+
+def stability_table(variants):
+    rows = ["| variant | seeds | clean train drops < 90% after train 99% | val drops < 90% after val 99% | "
+            "gradient spikes > 10x the last 100 steps' median after train 99% (episodes) | largest gradient norm (max over seeds) | "
+            "weight norm without LN gains: end (mean) / largest |", "|" + "---|" * 7]
+    for name, logs in variants.items():
+        ds = [instability(log) for log in logs]
+        val = sum(describe(log)["spikes"] for log in logs)
+        rows.append(f"| {name} | {len(ds)} | {sum(d['train_drops'] for d in ds)} | {val} | "
+                    f"{sum(d['grad_spikes'] for d in ds)} | {max(d['grad_max'] for d in ds):.1f} | "
+                    f"{np.mean([d['norm_end'] for d in ds]):.1f} / {max(d['norm_max'] for d in ds):.1f} |")
+    return "\n".join(rows) + "\n"
+
+
 def figure(variants, group, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -158,7 +200,8 @@ def main(argv=None):
         return 1
     dirs = ", ".join(f"{os.path.relpath(d, HERE)}/" for d in args.runs_dirs)
     text = ("Written by `python experiments/00010-delayed-generalization/faithful.py` from the complete runs in "
-            f"{dirs} (see its docstring for each column).\n\n" + table(variants))
+            f"{dirs} (see its docstring for each column).\n\n" + table(variants) +
+            "\nInstability, per variant (counts summed over its seeds):\n\n" + stability_table(variants))
     atomic_write(args.out, lambda f: f.write(text.encode()))
     print(text, end="")
     for group in FIGURES:
