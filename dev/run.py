@@ -701,6 +701,10 @@ def parse_args(argv):
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once (default 1); on CPU each gets cores/jobs threads unless the "
                         "config sets threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per run on CPU (default: cores/jobs when --jobs > 1, else the "
+                        "trainer's default); a config's threads wins. Results do not depend on it, "
+                        "so two runners side by side can each use --threads 1")
     p.add_argument("--work-dir", default=None,
                    help="folder for data, models, checkpoints and trainer output (default: "
                         "out/experiments/<name>/<config stem>)")
@@ -729,6 +733,8 @@ def main(argv=None):
         raise UserError(f"--seeds {seeds}: seeds must be >= 0.")
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs} must be >= 1.")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads} must be >= 1.")
     runs, exp_dir, tag = plan_runs(cfg, args.config, set(wanted), seeds, work)
     title = name
     print(f"experiment {name}: {len(wanted)} variant(s) x {len(seeds)} seed(s) = {len(runs)} runs")
@@ -759,7 +765,9 @@ def main(argv=None):
     target, binary = TARGETS[kind]
     trainer = os.path.join(".", binary)
     threads = 0
-    if kind == "cpu" and args.jobs > 1:
+    if kind == "cpu" and args.threads is not None:
+        threads = args.threads
+    elif kind == "cpu" and args.jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     todo = [r for r in runs if r.status != "complete"]

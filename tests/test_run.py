@@ -108,6 +108,20 @@ def test_only_unknown_variant_and_bad_json(tmp_path):
     assert r.returncode == 1 and "is not valid JSON" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_threads_per_run(tmp_path):
+    """--threads sets each CPU run's --threads (default cores/jobs with --jobs > 1); below 1 is refused."""
+    def planned(*extra):
+        r = run_module(CONFIG, "--dry-run", "--work-dir", tmp_path / "work", "--trainer", "cpu", *extra)
+        assert r.returncode == 0, r.stderr
+        return [ln for ln in r.stdout.splitlines() if "train_gpt2" in ln and "--steps" in ln]
+    one = planned("--jobs", "2", "--threads", "1")
+    assert one and all(ln.endswith("--threads 1") or "--threads 1 " in ln for ln in one), one[:2]
+    three = planned("--threads", "3")
+    assert three and all("--threads 3" in ln for ln in three), three[:2]
+    r = run_module(CONFIG, "--dry-run", "--threads", "0", "--trainer", "cpu")
+    assert r.returncode == 1 and "--threads 0 must be >= 1" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("name,runs", [("faithful.json", 80), ("faithful-ablations.json", 25),
                                        ("faithful-fraction.json", 30), ("faithful-stability.json", 20)])
 def test_dry_run_of_the_faithful_configs(tmp_path, name, runs):
