@@ -21,7 +21,9 @@ also printed by --help), then
   6. draws the figures into <exp>/figures<tag>/ (all variants, and each
      variant alone) and prints the results table (steps to 99% train and
      validation accuracy, mean ± std and range over seeds), also written to
-     <exp>/results<tag>.md.
+     <exp>/results<tag>.md. Figures and table always cover every variant and
+     seed of the config (complete runs so far), also when --only or --seeds
+     ran a part of it.
 <tag> is "" for config.json and "-<stem>" for any other file name (smoke.json
 -> runs-smoke/), so several configs can share an experiment folder. <work>
 defaults to out/experiments/<exp name>/<stem> (git-ignored).
@@ -741,8 +743,11 @@ def main(argv=None):
     print(f"config {rel(args.config)}; logs -> {rel(os.path.join(exp_dir, 'runs' + tag))}; "
           f"work folder {rel(work)}")
 
+    # the table and figures are the experiment's record: every variant and every seed of the config
+    # (and any extra --seeds), whatever --only / --seeds selected to run now
+    record, _, _ = plan_runs(cfg, args.config, set(all_variants), sorted(set(cfg["seeds"]) | set(seeds)), work)
     if args.plots_only:
-        return report(runs, exp_dir, tag, title, failures=[])
+        return report(record, exp_dir, tag, title, failures=[])
 
     for r in runs:
         classify(r, args.rerun)
@@ -832,7 +837,7 @@ def main(argv=None):
                         raise UserError(f"creating the model failed: {' '.join(argv)}\n{res.stderr.strip()}")
                     print(f"model: {rel(path)} ({settings['model']} {' '.join(map(str, settings.get('model_args', [])))} seed {seed})")
         failures += execute(todo, trainer, args.jobs, threads)
-    return report(runs, exp_dir, tag, title, failures)
+    return report(record, exp_dir, tag, title, failures)
 
 
 def create_model_argv(settings, seed, path):

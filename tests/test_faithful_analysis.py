@@ -102,6 +102,10 @@ def test_table_over_seeds_and_a_run_that_never_generalizes(tmp_path, faithful):
             for r in faithful.stability_table(variants).splitlines()[2:]}
     assert stab["v"][1:4] == ["1", "1", "2"]
     assert stab["w"][1:4] == ["0", "0", "0"]
+    per_run = [[c.strip() for c in r.split("|")[1:-1]] for r in faithful.per_run_table(variants).splitlines()[2:]]
+    assert per_run[0] == ["v", "1", "200", "600", "400", f"{(40 * 0.995 + 0.5) / 51:.4f}", "1", "1", "2", "50.0"]
+    assert per_run[1][:5] == ["v", "2", "400", "-", "-"]
+    assert [r[:2] for r in per_run] == [["v", "1"], ["v", "2"], ["w", "1"], ["w", "2"]]
 
 
 def test_the_script_writes_the_summary_and_the_figures(tmp_path, faithful):

@@ -195,6 +195,13 @@ def test_smoke_config_end_to_end(tmp_path, trainer_built):
     assert "2 run(s) already complete, skipped" in r.stdout
     for v, data in logs_before.items():
         assert (exp / "runs-smoke" / v / "seed1" / "log.jsonl").read_bytes() == data
+    # running a part of the config (--only, --seeds) keeps the whole record in the table and figures
+    before = {p: p.read_bytes() for p in [exp / "results-smoke.md", *(exp / "figures-smoke").iterdir()]}
+    for part in (["--only", "no-wd"], ["--only", "no-wd", "--plots-only"], ["--seeds", "1"]):
+        r = run_module(cfg, "--work-dir", work, "--trainer", "cpu", "--no-build", *part)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "| baseline | 1/1 | 20 |" in (exp / "results-smoke.md").read_text(), part
+        assert {p: p.read_bytes() for p in before} == before, part
 
 
 def test_resume_after_interrupt(tmp_path, trainer_built):

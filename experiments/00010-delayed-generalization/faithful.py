@@ -23,6 +23,7 @@ A second table, for the instability question, per variant (summed or taken over 
     and the largest gradient norm seen after step 100;
   - the parameter norm without the LayerNorm gains at the end (mean over seeds) and its largest
     value over the run, the weight size weight decay and the optimizer balance.
+A third table lists every run (variant, seed) with the numbers the first two summarize.
 Numbers are mean ± sample std (min-max) over the seeds that reached the threshold, with how many did.
 Figures (--fig-dir, default figures-faithful/): validation and clean training accuracy against log
 steps, one line per variant (median over seeds, the band from min to max), for each group of FIGURES
@@ -156,6 +157,26 @@ def stability_table(variants):
     return "\n".join(rows) + "\n"
 
 
+def seed_of(log):
+    m = re.search(r"seed(\d+)", os.path.basename(os.path.dirname(log.path)))
+    return int(m.group(1)) if m else None
+
+
+def per_run_table(variants):
+    """One row per run: the numbers the per-variant tables summarize, so each mean can be checked."""
+    def steps(v):
+        return "-" if v is None else f"{v:.0f}"
+    rows = ["| variant | seed | clean train 99% at | val 99% at | delay | val acc, last 500 steps | "
+            "val drops < 90% after 99% | clean train drops | gradient-spike episodes | largest gradient norm |",
+            "|" + "---|" * 10]
+    for name, logs in variants.items():
+        for log in sorted(logs, key=lambda lg: seed_of(lg) or 0):
+            d, i = describe(log), instability(log)
+            rows.append(f"| {name} | {seed_of(log)} | {steps(d['train99'])} | {steps(d['val99'])} | {steps(d['delay'])} | "
+                        f"{d['val_last']:.4f} | {d['spikes']} | {i['train_drops']} | {i['grad_spikes']} | {i['grad_max']:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
 def figure(variants, group, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -201,7 +222,8 @@ def main(argv=None):
     dirs = ", ".join(f"{os.path.relpath(d, HERE)}/" for d in args.runs_dirs)
     text = ("Written by `python experiments/00010-delayed-generalization/faithful.py` from the complete runs in "
             f"{dirs} (see its docstring for each column).\n\n" + table(variants) +
-            "\nInstability, per variant (counts summed over its seeds):\n\n" + stability_table(variants))
+            "\nInstability, per variant (counts summed over its seeds):\n\n" + stability_table(variants) +
+            "\nPer run (\"-\": not reached within the budget):\n\n" + per_run_table(variants))
     atomic_write(args.out, lambda f: f.write(text.encode()))
     print(text, end="")
     for group in FIGURES:
