@@ -25,8 +25,13 @@ def faithful():
     return mod
 
 
+def at(value, step):
+    return value(step) if callable(value) else value
+
+
 def write_log(path, steps, train_acc, val_acc, grad=lambda s: 1.0, mirror=(0.5, 0.25)):
-    """A log of `steps` steps, evaluated every 10 steps, with clean train / val accuracy functions of the step."""
+    """A log of `steps` steps, evaluated every 10 steps, with clean train / val accuracy functions of the step
+    (the two mirror halves of validation: constants or functions of the step)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(json.dumps({"config": {"steps": steps}}) + "\n")
@@ -35,8 +40,8 @@ def write_log(path, steps, train_acc, val_acc, grad=lambda s: 1.0, mirror=(0.5, 
             if s % 10 == 0:
                 rec.update(val_loss=1.0, val_acc=val_acc(s),
                            eval={"train": {"loss": 1.0, "acc": train_acc(s)},
-                                 "val_mirror_in_train": {"loss": 1.0, "acc": mirror[0]},
-                                 "val_mirror_not_in_train": {"loss": 1.0, "acc": mirror[1]}},
+                                 "val_mirror_in_train": {"loss": 1.0, "acc": at(mirror[0], s)},
+                                 "val_mirror_not_in_train": {"loss": 1.0, "acc": at(mirror[1], s)}},
                            param_norm_without_ln_gains=100.0 - s / 100)
             f.write(json.dumps(rec) + "\n")
 
@@ -79,7 +84,9 @@ def test_table_over_seeds_and_a_run_that_never_generalizes(tmp_path, faithful):
     grokking_run(str(runs / "v" / "seed1" / "log.jsonl"))
     memorizing_run(str(runs / "v" / "seed2" / "log.jsonl"))
     memorizing_run(str(runs / "w" / "seed1" / "log.jsonl"))
-    write_log(str(runs / "w" / "seed2" / "log.jsonl"), 1000, lambda s: 1.0, lambda s: 1.0)
+    # w seed 2: the pairs whose mirror is in training reach 99% at step 10, the others at 300
+    write_log(str(runs / "w" / "seed2" / "log.jsonl"), 1000, lambda s: 1.0, lambda s: 1.0,
+              mirror=(1.0, lambda s: 0.995 if s >= 300 else 0.5))
     # an incomplete run (the log stops before its steps) is left out
     write_log(str(runs / "w" / "seed3" / "log.jsonl"), 1000, lambda s: 1.0, lambda s: 1.0)
     lines = open(runs / "w" / "seed3" / "log.jsonl").read().splitlines()[:-5]
@@ -98,12 +105,15 @@ def test_table_over_seeds_and_a_run_that_never_generalizes(tmp_path, faithful):
     # w: seed 2 is 99% at the first evaluation (step 10) for both; seed 1 never generalizes
     assert rows["w"][2] == "10, 1/2" and rows["w"][3] == "0, 1/2" and rows["w"][5] == "1/2"
     assert rows["w"][6] == f"{(0.2 + 1.0) / 2:.4f}"
+    assert rows["v"][9] == "not reached (0/2) / not reached (0/2)"
+    assert rows["w"][9] == "10, 1/2 / 300, 1/2"
     stab = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
             for r in faithful.stability_table(variants).splitlines()[2:]}
     assert stab["v"][1:4] == ["1", "1", "2"]
     assert stab["w"][1:4] == ["0", "0", "0"]
     per_run = [[c.strip() for c in r.split("|")[1:-1]] for r in faithful.per_run_table(variants).splitlines()[2:]]
-    assert per_run[0] == ["v", "1", "200", "600", "400", f"{(40 * 0.995 + 0.5) / 51:.4f}", "1", "1", "2", "50.0"]
+    assert per_run[0] == ["v", "1", "200", "600", "400", f"{(40 * 0.995 + 0.5) / 51:.4f}", "1", "1", "2", "50.0", "- / -"]
+    assert per_run[3][-1] == "10 / 300"
     assert per_run[1][:5] == ["v", "2", "400", "-", "-"]
     assert [r[:2] for r in per_run] == [["v", "1"], ["v", "2"], ["w", "1"], ["w", "2"]]
 

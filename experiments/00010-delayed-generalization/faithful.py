@@ -14,7 +14,9 @@ val_mirror_not_in_train=...). Only complete runs count. Per variant, over its se
   - the validation accuracy averaged over the evaluations of the last 500 steps (not a snapshot of
     an oscillating curve), overall and for the validation pairs whose mirror (b, a) is / is not in
     training;
-  - spikes: evaluations after val 99% at which the validation accuracy fell below 90%.
+  - spikes: evaluations after val 99% at which the validation accuracy fell below 90%;
+  - val 99% at for the validation pairs whose mirror is in training and for the others (on x+y the
+    first can be learned from a + b = b + a alone).
 A second table, for the instability question, per variant (summed or taken over seeds as named):
   - clean train drops: evaluations after clean train 99% at which the clean training accuracy fell
     below 90% (the model forgot its own training set, not only the validation set);
@@ -83,6 +85,7 @@ def describe(log):
     for name in ("val_mirror_in_train", "val_mirror_not_in_train"):
         s, a = eval_acc(log, name)
         d[name] = float(a[s >= total - LAST].mean()) if len(a) else None
+        d[name + "_99"] = first_reaching(s, a) if len(a) else None
     return d
 
 
@@ -109,7 +112,8 @@ def load(runs_dirs):
 
 def table(variants):
     rows = ["| variant | seeds | clean train 99% at | val 99% at | delay (steps) | delay ratio | generalized | "
-            "val acc, last 500 steps | mirror in train / not | spikes < 90% after 99% |", "|" + "---|" * 10]
+            "val acc, last 500 steps | mirror in train / not | spikes < 90% after 99% | "
+            "val 99% at: mirror in train / not |", "|" + "---|" * 11]
     for name, logs in variants.items():
         ds = [describe(log) for log in logs]
         gen = sum(d["val99"] is not None for d in ds)
@@ -119,8 +123,15 @@ def table(variants):
         rows.append(f"| {name} | {len(ds)} | {stat([d['train99'] for d in ds])} | {stat([d['val99'] for d in ds])} | "
                     f"{stat([d['delay'] for d in ds])} | {stat([d['ratio'] for d in ds], '{:.1f}')} | "
                     f"{gen}/{len(ds)} | {np.mean([d['val_last'] for d in ds]):.4f} | {mirror} | "
-                    f"{sum(d['spikes'] for d in ds)} |")
+                    f"{sum(d['spikes'] for d in ds)} | {mirror_steps(ds, stat)} |")
     return "\n".join(rows) + "\n"
+
+
+def mirror_steps(ds, fmt):
+    """Steps to 99% on the validation pairs whose mirror is in training, and on the others ("-": no mirror split logged)."""
+    if all(d["val_mirror_in_train"] is None for d in ds):
+        return "-"
+    return " / ".join(fmt([d[f"{name}_99"] for d in ds]) for name in ("val_mirror_in_train", "val_mirror_not_in_train"))
 
 
 def instability(log):
@@ -167,13 +178,14 @@ def per_run_table(variants):
     def steps(v):
         return "-" if v is None else f"{v:.0f}"
     rows = ["| variant | seed | clean train 99% at | val 99% at | delay | val acc, last 500 steps | "
-            "val drops < 90% after 99% | clean train drops | gradient-spike episodes | largest gradient norm |",
-            "|" + "---|" * 10]
+            "val drops < 90% after 99% | clean train drops | gradient-spike episodes | largest gradient norm | "
+            "val 99% at: mirror in train / not |", "|" + "---|" * 11]
     for name, logs in variants.items():
         for log in sorted(logs, key=lambda lg: seed_of(lg) or 0):
             d, i = describe(log), instability(log)
             rows.append(f"| {name} | {seed_of(log)} | {steps(d['train99'])} | {steps(d['val99'])} | {steps(d['delay'])} | "
-                        f"{d['val_last']:.4f} | {d['spikes']} | {i['train_drops']} | {i['grad_spikes']} | {i['grad_max']:.1f} |")
+                        f"{d['val_last']:.4f} | {d['spikes']} | {i['train_drops']} | {i['grad_spikes']} | {i['grad_max']:.1f} | "
+                        f"{mirror_steps([d], lambda v: steps(v[0]))} |")
     return "\n".join(rows) + "\n"
 
 
